@@ -1,0 +1,12 @@
+//! The HTTP request path: named phases in `service`, one file per origin under `origin/`, and
+//! one error-to-response mapping in `error`.
+
+pub mod access_log;
+pub mod activity;
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod mime;
+pub mod origin;
+pub mod path;
+pub mod service;

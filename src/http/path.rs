@@ -1,0 +1,76 @@
+//! Request paths: percent-decoded, then normalised (`.`, `..`, `//`, `\`) so that no request can
+//! name anything outside a mount's directory. `..` never climbs above `/`, as in lws.
+
+use percent_encoding::percent_decode_str;
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the path does not start with '/'")]
+    NotAbsolute,
+    #[error("the path holds a NUL byte")]
+    Nul,
+    #[error("the path is not UTF-8")]
+    NotUtf8,
+}
+
+/// Decodes and normalises the path part of a request target. A trailing `/` is kept, since it
+/// means "the directory" to the file origin.
+pub fn normalize(raw: &str) -> Result<String, PathError> {
+    if !raw.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let decoded = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| PathError::NotUtf8)?;
+    if decoded.contains('\0') {
+        return Err(PathError::Nul);
+    }
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in decoded.split(['/', '\\']) {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    let trailing = decoded.ends_with('/')
+        || decoded.ends_with('\\')
+        || decoded.ends_with("/.")
+        || decoded.ends_with("/..");
+    let mut out = String::with_capacity(decoded.len());
+    for p in &parts {
+        out.push('/');
+        out.push_str(p);
+    }
+    if out.is_empty() || trailing {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traversal_never_escapes() {
+        assert_eq!(normalize("/../../etc/passwd").unwrap(), "/etc/passwd");
+        assert_eq!(normalize("/a/%2e%2e/%2E%2E/b").unwrap(), "/b");
+        assert_eq!(normalize("/a//b///c").unwrap(), "/a/b/c");
+        assert_eq!(normalize("/a/..%2f..%2fetc").unwrap(), "/etc");
+        assert_eq!(normalize("/a\\..\\..\\x").unwrap(), "/x");
+        assert_eq!(normalize("/a/./b/").unwrap(), "/a/b/");
+        assert_eq!(normalize("/a/b/..").unwrap(), "/a/");
+        assert_eq!(normalize("/").unwrap(), "/");
+        assert_eq!(normalize("/%20x").unwrap(), "/ x");
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(normalize("/a%00.html"), Err(PathError::Nul));
+        assert_eq!(normalize("/%ff"), Err(PathError::NotUtf8));
+        assert_eq!(normalize("x"), Err(PathError::NotAbsolute));
+    }
+}

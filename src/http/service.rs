@@ -1,0 +1,295 @@
+//! The request phases: select vhost → normalise path → reject keywords → select mount →
+//! redirects → basic auth → origin → response headers → access log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version, header};
+
+use super::access_log::Entry;
+use super::activity::Activity;
+use super::auth::{self, AuthOutcome};
+use super::body::Body;
+use super::error::HttpError;
+use super::origin::{file, file_cache::FileCache, redirect};
+use super::path;
+use crate::model::Origin;
+use crate::table::{ListenerRoutes, MountRt, RouteTable, VhostRt};
+
+/// State that outlives any one config: it survives reloads.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub files: FileCache,
+}
+
+/// Everything a request on one connection needs; built once per connection.
+pub struct ConnCtx {
+    pub table: Arc<RouteTable>,
+    pub listener: usize,
+    pub peer: Option<SocketAddr>,
+    pub tls: bool,
+    /// The vhost whose certificate the TLS handshake used (chosen by SNI).
+    pub handshake_vhost: Option<Arc<VhostRt>>,
+    pub shared: Arc<Shared>,
+    pub activity: Arc<Activity>,
+}
+
+impl ConnCtx {
+    fn routes(&self) -> &ListenerRoutes {
+        &self.table.listeners[self.listener]
+    }
+}
+
+pub fn handle<B>(ctx: &ConnCtx, req: Request<B>) -> Response<Body> {
+    ctx.activity.begin();
+    let (parts, _body) = req.into_parts();
+    let host = request_host(&parts);
+    let vhost = select_vhost(ctx, host.as_deref());
+    let mut mount_used = None;
+    let mut close = false;
+    let result = route(
+        ctx,
+        &vhost,
+        &parts,
+        host.as_deref(),
+        &mut mount_used,
+        &mut close,
+    );
+    let mut response = match result {
+        Ok(r) => r,
+        Err(HttpError::NotFound) if vhost.error_404.is_some() => error_document(&vhost, &parts),
+        Err(e) => {
+            if e.status().is_server_error() {
+                tracing::warn!(error = %e, uri = %parts.uri, "request failed");
+            }
+            e.into_response()
+        }
+    };
+    if response.status() == StatusCode::OK && vhost.error_404.as_deref() == Some(parts.uri.path()) {
+        // The error document itself is served with the status it stands for.
+        *response.status_mut() = StatusCode::NOT_FOUND;
+    }
+    finish(ctx, &vhost, mount_used, &parts, response, close)
+}
+
+/// Host header (HTTP/1) or :authority (HTTP/2).
+fn request_host(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| parts.uri.authority().map(|a| a.as_str().to_string()))
+}
+
+/// D3 on every request: the Host's vhost if one matches, else the handshake's, else the first.
+fn select_vhost(ctx: &ConnCtx, host: Option<&str>) -> Arc<VhostRt> {
+    let routes = ctx.routes();
+    host.and_then(|h| routes.find_vhost(h))
+        .or(ctx.handshake_vhost.as_ref())
+        .unwrap_or_else(|| routes.first())
+        .clone()
+}
+
+fn route<'v>(
+    ctx: &ConnCtx,
+    vhost: &'v Arc<VhostRt>,
+    parts: &Parts,
+    host: Option<&str>,
+    mount_used: &mut Option<&'v MountRt>,
+    close: &mut bool,
+) -> Result<Response<Body>, HttpError> {
+    if let Some(hs) = &ctx.handshake_vhost
+        && !Arc::ptr_eq(hs, vhost)
+        && vhost.client_cert_required
+        && !hs.client_cert_required
+    {
+        // Without this, SNI for an open vhost plus Host for an mTLS vhost would skip the
+        // client certificate check.
+        return Err(HttpError::Misdirected);
+    }
+    let path = path::normalize(parts.uri.path()).map_err(|e| match e {
+        path::PathError::NotAbsolute if parts.uri.path() == "*" => HttpError::MethodNotAllowed,
+        _ => HttpError::BadRequest("bad path"),
+    })?;
+    if let Some(ua) = parts
+        .headers
+        .get(header::USER_AGENT)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
+    {
+        if let Some(rule) = ctx
+            .table
+            .global
+            .reject
+            .iter()
+            .find(|r| ua.contains(&r.keyword))
+        {
+            tracing::info!(keyword = %rule.keyword, "request rejected by reject-service-keywords");
+            *close = true;
+            let status = StatusCode::from_u16(rule.status).unwrap_or(StatusCode::FORBIDDEN);
+            return Err(HttpError::Rejected {
+                status,
+                text: rule.text.clone(),
+            });
+        }
+    }
+    let upgrade = parts.headers.contains_key(header::UPGRADE);
+    let mount = vhost
+        .select_mount(&path, upgrade)
+        .ok_or(HttpError::NotFound)?;
+    *mount_used = Some(mount);
+    if let Some(ka) = mount.model.keepalive_timeout {
+        ctx.activity
+            .set_keepalive(std::time::Duration::from_secs(ka.into()));
+    }
+    let mp = mount.model.mountpoint.as_str();
+    let remainder = path.get(mp.trim_end_matches('/').len()..).unwrap_or("");
+    if let Origin::Redirect(url) = &mount.model.origin {
+        return redirect::moved(&redirect::mount_target(
+            url,
+            mount.model.append_path,
+            remainder,
+        ));
+    }
+    if mp.len() > 1
+        && !mp.ends_with('/')
+        && path == mp
+        && !parts.uri.path().ends_with('/')
+        && !matches!(mount.model.origin, Origin::Cgi(_) | Origin::Callback(_))
+    {
+        return trailing_slash(ctx, parts, host);
+    }
+    if let Some(file) = &mount.model.basic_auth {
+        match auth::check(
+            file,
+            parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .map(HeaderValue::as_bytes),
+        ) {
+            AuthOutcome::Allowed(_) => {}
+            AuthOutcome::Denied => return Err(HttpError::Unauthorized),
+            AuthOutcome::Malformed => return Err(HttpError::Forbidden),
+        }
+    }
+    match &mount.model.origin {
+        Origin::File(dir) => file::serve(dir, mount, remainder, parts, &ctx.shared.files),
+        Origin::Gzip => Err(HttpError::NotFound),
+        Origin::Redirect(_) => unreachable!("handled above"),
+        Origin::Proxy { .. } => Err(HttpError::NotImplemented("reverse proxy origins")),
+        Origin::Cgi(_) => Err(HttpError::NotImplemented("cgi origins")),
+        Origin::Callback(_) => Err(HttpError::NotImplemented("callback origins")),
+    }
+}
+
+/// `/dir` naming a mount exactly → 301 to `/dir/` on the same host and scheme.
+fn trailing_slash(
+    ctx: &ConnCtx,
+    parts: &Parts,
+    host: Option<&str>,
+) -> Result<Response<Body>, HttpError> {
+    let query = parts
+        .uri
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default();
+    let target = match host {
+        Some(h) if !h.starts_with('+') && !h.contains('/') => {
+            let scheme = if ctx.tls { "https" } else { "http" };
+            format!("{scheme}://{h}{}/{query}", parts.uri.path())
+        }
+        _ => format!("{}/{query}", parts.uri.path()),
+    };
+    redirect::moved(&target)
+}
+
+/// `error-document-404`: any 404 becomes a 302 to the configured page.
+fn error_document(vhost: &VhostRt, parts: &Parts) -> Response<Body> {
+    let doc = vhost.error_404.as_deref().unwrap_or("/");
+    if parts.uri.path() == doc {
+        return HttpError::NotFound.into_response();
+    }
+    match HeaderValue::from_str(doc) {
+        Ok(loc) => Response::builder()
+            .status(StatusCode::FOUND)
+            .header(header::LOCATION, loc)
+            .header(header::CONTENT_TYPE, HeaderValue::from_static("text/html"))
+            .header(header::CONTENT_LENGTH, HeaderValue::from_static("0"))
+            .body(Body::empty())
+            .expect("valid 302"),
+        Err(_) => HttpError::NotFound.into_response(),
+    }
+}
+
+/// Response headers in lws's order (configured headers, `server:`, STS, then the origin's),
+/// lws's reason phrase for redirects, and the hooks that run when the body is done.
+fn finish(
+    ctx: &ConnCtx,
+    vhost: &Arc<VhostRt>,
+    mount: Option<&MountRt>,
+    parts: &Parts,
+    response: Response<Body>,
+    close: bool,
+) -> Response<Body> {
+    let (mut head, mut body) = response.into_parts();
+    let prefix = mount.map(|m| &m.headers).unwrap_or(&vhost.headers);
+    if !prefix.is_empty() {
+        let mut headers = HeaderMap::with_capacity(prefix.len() + head.headers.len());
+        for (n, v) in prefix {
+            headers.append(n.clone(), v.clone());
+        }
+        for (n, v) in head.headers.iter() {
+            headers.append(n.clone(), v.clone());
+        }
+        head.headers = headers;
+    }
+    if close {
+        head.headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    if head.status.is_redirection() && head.status != StatusCode::NOT_MODIFIED {
+        head.extensions
+            .insert(hyper::ext::ReasonPhrase::from_static(b"Redirect"));
+    }
+    let activity = ctx.activity.clone();
+    body.on_done(Box::new(move |_| activity.finish()));
+    if let Some(log) = &vhost.access_log {
+        let entry = log_entry(ctx, parts, &head);
+        let log = log.clone();
+        body.on_done(Box::new(move |n| log.write(&entry, n)));
+    }
+    Response::from_parts(head, body)
+}
+
+fn log_entry(ctx: &ConnCtx, parts: &Parts, head: &http::response::Parts) -> Entry {
+    let header_text = |name| {
+        parts
+            .headers
+            .get(name)
+            .map(|v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned())
+    };
+    // "HTTP/1.1 200 OK\r\n" + each "name: value\r\n" + hyper's date header + "\r\n".
+    let header_bytes = 17
+        + head
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+        + 37
+        + 2;
+    Entry {
+        peer: ctx.peer.map(|p| p.ip().to_canonical()),
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        version: match parts.version {
+            Version::HTTP_10 => "HTTP/1.0",
+            Version::HTTP_2 => "HTTP/2",
+            _ => "HTTP/1.1",
+        },
+        status: head.status.as_u16(),
+        header_bytes: header_bytes as u64,
+        referer: header_text(header::REFERER).unwrap_or_default(),
+        user_agent: header_text(header::USER_AGENT).unwrap_or_default(),
+    }
+}

@@ -1,0 +1,97 @@
+//! The `global` section. Scalars: the last file wins; `plugin-dir` and
+//! `reject-service-keywords` accumulate (spec 1.1). `_lws_ddir_` is not substituted here.
+
+use super::lexer::{Key, Node};
+use super::value::Ctx;
+use crate::model::{ConfigError, Global, RejectRule};
+
+pub fn apply(ctx: &mut Ctx, g: &mut Global, key: &Key, node: &Node) -> Result<(), ConfigError> {
+    let members = ctx.object(key, node)?;
+    for (k, v) in members {
+        apply_key(ctx, g, k, v)?;
+    }
+    Ok(())
+}
+
+fn apply_key(ctx: &mut Ctx, g: &mut Global, k: &Key, v: &Node) -> Result<(), ConfigError> {
+    match k.name.as_str() {
+        "uid" => g.uid = Some(ctx.uint(k, v)?),
+        "gid" => g.gid = Some(ctx.uint(k, v)?),
+        "username" => g.username = Some(ctx.text(k, v)?),
+        "groupname" => g.groupname = Some(ctx.text(k, v)?),
+        "count-threads" => {
+            let n: u32 = ctx.uint(k, v)?;
+            g.count_threads = n.clamp(1, 256);
+        }
+        "count-async-threads" => g.count_async_threads = ctx.uint(k, v)?,
+        // set-only in lwsws: a later "0" does not clear it.
+        "init-ssl" => g.init_ssl |= ctx.flag(k, v)?,
+        "server-string" => g.server_string = Some(ctx.text(k, v)?),
+        "plugin-dir" => {
+            g.plugin_dirs.push(ctx.text(k, v)?);
+            ctx.warn(
+                k.pos,
+                "\"plugin-dir\" is ignored: protocols are built in (D18)",
+            );
+        }
+        "ws-pingpong-secs" => g.ws_pingpong_secs = Some(ctx.uint(k, v)?),
+        "timeout-secs" => {
+            let n: u32 = ctx.uint(k, v)?;
+            if n == 0 {
+                return Err(ctx.err(v.pos, &k.name, "must be at least 1 second"));
+            }
+            g.timeout_secs = n;
+        }
+        "reject-service-keywords" => {
+            for (keyword, value) in ctx.pairs(k, v)? {
+                g.reject_service_keywords
+                    .push(reject_rule(ctx, k, v, keyword, &value)?);
+            }
+        }
+        "default-alpn" => g.default_alpn = Some(ctx.text(k, v)?),
+        "ip-limit-ah" => g.ip_limit_ah = ctx.uint(k, v)?,
+        "ip-limit-wsi" => g.ip_limit_wsi = ctx.uint(k, v)?,
+        "rlimit-nofile" => g.rlimit_nofile = Some(ctx.uint(k, v)?),
+        "cpd-bypass" => g.cpd_bypass |= ctx.flag(k, v)?,
+        "allow-early-data" => g.allow_early_data |= ctx.flag(k, v)?,
+        "quic-enable" | "quic-bind-addr" | "quic-port" => {
+            ctx.warn(
+                k.pos,
+                format!("\"{}\" is accepted but QUIC is not served", k.name),
+            );
+        }
+        _ => ctx.unknown_key(k, "global"),
+    }
+    Ok(())
+}
+
+/// `"scumbot": "404 Not Found"`: a status code, then the text after the first space.
+fn reject_rule(
+    ctx: &Ctx,
+    k: &Key,
+    v: &Node,
+    keyword: String,
+    value: &str,
+) -> Result<RejectRule, ConfigError> {
+    let (code, text) = value.split_once(' ').unwrap_or((value, ""));
+    let status: u16 = code
+        .trim()
+        .parse()
+        .ok()
+        .filter(|s| (100..=599).contains(s))
+        .ok_or_else(|| {
+            ctx.err(
+                v.pos,
+                &k.name,
+                format!("\"{value}\" must start with an HTTP status code"),
+            )
+        })?;
+    if keyword.is_empty() {
+        return Err(ctx.err(v.pos, &k.name, "an empty keyword would match every request"));
+    }
+    Ok(RejectRule {
+        keyword,
+        status,
+        text: text.to_string(),
+    })
+}

@@ -1,0 +1,183 @@
+//! The `lwsws` binary: lwsws's own flags (`-c DIR`, `-d N`, `-n`, `-h`), plus `--check`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use lwsws::check::{self, EXIT_CONFIG};
+
+const DEFAULT_CONFIG_DIR: &str = "/etc/lwsws";
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lwsws",
+    version,
+    about = "An ingress web server that speaks the lwsws configuration language"
+)]
+struct Cli {
+    /// Config directory holding `conf` and `conf.d/` (default /etc/lwsws; without it, the demo)
+    #[arg(short = 'c', long = "config", value_name = "DIR")]
+    config: Option<PathBuf>,
+    /// lwsws log mask: 1 err, 2 warn, 4 notice, 8 info, 16 debug (RUST_LOG overrides)
+    #[arg(short = 'd', long = "debug", value_name = "N", default_value_t = 1031)]
+    log_mask: u32,
+    /// No default plugin dir (accepted for compatibility: protocols are built in)
+    #[arg(short = 'n')]
+    no_plugin_dir: bool,
+    /// What `_lws_ddir_` stands for in vhost values
+    #[arg(
+        long,
+        env = "LWSWS_DATA_DIR",
+        default_value = "/usr/share",
+        value_name = "DIR"
+    )]
+    data_dir: String,
+    /// Parse and validate the config, print a summary and every warning, exit 0 or 64
+    #[arg(long)]
+    check: bool,
+    /// Log format
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    grace_secs: u64,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Same as --check
+    Check,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let checking = cli.check || matches!(cli.command, Some(Command::Check));
+    let (dir, ddir, demo) = match config_dir(&cli, checking) {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("lwsws: cannot prepare the demo config: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if demo {
+        tracing::info!(
+            "no config at {DEFAULT_CONFIG_DIR}/conf: serving the built-in demo config and site on port 7681"
+        );
+    }
+    if checking {
+        let result = check::check(&dir, &ddir);
+        print!("{}", result.text);
+        return ExitCode::from(result.code as u8);
+    }
+    serve(&dir, &ddir, Duration::from_secs(cli.grace_secs))
+}
+
+/// `-c DIR`, else /etc/lwsws when it holds a config, else the built-in demo unpacked.
+fn config_dir(cli: &Cli, checking: bool) -> std::io::Result<(PathBuf, String, bool)> {
+    if let Some(dir) = &cli.config {
+        return Ok((dir.clone(), cli.data_dir.clone(), false));
+    }
+    let default = PathBuf::from(DEFAULT_CONFIG_DIR);
+    if default.join("conf").is_file() || checking {
+        return Ok((default, cli.data_dir.clone(), false));
+    }
+    let (dir, ddir) = lwsws::demo::unpack()?;
+    Ok((dir, ddir, true))
+}
+
+fn serve(dir: &std::path::Path, ddir: &str, grace: Duration) -> ExitCode {
+    let loaded = match lwsws::lwsws::load(dir, ddir) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("lwsws: error: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let mut warnings = loaded.warnings;
+    let threads = loaded.config.global.count_threads as usize;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lwsws: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let started = lwsws::app::Server::start(&loaded.config, &mut warnings).await;
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        let server = match started {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("lwsws: error: {e}");
+                let code = if matches!(e, lwsws::app::StartError::Config(_)) {
+                    EXIT_CONFIG as u8
+                } else {
+                    1
+                };
+                return ExitCode::from(code);
+            }
+        };
+        wait_for_stop().await;
+        tracing::info!("stopping: no new connections; finishing in-flight requests");
+        server.shutdown(grace).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// SIGTERM or SIGINT. SIGHUP is caught so it cannot kill the server; reload comes later.
+async fn wait_for_stop() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => tracing::warn!("SIGHUP: configuration reload is not implemented yet; ignoring"),
+        }
+    }
+}
+
+/// lwsws's `-d` mask onto tracing levels; RUST_LOG, when set, wins.
+fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let m = cli.log_mask;
+    let level = if m & 16 != 0 {
+        "debug"
+    } else if m & (8 | 4) != 0 {
+        "info"
+    } else if m & 2 != 0 {
+        "warn"
+    } else if m & 1 != 0 {
+        "error"
+    } else {
+        "off"
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("lwsws={level},warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

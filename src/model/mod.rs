@@ -1,0 +1,15 @@
+//! The typed, validated, source-agnostic configuration.
+//!
+//! Both front ends (the lwsws files today, Kubernetes objects later) adapt into these types;
+//! nothing downstream knows where a config came from. Every type derives `PartialEq` so a
+//! reload can skip a config that did not change.
+
+mod config;
+mod mount;
+mod validate;
+mod vhost;
+
+pub use config::{Config, ConfigError, Global, Loc, RejectRule, Warning};
+pub use mount::{CacheRule, Mount, Origin, Upstream};
+pub use validate::{BUILTIN_PROTOCOLS, validate};
+pub use vhost::{ListenKey, Protocol, Vhost};

@@ -1,0 +1,125 @@
+//! Checks that span vhosts: that there is something to serve, and that every listener the
+//! config asks for can actually be bound alongside the others.
+
+use std::collections::BTreeMap;
+
+use super::{Config, ConfigError, ListenKey, Loc, Vhost, Warning};
+
+/// The protocols compiled into this server (D18).
+pub const BUILTIN_PROTOCOLS: &[&str] = &[
+    "dumb-increment-protocol",
+    "lws-mirror-protocol",
+    "lws-status",
+    "lws-server-status",
+    "protocol-post-demo",
+    "raw-proxy",
+    "lws-acme-client",
+];
+
+pub fn validate(cfg: &Config, conf: &Loc, warnings: &mut Vec<Warning>) -> Result<(), ConfigError> {
+    if cfg.vhosts.is_empty() {
+        return Err(ConfigError::new(
+            conf.clone(),
+            Some("vhosts"),
+            "no vhosts are defined",
+        ));
+    }
+    let mut groups: BTreeMap<ListenKey, Vec<&Vhost>> = BTreeMap::new();
+    for v in &cfg.vhosts {
+        groups.entry(v.listen_key()).or_default().push(v);
+        for p in &v.ws_protocols {
+            if !BUILTIN_PROTOCOLS.contains(&p.name.as_str()) {
+                warnings.push(Warning {
+                    loc: p.loc.clone(),
+                    msg: format!("protocol \"{}\" is not built in and is ignored", p.name),
+                });
+            }
+        }
+    }
+    for members in groups.values() {
+        check_shared_listener(members, warnings)?;
+    }
+    let keys: Vec<(&ListenKey, &Vhost)> = groups.iter().map(|(k, v)| (k, v[0])).collect();
+    for (i, (a, va)) in keys.iter().enumerate() {
+        for (b, vb) in &keys[i + 1..] {
+            if overlaps(a, b) {
+                return Err(ConfigError::new(
+                    vb.loc.clone(),
+                    Some("interface"),
+                    format!(
+                        "vhost \"{}\" cannot bind port {} beside vhost \"{}\" ({}): the addresses overlap",
+                        vb.name, vb.port, va.name, va.loc
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Vhosts on one socket must agree on what the socket is.
+fn check_shared_listener(
+    members: &[&Vhost],
+    warnings: &mut Vec<Warning>,
+) -> Result<(), ConfigError> {
+    let first = members[0];
+    for v in &members[1..] {
+        if v.is_tls() != first.is_tls() {
+            let (tls, plain) = if first.is_tls() {
+                (first, *v)
+            } else {
+                (*v, first)
+            };
+            return Err(ConfigError::new(
+                v.loc.clone(),
+                Some("host-ssl-cert"),
+                format!(
+                    "vhost \"{}\" is plain http but shares its port with TLS vhost \"{}\"; \
+                     one socket cannot be both (use allow-non-tls on the TLS vhost)",
+                    plain.name, tls.name
+                ),
+            ));
+        }
+        if v.apply_listen_accept || first.apply_listen_accept {
+            let raw = if v.apply_listen_accept { *v } else { first };
+            return Err(ConfigError::new(
+                raw.loc.clone(),
+                Some("apply-listen-accept"),
+                format!(
+                    "vhost \"{}\" takes every connection on its port and must be alone on it",
+                    raw.name
+                ),
+            ));
+        }
+        if members
+            .iter()
+            .take_while(|o| !std::ptr::eq(**o, *v))
+            .any(|o| o.name.eq_ignore_ascii_case(&v.name))
+        {
+            warnings.push(Warning {
+                loc: v.loc.clone(),
+                msg: format!("vhost name \"{}\" is already used on this port; only the first is chosen by name", v.name),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Two distinct TCP listeners on one port conflict unless both name different interfaces.
+fn overlaps(a: &ListenKey, b: &ListenKey) -> bool {
+    match (a, b) {
+        (
+            ListenKey::Tcp {
+                port: pa,
+                interface: ia,
+                ..
+            },
+            ListenKey::Tcp {
+                port: pb,
+                interface: ib,
+                ..
+            },
+        ) => *pa != 0 && pa == pb && (ia.is_none() || ib.is_none() || ia == ib),
+        _ => false,
+    }
+}

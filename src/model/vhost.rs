@@ -1,0 +1,114 @@
+//! One `vhosts[]` entry.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::{Loc, Mount};
+
+/// A protocol enabled in `ws-protocols`, with its per-vhost options (pvos) in file order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Protocol {
+    pub loc: Loc,
+    pub name: String,
+    pub pvos: Vec<(String, String)>,
+}
+
+impl Protocol {
+    pub fn pvo(&self, key: &str) -> Option<&str> {
+        self.pvos
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The socket a vhost listens on. Vhosts with equal keys share it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum ListenKey {
+    Tcp {
+        port: u16,
+        interface: Option<String>,
+        ipv6only: Option<bool>,
+        noipv6: bool,
+    },
+    Unix {
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Vhost {
+    pub loc: Loc,
+    pub name: String,
+    pub port: u16,
+    pub interface: Option<String>,
+    pub unix_socket: bool,
+    pub unix_socket_perms: Option<String>,
+    pub sts: bool,
+    pub host_ssl_cert: Option<PathBuf>,
+    pub host_ssl_key: Option<PathBuf>,
+    pub host_ssl_ca: Option<PathBuf>,
+    pub access_log: Option<PathBuf>,
+    pub keepalive_timeout: u32,
+    pub enable_client_ssl: bool,
+    pub client_ssl_key: Option<PathBuf>,
+    pub client_ssl_cert: Option<PathBuf>,
+    pub client_ssl_ca: Option<PathBuf>,
+    pub client_ssl_ciphers: Option<String>,
+    pub client_tls13_ciphers: Option<String>,
+    pub client_ecdh_curve: Option<String>,
+    pub ciphers: Option<String>,
+    pub tls13_ciphers: Option<String>,
+    pub ecdh_curve: Option<String>,
+    pub ssl_option_set: u64,
+    pub ssl_option_clear: u64,
+    pub ssl_client_option_set: u64,
+    pub ssl_client_option_clear: u64,
+    pub noipv6: bool,
+    pub ipv6only: Option<bool>,
+    pub headers: Vec<(String, String)>,
+    pub error_document_404: Option<String>,
+    pub client_cert_required: bool,
+    pub ignore_missing_cert: bool,
+    pub strict_host_check: bool,
+    pub alpn: Option<String>,
+    pub fo_listen_queue: u32,
+    pub h2_half_closed_long_poll: bool,
+    pub listen_accept_role: Option<String>,
+    pub listen_accept_protocol: Option<String>,
+    pub apply_listen_accept: bool,
+    pub fallback_listen_accept: bool,
+    pub allow_non_tls: bool,
+    pub redirect_http: bool,
+    pub allow_http_on_https: bool,
+    pub disable_no_protocol_ws_upgrades: bool,
+    pub mounts: Vec<Mount>,
+    pub ws_protocols: Vec<Protocol>,
+}
+
+impl Vhost {
+    /// A vhost serves TLS when it names a certificate and key (D8), or expects one from ACME.
+    pub fn is_tls(&self) -> bool {
+        self.host_ssl_cert.is_some() && self.host_ssl_key.is_some()
+    }
+
+    pub fn listen_key(&self) -> ListenKey {
+        if self.unix_socket {
+            ListenKey::Unix {
+                path: PathBuf::from(self.interface.clone().unwrap_or_default()),
+            }
+        } else {
+            ListenKey::Tcp {
+                port: self.port,
+                interface: self.interface.clone(),
+                ipv6only: self.ipv6only,
+                noipv6: self.noipv6,
+            }
+        }
+    }
+
+    pub fn protocol(&self, name: &str) -> Option<&Protocol> {
+        self.ws_protocols.iter().find(|p| p.name == name)
+    }
+}

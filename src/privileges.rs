@@ -1,0 +1,58 @@
+//! D16: one process; when started as root, drop to the configured user and group after every
+//! socket is bound and every certificate and log is open. Not root: nothing to drop.
+
+use nix::unistd::{Gid, Group, Uid, User, getuid, setgid, setgroups, setuid};
+
+use crate::model::Global;
+
+pub fn drop_after_bind(g: &Global) -> Result<(), String> {
+    let wants = g.uid.is_some() || g.gid.is_some() || g.username.is_some() || g.groupname.is_some();
+    if !wants {
+        return Ok(());
+    }
+    if !getuid().is_root() {
+        tracing::warn!("not running as root: username/groupname/uid/gid are ignored (D16)");
+        return Ok(());
+    }
+    let mut uid = g.uid.map(Uid::from_raw);
+    let mut gid = g.gid.map(Gid::from_raw);
+    if let Some(name) = &g.username {
+        let user = lookup_user(name)?;
+        uid = Some(user.uid);
+        gid = gid.or(Some(user.gid));
+    }
+    if let Some(name) = &g.groupname {
+        gid = Some(lookup_group(name)?);
+    }
+    if let Some(gid) = gid {
+        setgroups(&[gid]).map_err(|e| format!("setgroups: {e}"))?;
+        setgid(gid).map_err(|e| format!("setgid({gid}): {e}"))?;
+    }
+    if let Some(uid) = uid {
+        setuid(uid).map_err(|e| format!("setuid({uid}): {e}"))?;
+    }
+    tracing::info!(?uid, ?gid, "dropped privileges");
+    Ok(())
+}
+
+fn lookup_user(name: &str) -> Result<User, String> {
+    if let Ok(n) = name.parse::<u32>() {
+        return User::from_uid(Uid::from_raw(n))
+            .ok()
+            .flatten()
+            .ok_or_else(|| format!("no user with uid {n}"));
+    }
+    User::from_name(name)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no such user \"{name}\""))
+}
+
+fn lookup_group(name: &str) -> Result<Gid, String> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Ok(Gid::from_raw(n));
+    }
+    Group::from_name(name)
+        .map_err(|e| e.to_string())?
+        .map(|g| g.gid)
+        .ok_or_else(|| format!("no such group \"{name}\""))
+}

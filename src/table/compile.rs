@@ -1,0 +1,166 @@
+//! `model::Config` → `RouteTable`: everything the request path needs, parsed once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+
+use super::route::{GlobalRt, ListenerRoutes, MountRt, RouteTable, VhostRt};
+use crate::http::access_log::AccessLog;
+use crate::http::mime::MimeRules;
+use crate::model::{Config, ConfigError, Loc, Mount, Vhost, Warning};
+
+/// `Check` builds everything but opens no file for writing (`lwsws --check` must not create
+/// access logs); `Serve` opens them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompileMode {
+    Check,
+    Serve,
+}
+
+const STS_VALUE: &str = "max-age=15768000 ; includeSubDomains";
+
+pub fn compile(
+    cfg: &Config,
+    mode: CompileMode,
+    warnings: &mut Vec<Warning>,
+) -> Result<RouteTable, ConfigError> {
+    let g = &cfg.global;
+    let server = match &g.server_string {
+        Some(s) => Some(HeaderValue::from_str(s).map_err(|_| {
+            ConfigError::new(
+                Loc::default(),
+                Some("server-string"),
+                "not a valid header value",
+            )
+        })?),
+        None => None,
+    };
+    let mut listeners: Vec<ListenerRoutes> = Vec::new();
+    for v in &cfg.vhosts {
+        let rt = Arc::new(compile_vhost(cfg, v, server.as_ref(), mode, warnings)?);
+        let key = v.listen_key();
+        match listeners.iter_mut().find(|l| l.key == key) {
+            Some(l) => l.vhosts.push(rt),
+            None => listeners.push(ListenerRoutes {
+                key,
+                tls: v.is_tls(),
+                vhosts: vec![rt],
+            }),
+        }
+    }
+    Ok(RouteTable {
+        global: GlobalRt {
+            server,
+            reject: g.reject_service_keywords.clone(),
+            timeout: Duration::from_secs(g.timeout_secs.into()),
+            threads: g.count_threads as usize,
+        },
+        listeners,
+    })
+}
+
+fn compile_vhost(
+    cfg: &Config,
+    v: &Vhost,
+    server: Option<&HeaderValue>,
+    mode: CompileMode,
+    warnings: &mut Vec<Warning>,
+) -> Result<VhostRt, ConfigError> {
+    let mut headers = header_list(&v.headers, &v.loc, "headers")?;
+    let vhost_header_count = headers.len();
+    if let Some(s) = server {
+        headers.push((http::header::SERVER, s.clone()));
+    }
+    if v.sts {
+        headers.push((
+            http::header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static(STS_VALUE),
+        ));
+    }
+    let mut mounts = Vec::with_capacity(v.mounts.len());
+    for m in &v.mounts {
+        mounts.push(compile_mount(m, &headers, vhost_header_count)?);
+    }
+    let tls = if v.is_tls() {
+        Some(crate::tls::server_config(v, &cfg.global, warnings)?)
+    } else {
+        None
+    };
+    let access_log = match (&v.access_log, mode) {
+        (Some(path), CompileMode::Serve) => Some(Arc::new(AccessLog::open(path).map_err(|e| {
+            ConfigError::new(
+                v.loc.clone(),
+                Some("access-log"),
+                format!("cannot open {}: {e}", path.display()),
+            )
+        })?)),
+        _ => None,
+    };
+    Ok(VhostRt {
+        name: v.name.clone(),
+        port: v.port,
+        tls,
+        client_cert_required: v.client_cert_required,
+        headers,
+        mounts,
+        access_log,
+        keepalive: Duration::from_secs(v.keepalive_timeout.into()),
+        error_404: v.error_document_404.clone(),
+    })
+}
+
+/// Mount `headers` override the vhost's headers of the same name where they stand (before
+/// `server:` and STS), and the rest follow them (spec 2.4's header order).
+fn compile_mount(
+    m: &Mount,
+    vhost_headers: &[(HeaderName, HeaderValue)],
+    vhost_count: usize,
+) -> Result<MountRt, ConfigError> {
+    let own = header_list(&m.headers, &m.loc, "headers")?;
+    let mut merged: Vec<(HeaderName, HeaderValue)> = vhost_headers[..vhost_count].to_vec();
+    let mut extras = Vec::new();
+    for (name, value) in own {
+        match merged.iter_mut().find(|(n, _)| *n == name) {
+            Some(slot) => slot.1 = value,
+            None => extras.push((name, value)),
+        }
+    }
+    merged.extend(extras);
+    merged.extend_from_slice(&vhost_headers[vhost_count..]);
+    let cache_control =
+        HeaderValue::from_str(&m.cache.header_value()).expect("cache-control is ASCII");
+    Ok(MountRt {
+        model: m.clone(),
+        cache_control,
+        mime: MimeRules::new(&m.extra_mimetypes),
+        headers: merged,
+    })
+}
+
+fn header_list(
+    pairs: &[(String, String)],
+    loc: &Loc,
+    key: &str,
+) -> Result<Vec<(HeaderName, HeaderValue)>, ConfigError> {
+    pairs
+        .iter()
+        .map(|(n, v)| {
+            let name = HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
+                ConfigError::new(
+                    loc.clone(),
+                    Some(key),
+                    format!("\"{n}\" is not a valid header name"),
+                )
+            })?;
+            let value = HeaderValue::from_str(v).map_err(|_| {
+                ConfigError::new(
+                    loc.clone(),
+                    Some(key),
+                    format!("the value of \"{n}\" is not a valid header value"),
+                )
+            })?;
+            Ok((name, value))
+        })
+        .collect()
+}

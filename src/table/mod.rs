@@ -1,0 +1,11 @@
+//! The compiled, immutable runtime state built from a `model::Config`.
+//!
+//! A `RouteTable` is built whole, aside, and then swapped in; a connection keeps the `Arc` of
+//! the table it started with. It owns everything the request path needs, already parsed:
+//! header values, cache-control strings, TLS server configs, open access logs.
+
+mod compile;
+mod route;
+
+pub use compile::{CompileMode, compile};
+pub use route::{GlobalRt, ListenerRoutes, MountRt, RouteTable, VhostRt};

@@ -1,0 +1,161 @@
+//! The route table types and the two lookups of the request path: vhost by name (D3) and
+//! mount by longest prefix (spec 2.2).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+
+use crate::http::access_log::AccessLog;
+use crate::http::mime::MimeRules;
+use crate::model::{ListenKey, Mount, RejectRule};
+
+#[derive(Debug)]
+pub struct RouteTable {
+    pub global: GlobalRt,
+    pub listeners: Vec<ListenerRoutes>,
+}
+
+#[derive(Debug)]
+pub struct GlobalRt {
+    pub server: Option<HeaderValue>,
+    pub reject: Vec<RejectRule>,
+    pub timeout: Duration,
+    pub threads: usize,
+}
+
+/// The vhosts that share one socket, in config order (the first is the default).
+#[derive(Debug)]
+pub struct ListenerRoutes {
+    pub key: ListenKey,
+    pub tls: bool,
+    pub vhosts: Vec<Arc<VhostRt>>,
+}
+
+#[derive(Debug)]
+pub struct VhostRt {
+    pub name: String,
+    pub port: u16,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub client_cert_required: bool,
+    /// Vhost `headers`, then `server:`, then STS: sent on every response (spec 2.4, 5).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub mounts: Vec<MountRt>,
+    pub access_log: Option<Arc<AccessLog>>,
+    pub keepalive: Duration,
+    pub error_404: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct MountRt {
+    pub model: Mount,
+    pub cache_control: HeaderValue,
+    pub mime: MimeRules,
+    /// The vhost's response headers with this mount's overrides applied in place, then its extras.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl RouteTable {
+    pub fn listener(&self, key: &ListenKey) -> Option<&ListenerRoutes> {
+        self.listeners.iter().find(|l| &l.key == key)
+    }
+}
+
+impl ListenerRoutes {
+    /// D3: case-insensitive exact name, then a `.name` suffix, else `None` (the caller decides
+    /// the fallback: the TLS handshake's vhost, or the first on the port).
+    pub fn find_vhost(&self, host: &str) -> Option<&Arc<VhostRt>> {
+        let host = strip_port(host).trim_end_matches('.');
+        if host.is_empty() {
+            return None;
+        }
+        self.vhosts
+            .iter()
+            .find(|v| v.name.eq_ignore_ascii_case(host))
+            .or_else(|| {
+                self.vhosts.iter().find(|v| {
+                    host.len() > v.name.len()
+                        && host.as_bytes()[host.len() - v.name.len() - 1] == b'.'
+                        && host[host.len() - v.name.len()..].eq_ignore_ascii_case(&v.name)
+                })
+            })
+    }
+
+    pub fn first(&self) -> &Arc<VhostRt> {
+        &self.vhosts[0]
+    }
+}
+
+/// `host:port` or `[v6]:port` → host.
+pub fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+impl VhostRt {
+    /// Longest matching mountpoint wins; ties go to the earlier mount, except that an
+    /// exact-match mount beats a prefix mount of the same length. Mounts marked
+    /// `no-ws-upgrades` are skipped for upgrade requests.
+    pub fn select_mount(&self, path: &str, upgrade: bool) -> Option<&MountRt> {
+        let mut best: Option<&MountRt> = None;
+        for m in &self.mounts {
+            let mp = m.model.mountpoint.as_str();
+            if upgrade && m.model.no_ws_upgrades {
+                continue;
+            }
+            if !mount_matches(mp, path, m.model.exact_match) {
+                continue;
+            }
+            best = match best {
+                None => Some(m),
+                Some(b) => {
+                    let (bl, ml) = (b.model.mountpoint.len(), mp.len());
+                    if ml > bl || (ml == bl && m.model.exact_match && !b.model.exact_match) {
+                        Some(m)
+                    } else {
+                        Some(b)
+                    }
+                }
+            };
+        }
+        best
+    }
+}
+
+fn mount_matches(mp: &str, path: &str, exact: bool) -> bool {
+    if exact {
+        return path == mp;
+    }
+    if mp == "/" {
+        return true;
+    }
+    let mp = mp.strip_suffix('/').unwrap_or(mp);
+    path.starts_with(mp) && matches!(path.as_bytes().get(mp.len()), None | Some(b'/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_rule() {
+        assert!(mount_matches("/", "/x", false));
+        assert!(mount_matches("/a", "/a", false));
+        assert!(mount_matches("/a", "/a/b", false));
+        assert!(!mount_matches("/a", "/ab", false));
+        assert!(mount_matches("/a/", "/a/b", false));
+        assert!(!mount_matches("/a", "/a/", true));
+    }
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(strip_port("example.com:443"), "example.com");
+        assert_eq!(strip_port("[::1]:80"), "::1");
+        assert_eq!(strip_port("example.com"), "example.com");
+    }
+}

@@ -1,0 +1,7 @@
+//! TLS with rustls: one `ServerConfig` per vhost (its own certificate, client verification,
+//! ciphers and ALPN), chosen per connection from the ClientHello's SNI in `listen`.
+
+mod ciphers;
+mod server;
+
+pub use server::server_config;
