@@ -6,6 +6,8 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
+
 #[derive(Debug)]
 pub struct Activity {
     start: Instant,
@@ -13,6 +15,8 @@ pub struct Activity {
     served: AtomicU64,
     last_done_ms: AtomicU64,
     keepalive_ms: AtomicU64,
+    /// Woken when a request finishes, so the connection re-arms its idle timer.
+    pub changed: Notify,
 }
 
 impl Activity {
@@ -23,6 +27,7 @@ impl Activity {
             served: AtomicU64::new(0),
             last_done_ms: AtomicU64::new(0),
             keepalive_ms: AtomicU64::new(keepalive.as_millis() as u64),
+            changed: Notify::new(),
         }
     }
 
@@ -35,6 +40,7 @@ impl Activity {
             .store(self.start.elapsed().as_millis() as u64, Ordering::Release);
         self.served.fetch_add(1, Ordering::AcqRel);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.changed.notify_one();
     }
 
     /// The keep-alive of the vhost (or mount) that served the latest request.

@@ -185,6 +185,12 @@ where
                     None => idle.as_mut().reset(now + header_timeout),
                 }
             }
+            _ = activity.changed.notified(), if closing.is_none() => {
+                match activity.deadline(header_timeout) {
+                    Some(at) => idle.as_mut().reset(Instant::from_std(at)),
+                    None => idle.as_mut().reset(Instant::now() + header_timeout),
+                }
+            }
             _ = shutdown.cancelled(), if closing.is_none() => {
                 conn.as_mut().graceful_shutdown();
                 // In-flight requests finish under the server's own grace period.

@@ -75,7 +75,7 @@ fn check_shared_listener(
                 Some("host-ssl-cert"),
                 format!(
                     "vhost \"{}\" is plain http but shares its port with TLS vhost \"{}\"; \
-                     one socket cannot be both (use allow-non-tls on the TLS vhost)",
+                     one socket cannot be both: give the plain vhost another port",
                     plain.name, tls.name
                 ),
             ));

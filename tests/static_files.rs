@@ -1,0 +1,502 @@
+//! `file://` mounts over real sockets: defaults, redirects, ETag/304, ranges, cache-control,
+//! mimetypes (D9), error documents, traversal, header order, auth, keywords, access log.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, connect, get, put};
+
+fn vhost(extra_vhost: &str, mounts: &str) -> String {
+    format!(
+        r#"{{ "vhosts": [{{ "name": "localhost", "port": "0", "interface": "127.0.0.1", {extra_vhost}
+             "mounts": [{mounts}] }}] }}"#
+    )
+}
+
+async fn site(extra_vhost: &str, extra_mount: &str) -> TestServer {
+    let mounts = format!(
+        r#"{{ "mountpoint": "/", "origin": "file://{{DIR}}/www", "default": "index.html" {extra_mount} }}"#
+    );
+    let s = TestServer::start(
+        r#"{ "global": { "server-string": "lwsws-test" } }"#,
+        &[&vhost(extra_vhost, &mounts)],
+    )
+    .await;
+    put(s.path(), "www/index.html", "<h1>home</h1>");
+    put(s.path(), "www/a.txt", "0123456789abcdefghij");
+    put(s.path(), "www/sub/index.html", "sub-index");
+    put(s.path(), "www/noext", "secret");
+    put(s.path(), "www/x.zip", "zipdata");
+    s
+}
+
+#[tokio::test]
+async fn serves_files_defaults_and_directories() {
+    let s = site("", "").await;
+    let r = get(s.addr(), "/", "").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "<h1>home</h1>"));
+    assert_eq!(r.header("content-type"), Some("text/html"));
+    assert_eq!(r.header("server"), Some("lwsws-test"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(r.header("accept-ranges"), Some("bytes"));
+    // A subdirectory without its slash is served, not redirected (spec 2.3).
+    let r = get(s.addr(), "/sub", "").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "sub-index"));
+    let r = get(s.addr(), "/sub/", "").await;
+    assert_eq!(r.text(), "sub-index");
+    let r = get(s.addr(), "/a.txt?x=1", "").await;
+    assert_eq!(
+        (r.status, r.header("content-type")),
+        (200, Some("text/plain"))
+    );
+    let r = get(s.addr(), "/missing.html", "").await;
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("<h1>404</h1>"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn head_has_headers_and_no_body() {
+    let s = site("", "").await;
+    let mut c = connect(s.addr()).await;
+    c.send("HEAD /a.txt HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await;
+    let r = c.read_response(true).await.unwrap();
+    assert_eq!((r.status, r.header("content-length")), (200, Some("20")));
+    // The connection is still in sync: the next response parses.
+    let r = c.get("/a.txt", "").await;
+    assert_eq!(r.text(), "0123456789abcdefghij");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_suffix_is_415_unless_star_or_extra() {
+    let s = site("", "").await;
+    assert_eq!(get(s.addr(), "/noext", "").await.status, 415);
+    assert_eq!(get(s.addr(), "/x.zip", "").await.status, 415);
+    s.stop().await;
+    let s = site(
+        "",
+        r#", "extra-mimetypes": { ".zip": "application/zip", "*": "" }"#,
+    )
+    .await;
+    let r = get(s.addr(), "/x.zip", "").await;
+    assert_eq!(
+        (r.status, r.header("content-type")),
+        (200, Some("application/zip"))
+    );
+    let r = get(s.addr(), "/noext", "").await;
+    assert_eq!(
+        (r.status, r.header("content-type"), r.text().as_str()),
+        (200, None, "secret")
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn etag_and_304() {
+    let s = site("", "").await;
+    let r = get(s.addr(), "/a.txt", "").await;
+    let etag = r.header("etag").unwrap().to_string();
+    assert_eq!(etag.len(), 16);
+    assert!(etag.starts_with("00000014"), "size first: {etag}");
+    assert!(
+        etag.chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_lowercase())
+    );
+    let r = get(s.addr(), "/a.txt", &format!("If-None-Match: {etag}\r\n")).await;
+    assert_eq!(r.status, 304);
+    assert_eq!(r.header("etag"), Some(etag.as_str()));
+    assert!(r.body.is_empty());
+    let r = get(s.addr(), "/a.txt", "If-None-Match: 0000000000000000\r\n").await;
+    assert_eq!(r.status, 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn ranges_single_multi_and_416() {
+    let s = site("", "").await;
+    let r = get(s.addr(), "/a.txt", "Range: bytes=2-5\r\n").await;
+    assert_eq!((r.status, r.text().as_str()), (206, "2345"));
+    assert_eq!(r.header("content-range"), Some("bytes 2-5/20"));
+    let r = get(s.addr(), "/a.txt", "Range: bytes=-3\r\n").await;
+    assert_eq!(r.text(), "hij");
+    let r = get(s.addr(), "/a.txt", "Range: bytes=0-1,10-11\r\n").await;
+    assert_eq!(r.status, 206);
+    assert_eq!(
+        r.header("content-type"),
+        Some("multipart/byteranges; boundary=_lws")
+    );
+    let body = r.text();
+    assert!(
+        body.starts_with(
+            "--_lws\r\nContent-Type: text/plain\r\nContent-Range: bytes 0-1/20\r\n\r\n01\r\n"
+        ),
+        "{body}"
+    );
+    assert!(
+        body.contains("Content-Range: bytes 10-11/20\r\n\r\nab\r\n--_lws--\r\n"),
+        "{body}"
+    );
+    assert_eq!(
+        r.body.len(),
+        r.header("content-length")
+            .unwrap()
+            .parse::<usize>()
+            .unwrap()
+    );
+    let r = get(s.addr(), "/a.txt", "Range: bytes=50-60\r\n").await;
+    assert_eq!(
+        (r.status, r.header("content-range")),
+        (416, Some("bytes */20"))
+    );
+    // A stale If-Range cancels the range.
+    let r = get(
+        s.addr(),
+        "/a.txt",
+        "Range: bytes=2-5\r\nIf-Range: 0000000000000000\r\n",
+    )
+    .await;
+    assert_eq!((r.status, r.body.len()), (200, 20));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn large_files_stream_whole_and_ranged() {
+    let s = site(
+        "",
+        r#", "extra-mimetypes": { ".bin": "application/octet-stream" }"#,
+    )
+    .await;
+    let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+    put(s.path(), "www/big.bin", &data);
+    let r = get(s.addr(), "/big.bin", "").await;
+    assert_eq!(r.status, 200);
+    assert!(r.body == data);
+    let r = get(s.addr(), "/big.bin", "Range: bytes=4000000-4000009\r\n").await;
+    assert_eq!(r.body, &data[4_000_000..4_000_010]);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn cache_control_variants() {
+    for (keys, want) in [
+        (
+            r#", "cache-max-age": "60", "cache-reuse": "1""#,
+            "private, max-age=60",
+        ),
+        (
+            r#", "cache-max-age": "60", "cache-reuse": "1", "cache-revalidate": "1""#,
+            "must-revalidate, private, max-age=60",
+        ),
+        (
+            r#", "cache-max-age": "60", "cache-reuse": "1", "cache-intermediaries": "1""#,
+            "public, max-age=60",
+        ),
+        (
+            r#", "cache-no": "1", "cache-max-age": "60", "cache-reuse": "1""#,
+            "no-cache",
+        ),
+        (r#", "cache-max-age": "60""#, "no-store"),
+    ] {
+        let s = site("", keys).await;
+        assert_eq!(
+            get(s.addr(), "/a.txt", "").await.header("cache-control"),
+            Some(want),
+            "{keys}"
+        );
+        s.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn traversal_attempts_stay_inside_the_mount() {
+    let s = site("", r#", "extra-mimetypes": { "*": "" }"#).await;
+    // A file beside the docroot that must never be reachable.
+    put(s.path(), "outside.txt", "LEAK");
+    put(s.path(), "conf.d/secret", "LEAK");
+    for path in [
+        "/../outside.txt",
+        "/..%2foutside.txt",
+        "/%2e%2e/outside.txt",
+        "/%2E%2E%2Foutside.txt",
+        "/sub/../../outside.txt",
+        "//..//outside.txt",
+        "/..\\outside.txt",
+        "/%2e%2e%5coutside.txt",
+        "/./../conf.d/secret",
+        "/sub/%2e%2e/%2e%2e/%2e%2e/conf",
+    ] {
+        let mut c = connect(s.addr()).await;
+        c.send(&format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n"))
+            .await;
+        let r = c.read_response(false).await.unwrap();
+        assert!(!r.text().contains("LEAK"), "{path} leaked");
+        assert!(r.status == 404 || r.status == 400, "{path}: {}", r.status);
+    }
+    // Normalisation still finds files that are inside.
+    assert_eq!(get(s.addr(), "/sub/../a.txt", "").await.status, 200);
+    // An encoded NUL is a bad request.
+    assert_eq!(get(s.addr(), "/a.txt%00.html", "").await.status, 400);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn trailing_slash_redirect_for_exact_mountpoint() {
+    let mounts = r#"{ "mountpoint": "/", "origin": "file://{DIR}/www" },
+                    { "mountpoint": "/docs", "origin": "file://{DIR}/docs" }"#;
+    let s = TestServer::start("{}", &[&vhost("", mounts)]).await;
+    put(s.path(), "docs/index.html", "docs!");
+    let r = get(s.addr(), "/docs?q=1", "").await;
+    assert_eq!((r.status, r.reason.as_str()), (301, "Redirect"));
+    assert_eq!(r.header("location"), Some("http://localhost/docs/?q=1"));
+    assert_eq!(r.header("content-length"), Some("0"));
+    assert_eq!(get(s.addr(), "/docs/", "").await.text(), "docs!");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn longest_mount_wins_and_exact_match() {
+    let mounts = r#"{ "mountpoint": "/", "origin": "file://{DIR}/a" },
+                    { "mountpoint": "/x", "origin": "file://{DIR}/b" },
+                    { "mountpoint": "/x/y", "origin": "file://{DIR}/c" }"#;
+    let s = TestServer::start("{}", &[&vhost("", mounts)]).await;
+    put(s.path(), "a/x.txt", "A");
+    put(s.path(), "a/xy.txt", "A2");
+    put(s.path(), "b/f.txt", "B");
+    put(s.path(), "c/f.txt", "C");
+    assert_eq!(get(s.addr(), "/x/f.txt", "").await.text(), "B");
+    assert_eq!(get(s.addr(), "/x/y/f.txt", "").await.text(), "C");
+    assert_eq!(get(s.addr(), "/xy.txt", "").await.text(), "A2");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn redirect_mounts_both_spellings() {
+    let mounts = r#"{ "mountpoint": "/old", "origin": ">https://example.com/new" },
+                    { "mountpoint": "/readme", "origin": "^http://example.org//x/" },
+                    { "mountpoint": "/keep", "origin": ">https://example.net/base", "append-path": "1" }"#;
+    let s = TestServer::start("{}", &[&vhost(r#""sts": "1","#, mounts)]).await;
+    let r = get(s.addr(), "/old/thing", "").await;
+    assert_eq!((r.status, r.reason.as_str()), (301, "Redirect"));
+    assert_eq!(r.header("location"), Some("https://example.com/new"));
+    assert_eq!(r.header("content-type"), Some("text/html"));
+    assert_eq!(
+        r.header("strict-transport-security"),
+        Some("max-age=15768000 ; includeSubDomains")
+    );
+    assert_eq!(
+        get(s.addr(), "/readme", "").await.header("location"),
+        Some("http://example.org/x/")
+    );
+    assert_eq!(
+        get(s.addr(), "/keep/a/b", "").await.header("location"),
+        Some("https://example.net/base/a/b")
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn header_order_vhost_then_mount_overrides_then_server_then_sts() {
+    let v = r#""sts": "on", "headers": [{ "X-A": "va", "X-B": "vb" }],"#;
+    let m = r#", "headers": [{ "x-b": "mount-b", "X-C": "vc" }]"#;
+    let s = site(v, m).await;
+    let r = get(s.addr(), "/a.txt", "").await;
+    let names = r.names();
+    let pos = |n: &str| {
+        names
+            .iter()
+            .position(|x| x.eq_ignore_ascii_case(n))
+            .unwrap_or_else(|| panic!("{n} in {names:?}"))
+    };
+    assert!(pos("x-a") < pos("x-b") && pos("x-b") < pos("x-c") && pos("x-c") < pos("server"));
+    assert!(
+        pos("server") < pos("strict-transport-security")
+            && pos("strict-transport-security") < pos("content-type")
+    );
+    assert_eq!(r.header("x-b"), Some("mount-b"));
+    // Errors carry them too.
+    let r = get(s.addr(), "/nope.txt", "").await;
+    assert_eq!(r.header("x-a"), Some("va"));
+    assert!(r.header("strict-transport-security").is_some());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn error_document_404() {
+    let s = site(r#""error-document-404": "/404.html","#, "").await;
+    put(s.path(), "www/404.html", "custom not found");
+    let r = get(s.addr(), "/missing.html", "").await;
+    assert_eq!(
+        (r.status, r.reason.as_str(), r.header("location")),
+        (302, "Redirect", Some("/404.html"))
+    );
+    let r = get(s.addr(), "/404.html", "").await;
+    assert_eq!((r.status, r.text().as_str()), (404, "custom not found"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn basic_auth_401_403_200() {
+    use base64::Engine;
+    let s = site("", r#", "basic-auth": "{DIR}/logins""#).await;
+    put(s.path(), "logins", "user:pass\nother:x\n");
+    let r = get(s.addr(), "/a.txt", "").await;
+    assert_eq!(
+        (
+            r.status,
+            r.header("www-authenticate"),
+            r.header("content-length")
+        ),
+        (401, Some("Basic realm=\"lwsws\""), Some("0"))
+    );
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let mut c = connect(s.addr()).await;
+    let r = c
+        .get(
+            "/a.txt",
+            &format!("Authorization: Basic {}\r\n", b64("user:wrong")),
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    // The connection stays open after a 401.
+    let r = c
+        .get(
+            "/a.txt",
+            &format!("Authorization: Basic {}\r\n", b64("user:pass")),
+        )
+        .await;
+    assert_eq!((r.status, r.text().as_str()), (200, "0123456789abcdefghij"));
+    let r = get(s.addr(), "/a.txt", "Authorization: Bearer abc\r\n").await;
+    assert_eq!(r.status, 403);
+    let r = get(
+        s.addr(),
+        "/a.txt",
+        &format!("Authorization: Basic {}\r\n", b64("nocolon")),
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn reject_service_keywords_closes() {
+    let global =
+        r#"{ "global": { "reject-service-keywords": [{ "scumbot": "404 Not Welcome" }] } }"#;
+    let mounts = r#"{ "mountpoint": "/", "origin": "file://{DIR}/www" }"#;
+    let s = TestServer::start(global, &[&vhost("", mounts)]).await;
+    put(s.path(), "www/index.html", "hi");
+    let mut c = connect(s.addr()).await;
+    let r = c.get("/", "User-Agent: Mozilla scumbot/1.0\r\n").await;
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("<h1>404</h1>Not Welcome"), "{}", r.text());
+    assert!(c.closed_within(Duration::from_secs(2)).await);
+    assert_eq!(get(s.addr(), "/", "User-Agent: curl\r\n").await.status, 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn access_log_line_format() {
+    let s = site(r#""access-log": "{DIR}/access.log","#, "").await;
+    let r = get(
+        s.addr(),
+        "/a.txt?q=1",
+        "User-Agent: test \"agent\"\r\nReferer: http://ref/\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    get(s.addr(), "/missing.html", "").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = std::fs::read_to_string(s.path().join("access.log")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let re = regex::Regex::new(
+        r#"^127\.0\.0\.1 - - \[\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4}\] "GET /a\.txt HTTP/1\.1" 200 (\d+) "http://ref/" "test 'agent'"$"#,
+    )
+    .unwrap();
+    let caps = re
+        .captures(lines[0])
+        .unwrap_or_else(|| panic!("no match: {}", lines[0]));
+    let bytes: usize = caps[1].parse().unwrap();
+    assert!(bytes > 20 && bytes < 400, "headers are counted: {bytes}");
+    assert!(
+        lines[1].contains("\"GET /missing.html HTTP/1.1\" 404 "),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[1].ends_with("\"\" \"\""));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(s.path().join("access.log"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn pipelined_requests_answer_in_order() {
+    let s = site("", "").await;
+    let mut c = connect(s.addr()).await;
+    c.send("GET /a.txt HTTP/1.1\r\nHost: localhost\r\n\r\nGET / HTTP/1.1\r\nHost: localhost\r\n\r\nGET /nope.txt HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert_eq!(
+        c.read_response(false).await.unwrap().text(),
+        "0123456789abcdefghij"
+    );
+    assert_eq!(
+        c.read_response(false).await.unwrap().text(),
+        "<h1>home</h1>"
+    );
+    assert_eq!(c.read_response(false).await.unwrap().status, 404);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn keepalive_timeout_closes_idle_connections() {
+    let s = site(r#""keepalive_timeout": "1","#, "").await;
+    let mut c = connect(s.addr()).await;
+    assert_eq!(c.get("/a.txt", "").await.status, 200);
+    let t = std::time::Instant::now();
+    assert!(
+        c.closed_within(Duration::from_secs(4)).await,
+        "idle connection must be closed"
+    );
+    assert!(t.elapsed() >= Duration::from_millis(800));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn slow_headers_are_cut_off_by_timeout_secs() {
+    let mounts = r#"{ "mountpoint": "/", "origin": "file://{DIR}/www" }"#;
+    let s = TestServer::start(
+        r#"{ "global": { "timeout-secs": "1" } }"#,
+        &[&vhost("", mounts)],
+    )
+    .await;
+    let mut c = connect(s.addr()).await;
+    c.send("GET / HTTP/1.1\r\nHo").await;
+    assert!(
+        c.closed_within(Duration::from_secs(4)).await,
+        "a client sending headers too slowly is cut off"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn other_methods_get_405_and_unimplemented_origins_501() {
+    let mounts = r#"{ "mountpoint": "/", "origin": "file://{DIR}/www" },
+                    { "mountpoint": "/p", "origin": "http://127.0.0.1:9/" }"#;
+    let s = TestServer::start("{}", &[&vhost("", mounts)]).await;
+    put(s.path(), "www/index.html", "hi");
+    let mut c = connect(s.addr()).await;
+    c.send("DELETE /index.html HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n")
+        .await;
+    let r = c.read_response(false).await.unwrap();
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")));
+    assert_eq!(get(s.addr(), "/p/x", "").await.status, 501);
+    s.stop().await;
+}
