@@ -19,12 +19,7 @@ pub enum StartError {
     #[error("{0}")]
     Config(#[from] ConfigError),
     #[error("{loc}: vhost \"{vhost}\": cannot listen on {what}: {source}")]
-    Bind {
-        loc: crate::model::Loc,
-        vhost: String,
-        what: String,
-        source: std::io::Error,
-    },
+    Bind { loc: crate::model::Loc, vhost: String, what: String, source: std::io::Error },
     #[error("cannot drop privileges: {0}")]
     Privileges(String),
 }
@@ -42,19 +37,14 @@ impl Server {
         let table = table::compile(config, CompileMode::Serve, warnings)?;
         let mut bound: Vec<Bound> = Vec::new();
         for routes in &table.listeners {
-            let first = config
-                .vhosts
-                .iter()
-                .find(|v| v.listen_key() == routes.key)
-                .expect("listener from a vhost");
-            let b = listen::bind(&routes.key, first.unix_socket_perms.as_deref()).map_err(
-                |source| StartError::Bind {
+            let first = config.vhosts.iter().find(|v| v.listen_key() == routes.key).expect("listener from a vhost");
+            let b =
+                listen::bind(&routes.key, first.unix_socket_perms.as_deref()).map_err(|source| StartError::Bind {
                     loc: first.loc.clone(),
                     vhost: first.name.clone(),
                     what: describe_key(&routes.key),
                     source,
-                },
-            )?;
+                })?;
             tracing::info!(addrs = ?b.addrs, tls = routes.tls, vhosts = ?routes.vhosts.iter().map(|v| &v.name).collect::<Vec<_>>(), "listening");
             bound.push(b);
         }
@@ -74,11 +64,7 @@ impl Server {
                 tokio::spawn(listen::accept_loop(socket, b.key.clone(), state.clone()));
             }
         }
-        Ok(Server {
-            listeners,
-            tcp,
-            state,
-        })
+        Ok(Server { listeners, tcp, state })
     }
 
     /// Every TCP address bound, in config order (useful with port 0).
@@ -90,27 +76,16 @@ impl Server {
     pub async fn shutdown(self, grace: Duration) {
         self.state.shutdown.cancel();
         self.state.tracker.close();
-        if tokio::time::timeout(grace, self.state.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                open = self.state.tracker.len(),
-                "grace period over; closing the remaining connections"
-            );
+        if tokio::time::timeout(grace, self.state.tracker.wait()).await.is_err() {
+            tracing::warn!(open = self.state.tracker.len(), "grace period over; closing the remaining connections");
         }
     }
 }
 
 fn describe_key(key: &crate::model::ListenKey) -> String {
     match key {
-        crate::model::ListenKey::Tcp {
-            port, interface, ..
-        } => {
-            format!(
-                "port {port} on {}",
-                interface.as_deref().unwrap_or("all interfaces")
-            )
+        crate::model::ListenKey::Tcp { port, interface, .. } => {
+            format!("port {port} on {}", interface.as_deref().unwrap_or("all interfaces"))
         }
         crate::model::ListenKey::Unix { path } => format!("unix socket {}", path.display()),
     }

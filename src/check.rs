@@ -18,14 +18,8 @@ pub struct CheckResult {
 /// Loads `dir` (with `ddir` for `_lws_ddir_`), compiles it without opening logs, and reports.
 pub fn check(dir: &Path, ddir: &str) -> CheckResult {
     match load_and_compile(dir, ddir) {
-        Ok((config, warnings)) => CheckResult {
-            text: summary(&config, &warnings),
-            code: 0,
-        },
-        Err(e) => CheckResult {
-            text: format!("error: {e}\n"),
-            code: EXIT_CONFIG,
-        },
+        Ok((config, warnings)) => CheckResult { text: summary(&config, &warnings), code: 0 },
+        Err(e) => CheckResult { text: format!("error: {e}\n"), code: EXIT_CONFIG },
     }
 }
 
@@ -46,11 +40,7 @@ pub fn summary(config: &Config, warnings: &[Warning]) -> String {
     }
     let _ = writeln!(out, "listeners:");
     for key in &keys {
-        let members: Vec<_> = config
-            .vhosts
-            .iter()
-            .filter(|v| &v.listen_key() == key)
-            .collect();
+        let members: Vec<_> = config.vhosts.iter().filter(|v| &v.listen_key() == key).collect();
         let names: Vec<&str> = members.iter().map(|v| v.name.as_str()).collect();
         let kind = if members[0].apply_listen_accept {
             "raw"
@@ -60,12 +50,7 @@ pub fn summary(config: &Config, warnings: &[Warning]) -> String {
             "http"
         };
         let where_ = match key {
-            ListenKey::Tcp {
-                port,
-                interface,
-                ipv6only,
-                noipv6,
-            } => {
+            ListenKey::Tcp { port, interface, ipv6only, noipv6 } => {
                 let family = match (noipv6, ipv6only) {
                     (true, _) => " ipv4",
                     (false, Some(true)) => " ipv6-only",
@@ -92,11 +77,7 @@ pub fn summary(config: &Config, warnings: &[Warning]) -> String {
         if let Some(log) = &v.access_log {
             flags.push(format!("access-log={}", log.display()));
         }
-        let flags = if flags.is_empty() {
-            String::new()
-        } else {
-            format!(" [{}]", flags.join(" "))
-        };
+        let flags = if flags.is_empty() { String::new() } else { format!(" [{}]", flags.join(" ")) };
         let _ = writeln!(out, "  {} port {}{flags} ({})", v.name, v.port, v.loc);
         for m in &v.mounts {
             let _ = writeln!(out, "    mount {} -> {}", m.mountpoint, m.origin.describe());

@@ -5,18 +5,9 @@ use std::path::{Path, PathBuf};
 
 const FILES: &[(&str, &[u8])] = &[
     ("conf", include_bytes!("../conf/conf")),
-    (
-        "conf.d/localhost",
-        include_bytes!("../conf/conf.d/localhost"),
-    ),
-    (
-        "share/lwsws-demo/index.html",
-        include_bytes!("../conf/share/lwsws-demo/index.html"),
-    ),
-    (
-        "share/lwsws-demo/style.css",
-        include_bytes!("../conf/share/lwsws-demo/style.css"),
-    ),
+    ("conf.d/localhost", include_bytes!("../conf/conf.d/localhost")),
+    ("share/lwsws-demo/index.html", include_bytes!("../conf/share/lwsws-demo/index.html")),
+    ("share/lwsws-demo/style.css", include_bytes!("../conf/share/lwsws-demo/style.css")),
 ];
 
 /// Writes the demo into a fresh directory; returns (config dir, data dir for `_lws_ddir_`).

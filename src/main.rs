@@ -10,14 +10,10 @@ use lwsws::check::{self, EXIT_CONFIG};
 const DEFAULT_CONFIG_DIR: &str = "/etc/lwsws";
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "lwsws",
-    version,
-    about = "An ingress web server that speaks the lwsws configuration language"
-)]
+#[command(name = "lwsws", version, about = "An ingress web server that speaks the lwsws configuration language")]
 struct Cli {
     /// Config directory holding `conf` and `conf.d/` (default /etc/lwsws; without it, the demo)
-    #[arg(short = 'c', long = "config", value_name = "DIR")]
+    #[arg(short = 'c', long = "config", value_name = "DIR", global = true)]
     config: Option<PathBuf>,
     /// lwsws log mask: 1 err, 2 warn, 4 notice, 8 info, 16 debug (RUST_LOG overrides)
     #[arg(short = 'd', long = "debug", value_name = "N", default_value_t = 1031)]
@@ -26,12 +22,7 @@ struct Cli {
     #[arg(short = 'n')]
     no_plugin_dir: bool,
     /// What `_lws_ddir_` stands for in vhost values
-    #[arg(
-        long,
-        env = "LWSWS_DATA_DIR",
-        default_value = "/usr/share",
-        value_name = "DIR"
-    )]
+    #[arg(long, env = "LWSWS_DATA_DIR", default_value = "/usr/share", value_name = "DIR", global = true)]
     data_dir: String,
     /// Parse and validate the config, print a summary and every warning, exit 0 or 64
     #[arg(long)]
@@ -72,15 +63,23 @@ fn main() -> ExitCode {
     };
     if demo {
         tracing::info!(
-            "no config at {DEFAULT_CONFIG_DIR}/conf: serving the built-in demo config and site on port 7681"
+            "no config dir given and none at {DEFAULT_CONFIG_DIR}: serving the built-in demo config and site on port 7681"
         );
     }
+    let code = run(&cli, &dir, &ddir, checking);
+    if demo {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    code
+}
+
+fn run(cli: &Cli, dir: &std::path::Path, ddir: &str, checking: bool) -> ExitCode {
     if checking {
-        let result = check::check(&dir, &ddir);
+        let result = check::check(dir, ddir);
         print!("{}", result.text);
         return ExitCode::from(result.code as u8);
     }
-    serve(&dir, &ddir, Duration::from_secs(cli.grace_secs))
+    serve(dir, ddir, Duration::from_secs(cli.grace_secs))
 }
 
 /// `-c DIR`, else /etc/lwsws when it holds a config, else the built-in demo unpacked.
@@ -88,7 +87,9 @@ fn config_dir(cli: &Cli, checking: bool) -> std::io::Result<(PathBuf, String, bo
     if let Some(dir) = &cli.config {
         return Ok((dir.clone(), cli.data_dir.clone(), false));
     }
-    let default = PathBuf::from(DEFAULT_CONFIG_DIR);
+    let default = std::env::var_os("LWSWS_DEFAULT_CONFIG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_DIR));
     if default.join("conf").is_file() || checking {
         return Ok((default, cli.data_dir.clone(), false));
     }
@@ -106,11 +107,7 @@ fn serve(dir: &std::path::Path, ddir: &str, grace: Duration) -> ExitCode {
     };
     let mut warnings = loaded.warnings;
     let threads = loaded.config.global.count_threads as usize;
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("lwsws: cannot start the runtime: {e}");
@@ -126,11 +123,7 @@ fn serve(dir: &std::path::Path, ddir: &str, grace: Duration) -> ExitCode {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("lwsws: error: {e}");
-                let code = if matches!(e, lwsws::app::StartError::Config(_)) {
-                    EXIT_CONFIG as u8
-                } else {
-                    1
-                };
+                let code = if matches!(e, lwsws::app::StartError::Config(_)) { EXIT_CONFIG as u8 } else { 1 };
                 return ExitCode::from(code);
             }
         };
@@ -171,11 +164,8 @@ fn init_logging(cli: &Cli) {
     } else {
         "off"
     };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("lwsws={level},warn")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("lwsws={level},warn")));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cli.log_format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

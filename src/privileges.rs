@@ -37,22 +37,14 @@ pub fn drop_after_bind(g: &Global) -> Result<(), String> {
 
 fn lookup_user(name: &str) -> Result<User, String> {
     if let Ok(n) = name.parse::<u32>() {
-        return User::from_uid(Uid::from_raw(n))
-            .ok()
-            .flatten()
-            .ok_or_else(|| format!("no user with uid {n}"));
+        return User::from_uid(Uid::from_raw(n)).ok().flatten().ok_or_else(|| format!("no user with uid {n}"));
     }
-    User::from_name(name)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| format!("no such user \"{name}\""))
+    User::from_name(name).map_err(|e| e.to_string())?.ok_or_else(|| format!("no such user \"{name}\""))
 }
 
 fn lookup_group(name: &str) -> Result<Gid, String> {
     if let Ok(n) = name.parse::<u32>() {
         return Ok(Gid::from_raw(n));
     }
-    Group::from_name(name)
-        .map_err(|e| e.to_string())?
-        .map(|g| g.gid)
-        .ok_or_else(|| format!("no such group \"{name}\""))
+    Group::from_name(name).map_err(|e| e.to_string())?.map(|g| g.gid).ok_or_else(|| format!("no such group \"{name}\""))
 }

@@ -12,8 +12,7 @@ fn run_case(dir: &Path, ddir: &str, expected: &Path) -> Option<String> {
         std::fs::write(expected, &got).unwrap();
         return None;
     }
-    let want = std::fs::read_to_string(expected)
-        .unwrap_or_else(|_| panic!("missing {}", expected.display()));
+    let want = std::fs::read_to_string(expected).unwrap_or_else(|_| panic!("missing {}", expected.display()));
     (got != want).then(|| format!("--- {}\nwant:\n{want}\ngot:\n{got}", dir.display()))
 }
 
@@ -21,23 +20,14 @@ fn run_case(dir: &Path, ddir: &str, expected: &Path) -> Option<String> {
 fn every_fixture_matches_its_expected_output() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let root = Path::new("tests/fixtures/config");
-    let mut cases: Vec<_> = std::fs::read_dir(root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .collect();
+    let mut cases: Vec<_> =
+        std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path()).filter(|p| p.is_dir()).collect();
     cases.sort();
     assert!(cases.len() >= 10, "fixtures are missing");
-    let mut failures: Vec<String> = cases
-        .iter()
-        .filter_map(|c| run_case(c, "/usr/share", &c.join("expected")))
-        .collect();
+    let mut failures: Vec<String> =
+        cases.iter().filter_map(|c| run_case(c, "/usr/share", &c.join("expected"))).collect();
     // The demo config carried in the binary is a case too, with its own data dir.
-    failures.extend(run_case(
-        Path::new("conf"),
-        "conf/share",
-        Path::new("tests/fixtures/demo-conf.expected"),
-    ));
+    failures.extend(run_case(Path::new("conf"), "conf/share", Path::new("tests/fixtures/demo-conf.expected")));
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
@@ -49,20 +39,10 @@ fn spec_examples_are_the_shipped_ones() {
         return;
     }
     let pairs = [
-        (
-            "etc-lwsws-conf-EXAMPLE",
-            "tests/fixtures/config/spec-example/conf",
-        ),
-        (
-            "etc-lwsws-conf.d-localhost-EXAMPLE",
-            "tests/fixtures/config/spec-example/conf.d/localhost-EXAMPLE",
-        ),
+        ("etc-lwsws-conf-EXAMPLE", "tests/fixtures/config/spec-example/conf"),
+        ("etc-lwsws-conf.d-localhost-EXAMPLE", "tests/fixtures/config/spec-example/conf.d/localhost-EXAMPLE"),
     ];
     for (a, b) in pairs {
-        assert_eq!(
-            std::fs::read(spec.join(a)).unwrap(),
-            std::fs::read(b).unwrap(),
-            "{a} drifted"
-        );
+        assert_eq!(std::fs::read(spec.join(a)).unwrap(), std::fs::read(b).unwrap(), "{a} drifted");
     }
 }

@@ -26,22 +26,12 @@ fn two_vhosts(extra_b: &str) -> String {
 }
 
 /// Certificates must exist before the server starts, so write them into a prepared dir.
-async fn start_with_certs(
-    pki: &Pki,
-    names: &[&str],
-    global: &str,
-    vhosts: &[&str],
-    client_ca: bool,
-) -> TestServer {
+async fn start_with_certs(pki: &Pki, names: &[&str], global: &str, vhosts: &[&str], client_ca: bool) -> TestServer {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();
     for n in names {
         pki.leaf(dir.path(), n, &[n], false);
-        put(
-            dir.path(),
-            &format!("{n}-www/index.html"),
-            format!("site {n}"),
-        );
+        put(dir.path(), &format!("{n}-www/index.html"), format!("site {n}"));
     }
     if client_ca {
         pki.write_ca(&dir.path().join("client-ca.pem"));
@@ -49,11 +39,7 @@ async fn start_with_certs(
     std::fs::write(dir.path().join("conf"), global).unwrap();
     std::fs::create_dir_all(dir.path().join("conf.d")).unwrap();
     for (i, v) in vhosts.iter().enumerate() {
-        std::fs::write(
-            dir.path().join(format!("conf.d/v{i}")),
-            v.replace("{DIR}", &d),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join(format!("conf.d/v{i}")), v.replace("{DIR}", &d)).unwrap();
     }
     TestServer::start_dir(dir).await
 }
@@ -64,11 +50,8 @@ async fn sni_chooses_between_two_vhosts_on_one_port() {
     let s = start_with_certs(&pki, &["a.test", "b.test"], "{}", &[&two_vhosts("")], false).await;
     assert_eq!(s.addrs.len(), 1, "one shared socket");
     for name in ["a.test", "b.test"] {
-        let mut c = tls_connect(s.addr(), name, pki.roots(), None, &["http/1.1"])
-            .await
-            .unwrap();
-        c.send(&format!("GET / HTTP/1.1\r\nHost: {name}\r\n\r\n"))
-            .await;
+        let mut c = tls_connect(s.addr(), name, pki.roots(), None, &["http/1.1"]).await.unwrap();
+        c.send(&format!("GET / HTTP/1.1\r\nHost: {name}\r\n\r\n")).await;
         let r = c.read_response(false).await.unwrap();
         assert_eq!(r.text(), format!("site {name}"));
         // The certificate presented was the vhost's own: the handshake verified `name`.
@@ -77,11 +60,7 @@ async fn sni_chooses_between_two_vhosts_on_one_port() {
         assert!(String::from_utf8_lossy(cert.as_ref()).contains(name));
     }
     // Unknown SNI falls back to the first vhost's certificate, which does not verify for it.
-    assert!(
-        tls_connect(s.addr(), "c.test", pki.roots(), None, &[])
-            .await
-            .is_err()
-    );
+    assert!(tls_connect(s.addr(), "c.test", pki.roots(), None, &[]).await.is_err());
     s.stop().await;
 }
 
@@ -94,11 +73,7 @@ async fn http2_is_negotiated_by_alpn() {
         .resolve("a.test", s.addr())
         .build()
         .unwrap();
-    let r = client
-        .get(format!("https://a.test:{}/", s.addr().port()))
-        .send()
-        .await
-        .unwrap();
+    let r = client.get(format!("https://a.test:{}/", s.addr().port())).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "site a.test");
@@ -109,29 +84,17 @@ async fn http2_is_negotiated_by_alpn() {
 async fn client_certificate_accepted_and_refused() {
     let pki = Pki::new("client ca");
     let extra = r#""host-ssl-ca": "{DIR}/client-ca.pem", "client-cert-required": "1","#;
-    let s = start_with_certs(
-        &pki,
-        &["m.test"],
-        "{}",
-        &[&tls_vhost("m.test", extra)],
-        true,
-    )
-    .await;
+    let s = start_with_certs(&pki, &["m.test"], "{}", &[&tls_vhost("m.test", extra)], true).await;
     let good_dir = tempfile::tempdir().unwrap();
     pki.leaf(good_dir.path(), "client", &["client.test"], true);
     let rogue = Pki::new("rogue ca");
     rogue.leaf(good_dir.path(), "rogue", &["rogue.test"], true);
     let d = good_dir.path();
 
-    let mut ok = tls_connect(
-        s.addr(),
-        "m.test",
-        pki.roots(),
-        Some((&d.join("client.crt"), &d.join("client.key"))),
-        &[],
-    )
-    .await
-    .expect("a client cert from the CA is accepted");
+    let mut ok =
+        tls_connect(s.addr(), "m.test", pki.roots(), Some((&d.join("client.crt"), &d.join("client.key"))), &[])
+            .await
+            .expect("a client cert from the CA is accepted");
     ok.send("GET / HTTP/1.1\r\nHost: m.test\r\n\r\n").await;
     assert_eq!(ok.read_response(false).await.unwrap().text(), "site m.test");
 
@@ -160,17 +123,8 @@ async fn client_certificate_accepted_and_refused() {
 async fn host_naming_an_mtls_vhost_over_an_open_handshake_is_misdirected() {
     let pki = Pki::new("ca");
     let extra = r#""host-ssl-ca": "{DIR}/client-ca.pem", "client-cert-required": "1","#;
-    let s = start_with_certs(
-        &pki,
-        &["a.test", "b.test"],
-        "{}",
-        &[&two_vhosts(extra)],
-        true,
-    )
-    .await;
-    let mut c = tls_connect(s.addr(), "a.test", pki.roots(), None, &[])
-        .await
-        .unwrap();
+    let s = start_with_certs(&pki, &["a.test", "b.test"], "{}", &[&two_vhosts(extra)], true).await;
+    let mut c = tls_connect(s.addr(), "a.test", pki.roots(), None, &[]).await.unwrap();
     c.send("GET / HTTP/1.1\r\nHost: b.test\r\n\r\n").await;
     assert_eq!(c.read_response(false).await.unwrap().status, 421);
     s.stop().await;
@@ -179,39 +133,19 @@ async fn host_naming_an_mtls_vhost_over_an_open_handshake_is_misdirected() {
 #[tokio::test]
 async fn tls13_only_by_ssl_option_and_cipher_warnings() {
     let pki = Pki::new("ca");
-    let extra = r#""ssl-option-set": "134217728", "ciphers": "ECDHE-RSA-AES256-SHA384:HIGH", "ecdh-curve": "prime256v1","#;
-    let s = start_with_certs(
-        &pki,
-        &["a.test"],
-        "{}",
-        &[&tls_vhost("a.test", extra)],
-        false,
-    )
-    .await;
-    assert!(
-        s.warnings
-            .iter()
-            .any(|w| w.msg.contains("ECDHE-RSA-AES256-SHA384")),
-        "{:?}",
-        s.warnings
-    );
-    let c = tls_connect(s.addr(), "a.test", pki.roots(), None, &[])
-        .await
-        .unwrap();
-    assert_eq!(
-        c.s.get_ref().1.protocol_version(),
-        Some(rustls::ProtocolVersion::TLSv1_3)
-    );
+    let extra =
+        r#""ssl-option-set": "134217728", "ciphers": "ECDHE-RSA-AES256-SHA384:HIGH", "ecdh-curve": "prime256v1","#;
+    let s = start_with_certs(&pki, &["a.test"], "{}", &[&tls_vhost("a.test", extra)], false).await;
+    assert!(s.warnings.iter().any(|w| w.msg.contains("ECDHE-RSA-AES256-SHA384")), "{:?}", s.warnings);
+    let c = tls_connect(s.addr(), "a.test", pki.roots(), None, &[]).await.unwrap();
+    assert_eq!(c.s.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_3));
     // A TLS 1.2-only client cannot connect.
     let config = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
         .with_root_certificates(pki.roots())
         .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
     let r = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-        .connect(
-            rustls_pki_types::ServerName::try_from("a.test").unwrap(),
-            tcp,
-        )
+        .connect(rustls_pki_types::ServerName::try_from("a.test").unwrap(), tcp)
         .await;
     assert!(r.is_err());
     s.stop().await;

@@ -20,8 +20,7 @@ async fn host_header_selects_exact_then_suffix_then_first() {
         let addr = s.addr();
         async move {
             let mut c = common::connect(addr).await;
-            c.send(&format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n"))
-                .await;
+            c.send(&format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n")).await;
             c.read_response(false).await.unwrap().text()
         }
     };

@@ -31,11 +31,7 @@ pub struct Entry {
 impl AccessLog {
     /// Opened for appending, created 0600, as lwsws does.
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)?;
+        let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
         Ok(AccessLog { file })
     }
 
@@ -72,18 +68,11 @@ fn truncate(s: &mut String, max: usize) {
     }
 }
 
-pub fn format_line<Tz: chrono::TimeZone>(
-    e: &Entry,
-    body_bytes: u64,
-    now: &chrono::DateTime<Tz>,
-) -> String
+pub fn format_line<Tz: chrono::TimeZone>(e: &Entry, body_bytes: u64, now: &chrono::DateTime<Tz>) -> String
 where
     Tz::Offset: std::fmt::Display,
 {
-    let peer = e
-        .peer
-        .map(|p| p.to_string())
-        .unwrap_or_else(|| "unix".to_string());
+    let peer = e.peer.map(|p| p.to_string()).unwrap_or_else(|| "unix".to_string());
     let mut path = clean(&e.path);
     truncate(&mut path, MAX_PATH);
     let head = format!(
@@ -113,10 +102,7 @@ mod tests {
 
     #[test]
     fn line_format() {
-        let now = chrono::FixedOffset::east_opt(3600)
-            .unwrap()
-            .with_ymd_and_hms(2026, 11, 27, 9, 5, 3)
-            .unwrap();
+        let now = chrono::FixedOffset::east_opt(3600).unwrap().with_ymd_and_hms(2026, 11, 27, 9, 5, 3).unwrap();
         let e = Entry {
             peer: Some("127.0.0.1".parse().unwrap()),
             method: "GET".into(),
@@ -131,11 +117,7 @@ mod tests {
             format_line(&e, 5, &now),
             "127.0.0.1 - - [27/Nov/2026:09:05:03 +0100] \"GET /a b HTTP/1.1\" 200 105 \"\" \"cu'rl\"\n"
         );
-        let long = Entry {
-            user_agent: "x".repeat(2000),
-            path: "/p".repeat(500),
-            ..e
-        };
+        let long = Entry { user_agent: "x".repeat(2000), path: "/p".repeat(500), ..e };
         let l = format_line(&long, 0, &now);
         assert_eq!(l.len(), 511);
         assert!(l.ends_with("\"\n") || l.ends_with('\n'));

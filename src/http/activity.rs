@@ -36,8 +36,7 @@ impl Activity {
     }
 
     pub fn finish(&self) {
-        self.last_done_ms
-            .store(self.start.elapsed().as_millis() as u64, Ordering::Release);
+        self.last_done_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Release);
         self.served.fetch_add(1, Ordering::AcqRel);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.changed.notify_one();
@@ -45,8 +44,7 @@ impl Activity {
 
     /// The keep-alive of the vhost (or mount) that served the latest request.
     pub fn set_keepalive(&self, d: Duration) {
-        self.keepalive_ms
-            .store(d.as_millis() as u64, Ordering::Relaxed);
+        self.keepalive_ms.store(d.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// When this connection should be closed if nothing else happens: `None` while a request

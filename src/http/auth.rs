@@ -26,10 +26,7 @@ pub fn check(file: &Path, header: Option<&[u8]>) -> AuthOutcome {
     if header.len() > MAX_HEADER {
         return AuthOutcome::Malformed;
     }
-    let Some(b64) = header
-        .strip_prefix(b"Basic ")
-        .or_else(|| header.strip_prefix(b"basic "))
-    else {
+    let Some(b64) = header.strip_prefix(b"Basic ").or_else(|| header.strip_prefix(b"basic ")) else {
         return AuthOutcome::Malformed;
     };
     let Ok(decoded) = STANDARD.decode(b64.trim_ascii()) else {
@@ -62,10 +59,7 @@ fn password_matches(stored: &str, given: &str) -> bool {
         return bcrypt::verify(given, stored).unwrap_or(false);
     }
     if let Some(sha) = stored.strip_prefix("{SHA}") {
-        let digest = aws_lc_rs::digest::digest(
-            &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
-            given.as_bytes(),
-        );
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, given.as_bytes());
         return constant_time_eq(STANDARD.encode(digest.as_ref()).as_bytes(), sha.as_bytes());
     }
     constant_time_eq(stored.as_bytes(), given.as_bytes())
@@ -94,32 +88,18 @@ mod tests {
         let f = dir.path().join("logins");
         let bc = bcrypt::hash("bpass", 4).unwrap();
         // {SHA} of "spass"
-        let sha = STANDARD.encode(
-            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, b"spass")
-                .as_ref(),
-        );
+        let sha =
+            STANDARD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, b"spass").as_ref());
         std::fs::write(&f, format!("plain:ppass\r\nbc:{bc}\nsh:{{SHA}}{sha}\n")).unwrap();
-        assert_eq!(
-            check(&f, Some(&hdr("plain:ppass"))),
-            AuthOutcome::Allowed("plain".into())
-        );
+        assert_eq!(check(&f, Some(&hdr("plain:ppass"))), AuthOutcome::Allowed("plain".into()));
         assert_eq!(check(&f, Some(&hdr("plain:wrong"))), AuthOutcome::Denied);
-        assert_eq!(
-            check(&f, Some(&hdr("bc:bpass"))),
-            AuthOutcome::Allowed("bc".into())
-        );
-        assert_eq!(
-            check(&f, Some(&hdr("sh:spass"))),
-            AuthOutcome::Allowed("sh".into())
-        );
+        assert_eq!(check(&f, Some(&hdr("bc:bpass"))), AuthOutcome::Allowed("bc".into()));
+        assert_eq!(check(&f, Some(&hdr("sh:spass"))), AuthOutcome::Allowed("sh".into()));
         assert_eq!(check(&f, Some(&hdr("sh:nope"))), AuthOutcome::Denied);
         assert_eq!(check(&f, None), AuthOutcome::Denied);
         assert_eq!(check(&f, Some(b"Bearer x")), AuthOutcome::Malformed);
         assert_eq!(check(&f, Some(b"Basic !!!")), AuthOutcome::Malformed);
         assert_eq!(check(&f, Some(&hdr("nocolon"))), AuthOutcome::Malformed);
-        assert_eq!(
-            check(&dir.path().join("missing"), Some(&hdr("plain:ppass"))),
-            AuthOutcome::Denied
-        );
+        assert_eq!(check(&dir.path().join("missing"), Some(&hdr("plain:ppass"))), AuthOutcome::Denied);
     }
 }

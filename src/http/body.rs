@@ -21,11 +21,7 @@ const FILE_CHUNK: u64 = 256 * 1024;
 
 pub enum Segment {
     Mem(Bytes),
-    File {
-        file: Arc<File>,
-        offset: u64,
-        len: u64,
-    },
+    File { file: Arc<File>, offset: u64, len: u64 },
 }
 
 impl Segment {
@@ -59,11 +55,7 @@ impl Body {
     }
 
     pub fn from_segments(segments: Vec<Segment>) -> Self {
-        Body {
-            segments: segments.into_iter().filter(|s| s.len() > 0).collect(),
-            sent: 0,
-            on_done: None,
-        }
+        Body { segments: segments.into_iter().filter(|s| s.len() > 0).collect(), sent: 0, on_done: None }
     }
 
     pub fn len(&self) -> u64 {
@@ -98,10 +90,7 @@ impl http_body::Body for Body {
     type Data = Bytes;
     type Error = io::Error;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
         let Some(seg) = this.segments.pop_front() else {
             return Poll::Ready(None);
@@ -118,11 +107,7 @@ impl http_body::Body for Body {
                     return Poll::Ready(Some(Err(e)));
                 }
                 if len > n {
-                    this.segments.push_front(Segment::File {
-                        file,
-                        offset: offset + n,
-                        len: len - n,
-                    });
+                    this.segments.push_front(Segment::File { file, offset: offset + n, len: len - n });
                 }
                 Bytes::from(buf)
             }
@@ -155,11 +140,7 @@ mod tests {
         let s2 = seen.clone();
         let mut body = Body::from_segments(vec![
             Segment::Mem(Bytes::from_static(b"ab")),
-            Segment::File {
-                file,
-                offset: 10,
-                len: 500_000,
-            },
+            Segment::File { file, offset: 10, len: 500_000 },
         ]);
         body.on_done(Box::new(move |n| s2.store(n, Ordering::SeqCst)));
         assert_eq!(body.len(), 500_002);

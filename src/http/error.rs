@@ -64,10 +64,7 @@ impl HttpError {
         if let HttpError::Unauthorized = self {
             // lws answers 401 with no page, keeping the connection alive (spec 3).
             return builder
-                .header(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Basic realm=\"lwsws\""),
-                )
+                .header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"lwsws\""))
                 .header(header::CONTENT_LENGTH, HeaderValue::from_static("0"))
                 .body(Body::empty())
                 .expect("static response");
@@ -120,10 +117,7 @@ mod tests {
 
     #[test]
     fn statuses() {
-        assert_eq!(
-            HttpError::RangeNotSatisfiable(9).into_response().headers()["content-range"],
-            "bytes */9"
-        );
+        assert_eq!(HttpError::RangeNotSatisfiable(9).into_response().headers()["content-range"], "bytes */9");
         let r = HttpError::Unauthorized.into_response();
         assert_eq!(r.status(), 401);
         assert_eq!(r.headers()["www-authenticate"], "Basic realm=\"lwsws\"");

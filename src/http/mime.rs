@@ -35,8 +35,7 @@ const CANNED: &[(&str, &str)] = &[
 ];
 
 fn ends_with_ci(name: &str, suffix: &str) -> bool {
-    name.len() >= suffix.len()
-        && name.as_bytes()[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
+    name.len() >= suffix.len() && name.as_bytes()[name.len() - suffix.len()..].eq_ignore_ascii_case(suffix.as_bytes())
 }
 
 impl MimeRules {
@@ -47,19 +46,13 @@ impl MimeRules {
     }
 
     pub fn lookup(&self, file_name: &str) -> Lookup<'_> {
-        if let Some((_, t)) = self
-            .extra
-            .iter()
-            .find(|(sfx, _)| ends_with_ci(file_name, sfx))
-        {
+        if let Some((_, t)) = self.extra.iter().find(|(sfx, _)| ends_with_ci(file_name, sfx)) {
             return Some(Some(t.as_str()).filter(|t| !t.is_empty()));
         }
         if let Some((_, t)) = CANNED.iter().find(|(sfx, _)| ends_with_ci(file_name, sfx)) {
             return Some(Some(t));
         }
-        self.fallback
-            .as_deref()
-            .map(|t| Some(t).filter(|t| !t.is_empty()))
+        self.fallback.as_deref().map(|t| Some(t).filter(|t| !t.is_empty()))
     }
 }
 
@@ -69,10 +62,7 @@ mod tests {
 
     #[test]
     fn order_and_fallback() {
-        let r = MimeRules::new(&[
-            (".zip".into(), "application/zip".into()),
-            (".html".into(), "text/evil".into()),
-        ]);
+        let r = MimeRules::new(&[(".zip".into(), "application/zip".into()), (".html".into(), "text/evil".into())]);
         assert_eq!(r.lookup("a.ZIP"), Some(Some("application/zip")));
         assert_eq!(r.lookup("a.html"), Some(Some("text/evil")));
         assert_eq!(r.lookup("a.css"), Some(Some("text/css")));
@@ -80,9 +70,6 @@ mod tests {
         let any = MimeRules::new(&[("*".into(), "".into())]);
         assert_eq!(any.lookup("passwd"), Some(None));
         let typed = MimeRules::new(&[("*".into(), "application/octet-stream".into())]);
-        assert_eq!(
-            typed.lookup("x.bin"),
-            Some(Some("application/octet-stream"))
-        );
+        assert_eq!(typed.lookup("x.bin"), Some(Some("application/octet-stream")));
     }
 }

@@ -19,9 +19,7 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
-    let decoded = percent_decode_str(raw)
-        .decode_utf8()
-        .map_err(|_| PathError::NotUtf8)?;
+    let decoded = percent_decode_str(raw).decode_utf8().map_err(|_| PathError::NotUtf8)?;
     if decoded.contains('\0') {
         return Err(PathError::Nul);
     }
@@ -35,10 +33,8 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
             s => parts.push(s),
         }
     }
-    let trailing = decoded.ends_with('/')
-        || decoded.ends_with('\\')
-        || decoded.ends_with("/.")
-        || decoded.ends_with("/..");
+    let trailing =
+        decoded.ends_with('/') || decoded.ends_with('\\') || decoded.ends_with("/.") || decoded.ends_with("/..");
     let mut out = String::with_capacity(decoded.len());
     for p in &parts {
         out.push('/');

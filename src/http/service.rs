@@ -48,14 +48,7 @@ pub fn handle<B>(ctx: &ConnCtx, req: Request<B>) -> Response<Body> {
     let vhost = select_vhost(ctx, host.as_deref());
     let mut mount_used = None;
     let mut close = false;
-    let result = route(
-        ctx,
-        &vhost,
-        &parts,
-        host.as_deref(),
-        &mut mount_used,
-        &mut close,
-    );
+    let result = route(ctx, &vhost, &parts, host.as_deref(), &mut mount_used, &mut close);
     let mut response = match result {
         Ok(r) => r,
         Err(HttpError::NotFound) if vhost.error_404.is_some() => error_document(&vhost, &parts),
@@ -86,10 +79,7 @@ fn request_host(parts: &Parts) -> Option<String> {
 /// D3 on every request: the Host's vhost if one matches, else the handshake's, else the first.
 fn select_vhost(ctx: &ConnCtx, host: Option<&str>) -> Arc<VhostRt> {
     let routes = ctx.routes();
-    host.and_then(|h| routes.find_vhost(h))
-        .or(ctx.handshake_vhost.as_ref())
-        .unwrap_or_else(|| routes.first())
-        .clone()
+    host.and_then(|h| routes.find_vhost(h)).or(ctx.handshake_vhost.as_ref()).unwrap_or_else(|| routes.first()).clone()
 }
 
 fn route<'v>(
@@ -113,44 +103,20 @@ fn route<'v>(
         path::PathError::NotAbsolute if parts.uri.path() == "*" => HttpError::MethodNotAllowed,
         _ => HttpError::BadRequest("bad path"),
     })?;
-    if let Some(ua) = parts
-        .headers
-        .get(header::USER_AGENT)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()))
-    {
-        if let Some(rule) = ctx
-            .table
-            .global
-            .reject
-            .iter()
-            .find(|r| ua.contains(&r.keyword))
-        {
-            tracing::info!(keyword = %rule.keyword, "request rejected by reject-service-keywords");
-            *close = true;
-            let status = StatusCode::from_u16(rule.status).unwrap_or(StatusCode::FORBIDDEN);
-            return Err(HttpError::Rejected {
-                status,
-                text: rule.text.clone(),
-            });
-        }
+    if let Some(rejection) = rejected(ctx, parts) {
+        *close = true;
+        return Err(rejection);
     }
     let upgrade = parts.headers.contains_key(header::UPGRADE);
-    let mount = vhost
-        .select_mount(&path, upgrade)
-        .ok_or(HttpError::NotFound)?;
+    let mount = vhost.select_mount(&path, upgrade).ok_or(HttpError::NotFound)?;
     *mount_used = Some(mount);
     if let Some(ka) = mount.model.keepalive_timeout {
-        ctx.activity
-            .set_keepalive(std::time::Duration::from_secs(ka.into()));
+        ctx.activity.set_keepalive(std::time::Duration::from_secs(ka.into()));
     }
     let mp = mount.model.mountpoint.as_str();
     let remainder = path.get(mp.trim_end_matches('/').len()..).unwrap_or("");
     if let Origin::Redirect(url) = &mount.model.origin {
-        return redirect::moved(&redirect::mount_target(
-            url,
-            mount.model.append_path,
-            remainder,
-        ));
+        return redirect::moved(&redirect::mount_target(url, mount.model.append_path, remainder));
     }
     if mp.len() > 1
         && !mp.ends_with('/')
@@ -161,13 +127,7 @@ fn route<'v>(
         return trailing_slash(ctx, parts, host);
     }
     if let Some(file) = &mount.model.basic_auth {
-        match auth::check(
-            file,
-            parts
-                .headers
-                .get(header::AUTHORIZATION)
-                .map(HeaderValue::as_bytes),
-        ) {
+        match auth::check(file, parts.headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes)) {
             AuthOutcome::Allowed(_) => {}
             AuthOutcome::Denied => return Err(HttpError::Unauthorized),
             AuthOutcome::Malformed => return Err(HttpError::Forbidden),
@@ -183,17 +143,18 @@ fn route<'v>(
     }
 }
 
+/// `reject-service-keywords`: the first keyword found in the User-Agent decides the answer.
+fn rejected(ctx: &ConnCtx, parts: &Parts) -> Option<HttpError> {
+    let ua = String::from_utf8_lossy(parts.headers.get(header::USER_AGENT)?.as_bytes()).into_owned();
+    let rule = ctx.table.global.reject.iter().find(|r| ua.contains(&r.keyword))?;
+    tracing::info!(keyword = %rule.keyword, "request rejected by reject-service-keywords");
+    let status = StatusCode::from_u16(rule.status).unwrap_or(StatusCode::FORBIDDEN);
+    Some(HttpError::Rejected { status, text: rule.text.clone() })
+}
+
 /// `/dir` naming a mount exactly → 301 to `/dir/` on the same host and scheme.
-fn trailing_slash(
-    ctx: &ConnCtx,
-    parts: &Parts,
-    host: Option<&str>,
-) -> Result<Response<Body>, HttpError> {
-    let query = parts
-        .uri
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default();
+fn trailing_slash(ctx: &ConnCtx, parts: &Parts, host: Option<&str>) -> Result<Response<Body>, HttpError> {
+    let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
     let target = match host {
         Some(h) if !h.starts_with('+') && !h.contains('/') => {
             let scheme = if ctx.tls { "https" } else { "http" };
@@ -245,12 +206,10 @@ fn finish(
         head.headers = headers;
     }
     if close {
-        head.headers
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        head.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     if head.status.is_redirection() && head.status != StatusCode::NOT_MODIFIED {
-        head.extensions
-            .insert(hyper::ext::ReasonPhrase::from_static(b"Redirect"));
+        head.extensions.insert(hyper::ext::ReasonPhrase::from_static(b"Redirect"));
     }
     let activity = ctx.activity.clone();
     body.on_done(Box::new(move |_| activity.finish()));
@@ -263,21 +222,10 @@ fn finish(
 }
 
 fn log_entry(ctx: &ConnCtx, parts: &Parts, head: &http::response::Parts) -> Entry {
-    let header_text = |name| {
-        parts
-            .headers
-            .get(name)
-            .map(|v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned())
-    };
+    let header_text =
+        |name| parts.headers.get(name).map(|v: &HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned());
     // "HTTP/1.1 200 OK\r\n" + each "name: value\r\n" + hyper's date header + "\r\n".
-    let header_bytes = 17
-        + head
-            .headers
-            .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 4)
-            .sum::<usize>()
-        + 37
-        + 2;
+    let header_bytes = 17 + head.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>() + 37 + 2;
     Entry {
         peer: ctx.peer.map(|p| p.ip().to_canonical()),
         method: parts.method.to_string(),

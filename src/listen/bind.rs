@@ -46,12 +46,7 @@ pub fn bind(key: &ListenKey, perms: Option<&str>) -> io::Result<Bound> {
                 addrs: vec![format!("unix:{}", path.display())],
             })
         }
-        ListenKey::Tcp {
-            port,
-            interface,
-            ipv6only,
-            noipv6,
-        } => {
+        ListenKey::Tcp { port, interface, ipv6only, noipv6 } => {
             let targets = tcp_targets(*port, interface.as_deref(), *ipv6only, *noipv6)?;
             let mut sockets = Vec::new();
             let mut addrs = Vec::new();
@@ -59,30 +54,20 @@ pub fn bind(key: &ListenKey, perms: Option<&str>) -> io::Result<Bound> {
                 let l = bind_tcp(addr, v6only).or_else(|e| match (interface, addr) {
                     // No IPv6 on this host: fall back to IPv4 for the all-interfaces case.
                     (None, SocketAddr::V6(_)) if ipv6_missing(&e) && *ipv6only != Some(true) => {
-                        bind_tcp(
-                            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), *port),
-                            false,
-                        )
+                        bind_tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), *port), false)
                     }
                     _ => Err(e),
                 })?;
                 addrs.push(l.local_addr()?.to_string());
                 sockets.push(Socket::Tcp(l));
             }
-            Ok(Bound {
-                key: key.clone(),
-                sockets,
-                addrs,
-            })
+            Ok(Bound { key: key.clone(), sockets, addrs })
         }
     }
 }
 
 fn ipv6_missing(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL)
-    )
+    matches!(e.raw_os_error(), Some(libc::EAFNOSUPPORT) | Some(libc::EADDRNOTAVAIL))
 }
 
 /// Which addresses to bind, and whether each IPv6 socket is v6-only.
@@ -94,21 +79,11 @@ fn tcp_targets(
 ) -> io::Result<Vec<(SocketAddr, bool)>> {
     let Some(iface) = interface else {
         if noipv6 {
-            return Ok(vec![(
-                SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port),
-                false,
-            )]);
+            return Ok(vec![(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port), false)]);
         }
-        return Ok(vec![(
-            SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
-            ipv6only == Some(true),
-        )]);
+        return Ok(vec![(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port), ipv6only == Some(true))]);
     };
-    if let Ok(ip) = iface
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-    {
+    if let Ok(ip) = iface.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
         return Ok(vec![(SocketAddr::new(ip, port), true)]);
     }
     let mut out = Vec::new();
@@ -177,29 +152,14 @@ fn bind_unix(path: &Path, perms: Option<&str>) -> io::Result<std::os::unix::net:
 /// `unix-socket-perms: "user:group"`.
 fn chown_socket(path: &Path, spec: &str) -> io::Result<()> {
     let (user, group) = spec.split_once(':').unwrap_or((spec, ""));
-    let not_found = |what: &str| {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("unix-socket-perms: no such {what}"),
-        )
-    };
+    let not_found = |what: &str| io::Error::new(io::ErrorKind::NotFound, format!("unix-socket-perms: no such {what}"));
     let uid = match user {
         "" => None,
-        u => Some(
-            nix::unistd::User::from_name(u)
-                .map_err(io::Error::from)?
-                .ok_or_else(|| not_found("user"))?
-                .uid,
-        ),
+        u => Some(nix::unistd::User::from_name(u).map_err(io::Error::from)?.ok_or_else(|| not_found("user"))?.uid),
     };
     let gid = match group {
         "" => None,
-        g => Some(
-            nix::unistd::Group::from_name(g)
-                .map_err(io::Error::from)?
-                .ok_or_else(|| not_found("group"))?
-                .gid,
-        ),
+        g => Some(nix::unistd::Group::from_name(g).map_err(io::Error::from)?.ok_or_else(|| not_found("group"))?.gid),
     };
     nix::unistd::chown(path, uid, gid).map_err(io::Error::from)
 }
@@ -210,37 +170,15 @@ mod tests {
 
     #[test]
     fn loopback_by_name_and_literal() {
-        let b = bind(
-            &ListenKey::Tcp {
-                port: 0,
-                interface: Some("lo".into()),
-                ipv6only: None,
-                noipv6: true,
-            },
-            None,
-        )
-        .unwrap();
+        let b = bind(&ListenKey::Tcp { port: 0, interface: Some("lo".into()), ipv6only: None, noipv6: true }, None)
+            .unwrap();
         assert!(b.tcp_addrs().iter().all(|a| a.ip().is_loopback()));
-        let b = bind(
-            &ListenKey::Tcp {
-                port: 0,
-                interface: Some("127.0.0.1".into()),
-                ipv6only: None,
-                noipv6: false,
-            },
-            None,
-        )
-        .unwrap();
+        let b =
+            bind(&ListenKey::Tcp { port: 0, interface: Some("127.0.0.1".into()), ipv6only: None, noipv6: false }, None)
+                .unwrap();
         assert_eq!(b.tcp_addrs()[0].ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
-        let e = bind(
-            &ListenKey::Tcp {
-                port: 0,
-                interface: Some("nosuchif0".into()),
-                ipv6only: None,
-                noipv6: false,
-            },
-            None,
-        );
+        let e =
+            bind(&ListenKey::Tcp { port: 0, interface: Some("nosuchif0".into()), ipv6only: None, noipv6: false }, None);
         assert!(e.is_err());
     }
 

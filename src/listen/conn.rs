@@ -36,8 +36,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 pub async fn accept_loop(socket: Socket, key: ListenKey, state: Arc<AppState>) {
     match socket {
         Socket::Tcp(l) => {
-            let l =
-                tokio::net::TcpListener::from_std(l).expect("listener registers with the runtime");
+            let l = tokio::net::TcpListener::from_std(l).expect("listener registers with the runtime");
             loop {
                 let accepted = tokio::select! {
                     _ = state.shutdown.cancelled() => return,
@@ -46,20 +45,14 @@ pub async fn accept_loop(socket: Socket, key: ListenKey, state: Arc<AppState>) {
                 match accepted {
                     Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        state.tracker.spawn(connection(
-                            stream,
-                            Some(peer),
-                            key.clone(),
-                            state.clone(),
-                        ));
+                        state.tracker.spawn(connection(stream, Some(peer), key.clone(), state.clone()));
                     }
                     Err(e) => accept_error(e).await,
                 }
             }
         }
         Socket::Unix(l) => {
-            let l =
-                tokio::net::UnixListener::from_std(l).expect("listener registers with the runtime");
+            let l = tokio::net::UnixListener::from_std(l).expect("listener registers with the runtime");
             loop {
                 let accepted = tokio::select! {
                     _ = state.shutdown.cancelled() => return,
@@ -67,9 +60,7 @@ pub async fn accept_loop(socket: Socket, key: ListenKey, state: Arc<AppState>) {
                 };
                 match accepted {
                     Ok((stream, _)) => {
-                        state
-                            .tracker
-                            .spawn(connection(stream, None, key.clone(), state.clone()));
+                        state.tracker.spawn(connection(stream, None, key.clone(), state.clone()));
                     }
                     Err(e) => accept_error(e).await,
                 }
@@ -110,15 +101,8 @@ where
     let handshake = async {
         let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
         let sni = start.client_hello().server_name().map(str::to_string);
-        let vhost = sni
-            .as_deref()
-            .and_then(|n| routes.find_vhost(n))
-            .unwrap_or_else(|| routes.first())
-            .clone();
-        let config = vhost
-            .tls
-            .clone()
-            .expect("a TLS listener's vhosts all have TLS");
+        let vhost = sni.as_deref().and_then(|n| routes.find_vhost(n)).unwrap_or_else(|| routes.first()).clone();
+        let config = vhost.tls.clone().expect("a TLS listener's vhosts all have TLS");
         let tls = start.into_stream(config).await?;
         Ok::<_, std::io::Error>((tls, vhost))
     };
@@ -153,8 +137,7 @@ where
 {
     let activity = ctx.activity.clone();
     let ctx = Arc::new(ctx);
-    let svc =
-        service_fn(move |req| std::future::ready(Ok::<_, Infallible>(service::handle(&ctx, req))));
+    let svc = service_fn(move |req| std::future::ready(Ok::<_, Infallible>(service::handle(&ctx, req))));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().keep_alive(true).pipeline_flush(true);
     let conn = builder.serve_connection(TokioIo::new(io), svc);

@@ -29,10 +29,7 @@ fn apply_key(ctx: &mut Ctx, g: &mut Global, k: &Key, v: &Node) -> Result<(), Con
         "server-string" => g.server_string = Some(ctx.text(k, v)?),
         "plugin-dir" => {
             g.plugin_dirs.push(ctx.text(k, v)?);
-            ctx.warn(
-                k.pos,
-                "\"plugin-dir\" is ignored: protocols are built in (D18)",
-            );
+            ctx.warn(k.pos, "\"plugin-dir\" is ignored: protocols are built in (D18)");
         }
         "ws-pingpong-secs" => g.ws_pingpong_secs = Some(ctx.uint(k, v)?),
         "timeout-secs" => {
@@ -44,8 +41,7 @@ fn apply_key(ctx: &mut Ctx, g: &mut Global, k: &Key, v: &Node) -> Result<(), Con
         }
         "reject-service-keywords" => {
             for (keyword, value) in ctx.pairs(k, v)? {
-                g.reject_service_keywords
-                    .push(reject_rule(ctx, k, v, keyword, &value)?);
+                g.reject_service_keywords.push(reject_rule(ctx, k, v, keyword, &value)?);
             }
         }
         "default-alpn" => g.default_alpn = Some(ctx.text(k, v)?),
@@ -55,10 +51,7 @@ fn apply_key(ctx: &mut Ctx, g: &mut Global, k: &Key, v: &Node) -> Result<(), Con
         "cpd-bypass" => g.cpd_bypass |= ctx.flag(k, v)?,
         "allow-early-data" => g.allow_early_data |= ctx.flag(k, v)?,
         "quic-enable" | "quic-bind-addr" | "quic-port" => {
-            ctx.warn(
-                k.pos,
-                format!("\"{}\" is accepted but QUIC is not served", k.name),
-            );
+            ctx.warn(k.pos, format!("\"{}\" is accepted but QUIC is not served", k.name));
         }
         _ => ctx.unknown_key(k, "global"),
     }
@@ -66,32 +59,16 @@ fn apply_key(ctx: &mut Ctx, g: &mut Global, k: &Key, v: &Node) -> Result<(), Con
 }
 
 /// `"scumbot": "404 Not Found"`: a status code, then the text after the first space.
-fn reject_rule(
-    ctx: &Ctx,
-    k: &Key,
-    v: &Node,
-    keyword: String,
-    value: &str,
-) -> Result<RejectRule, ConfigError> {
+fn reject_rule(ctx: &Ctx, k: &Key, v: &Node, keyword: String, value: &str) -> Result<RejectRule, ConfigError> {
     let (code, text) = value.split_once(' ').unwrap_or((value, ""));
     let status: u16 = code
         .trim()
         .parse()
         .ok()
         .filter(|s| (100..=599).contains(s))
-        .ok_or_else(|| {
-            ctx.err(
-                v.pos,
-                &k.name,
-                format!("\"{value}\" must start with an HTTP status code"),
-            )
-        })?;
+        .ok_or_else(|| ctx.err(v.pos, &k.name, format!("\"{value}\" must start with an HTTP status code")))?;
     if keyword.is_empty() {
         return Err(ctx.err(v.pos, &k.name, "an empty keyword would match every request"));
     }
-    Ok(RejectRule {
-        keyword,
-        status,
-        text: text.to_string(),
-    })
+    Ok(RejectRule { keyword, status, text: text.to_string() })
 }

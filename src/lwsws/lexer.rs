@@ -53,12 +53,7 @@ impl fmt::Display for LexError {
 const MAX_DEPTH: usize = 64;
 
 pub fn parse(text: &str) -> Result<Node, LexError> {
-    let mut p = Parser {
-        chars: text.chars().collect(),
-        i: 0,
-        line: 1,
-        col: 1,
-    };
+    let mut p = Parser { chars: text.chars().collect(), i: 0, line: 1, col: 1 };
     let node = p.value(0)?;
     p.skip_ws();
     if p.peek().is_some() {
@@ -76,17 +71,11 @@ struct Parser {
 
 impl Parser {
     fn pos(&self) -> Pos {
-        Pos {
-            line: self.line,
-            col: self.col,
-        }
+        Pos { line: self.line, col: self.col }
     }
 
     fn err(&self, msg: impl Into<String>) -> LexError {
-        LexError {
-            pos: self.pos(),
-            msg: msg.into(),
-        }
+        LexError { pos: self.pos(), msg: msg.into() }
     }
 
     fn peek(&self) -> Option<char> {
@@ -221,16 +210,10 @@ impl Parser {
                 Some('"') => return Ok(out),
                 Some('\\') => out.push(self.escape(pos)?),
                 Some('\n') => {
-                    return Err(LexError {
-                        pos,
-                        msg: "a string is not closed before the end of the line".into(),
-                    });
+                    return Err(LexError { pos, msg: "a string is not closed before the end of the line".into() });
                 }
                 Some(c) if (c as u32) < 0x20 => {
-                    return Err(LexError {
-                        pos,
-                        msg: "a control character inside a string".into(),
-                    });
+                    return Err(LexError { pos, msg: "a control character inside a string".into() });
                 }
                 Some(c) => out.push(c),
             }
@@ -238,10 +221,7 @@ impl Parser {
     }
 
     fn escape(&mut self, pos: Pos) -> Result<char, LexError> {
-        let bad = |msg: &str| LexError {
-            pos,
-            msg: msg.to_string(),
-        };
+        let bad = |msg: &str| LexError { pos, msg: msg.to_string() };
         Ok(match self.bump() {
             Some('"') => '"',
             Some('\\') => '\\',
@@ -252,16 +232,12 @@ impl Parser {
             Some('r') => '\r',
             Some('t') => '\t',
             Some('u') => {
-                let hi = self
-                    .hex4()
-                    .ok_or_else(|| bad("a \\u escape needs four hex digits"))?;
+                let hi = self.hex4().ok_or_else(|| bad("a \\u escape needs four hex digits"))?;
                 if (0xD800..0xDC00).contains(&hi) {
                     if self.bump() != Some('\\') || self.bump() != Some('u') {
                         return Err(bad("a lone surrogate in a \\u escape"));
                     }
-                    let lo = self
-                        .hex4()
-                        .ok_or_else(|| bad("a \\u escape needs four hex digits"))?;
+                    let lo = self.hex4().ok_or_else(|| bad("a \\u escape needs four hex digits"))?;
                     let c = 0x10000 + ((hi - 0xD800) << 10) + (lo.wrapping_sub(0xDC00) & 0x3ff);
                     char::from_u32(c).ok_or_else(|| bad("an invalid surrogate pair"))?
                 } else {
@@ -299,10 +275,7 @@ impl Parser {
     fn word(&mut self) -> Result<Kind, LexError> {
         let pos = self.pos();
         let mut w = String::new();
-        while let Some(c) = self
-            .peek()
-            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-        {
+        while let Some(c) = self.peek().filter(|c| c.is_ascii_alphanumeric() || *c == '_') {
             w.push(c);
             self.bump();
         }
@@ -310,10 +283,7 @@ impl Parser {
             "true" => Ok(Kind::Bool(true)),
             "false" => Ok(Kind::Bool(false)),
             "null" => Ok(Kind::Null),
-            _ => Err(LexError {
-                pos,
-                msg: format!("unexpected word '{w}' (strings need quotes)"),
-            }),
+            _ => Err(LexError { pos, msg: format!("unexpected word '{w}' (strings need quotes)") }),
         }
     }
 }

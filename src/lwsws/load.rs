@@ -32,11 +32,7 @@ pub fn load(dir: &Path, ddir: &str) -> Result<Loaded, ConfigError> {
     let mut warnings = Vec::new();
     let mut config = Config::default();
     for p in &parsed {
-        let mut ctx = Ctx {
-            file: p.name.clone(),
-            ddir,
-            warnings: &mut warnings,
-        };
+        let mut ctx = Ctx { file: p.name.clone(), ddir, warnings: &mut warnings };
         for (k, v) in top_level(&ctx, p)? {
             match k.name.as_str() {
                 "global" => global::apply(&mut ctx, &mut config.global, k, v)?,
@@ -46,11 +42,7 @@ pub fn load(dir: &Path, ddir: &str) -> Result<Loaded, ConfigError> {
         }
     }
     for p in &parsed {
-        let mut ctx = Ctx {
-            file: p.name.clone(),
-            ddir,
-            warnings: &mut warnings,
-        };
+        let mut ctx = Ctx { file: p.name.clone(), ddir, warnings: &mut warnings };
         for (k, v) in top_level(&ctx, p)? {
             if k.name == "vhosts" {
                 for item in ctx.array(k, v)? {
@@ -59,57 +51,26 @@ pub fn load(dir: &Path, ddir: &str) -> Result<Loaded, ConfigError> {
             }
         }
     }
-    let conf_loc = Loc {
-        file: parsed[0].name.clone(),
-        line: 1,
-        col: 1,
-    };
+    let conf_loc = Loc { file: parsed[0].name.clone(), line: 1, col: 1 };
     model::validate(&config, &conf_loc, &mut warnings)?;
-    Ok(Loaded {
-        config,
-        warnings,
-        files,
-    })
+    Ok(Loaded { config, warnings, files })
 }
 
 fn top_level<'p>(ctx: &Ctx, p: &'p Parsed) -> Result<&'p [(lexer::Key, Node)], ConfigError> {
     match &p.root.kind {
         Kind::Obj(m) => Ok(m),
-        _ => Err(ConfigError::new(
-            ctx.loc(p.root.pos),
-            None,
-            "the file must hold one JSON object",
-        )),
+        _ => Err(ConfigError::new(ctx.loc(p.root.pos), None, "the file must hold one JSON object")),
     }
 }
 
 fn parse_file(path: &Path) -> Result<Parsed, ConfigError> {
     let name: Arc<str> = path.display().to_string().into();
-    let whole_file = |msg: String| {
-        ConfigError::new(
-            Loc {
-                file: name.clone(),
-                line: 0,
-                col: 0,
-            },
-            None,
-            msg,
-        )
-    };
+    let whole_file = |msg: String| ConfigError::new(Loc { file: name.clone(), line: 0, col: 0 }, None, msg);
     let bytes = std::fs::read(path).map_err(|e| whole_file(format!("cannot read: {e}")))?;
     let text = String::from_utf8(bytes)
         .map_err(|e| whole_file(format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to())))?;
-    let root = lexer::parse(&text).map_err(|e| {
-        ConfigError::new(
-            Loc {
-                file: name.clone(),
-                line: e.pos.line,
-                col: e.pos.col,
-            },
-            None,
-            e.msg,
-        )
-    })?;
+    let root = lexer::parse(&text)
+        .map_err(|e| ConfigError::new(Loc { file: name.clone(), line: e.pos.line, col: e.pos.col }, None, e.msg))?;
     Ok(Parsed { name, root })
 }
 
@@ -120,15 +81,7 @@ pub fn config_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
     let conf = dir.join("conf");
     if !conf.is_file() {
         let file: Arc<str> = conf.display().to_string().into();
-        return Err(ConfigError::new(
-            Loc {
-                file,
-                line: 0,
-                col: 0,
-            },
-            None,
-            "cannot open the global config file",
-        ));
+        return Err(ConfigError::new(Loc { file, line: 0, col: 0 }, None, "cannot open the global config file"));
     }
     let mut files = vec![conf];
     let confd = dir.join("conf.d");
@@ -137,15 +90,7 @@ pub fn config_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(files),
         Err(e) => {
             let file: Arc<str> = confd.display().to_string().into();
-            return Err(ConfigError::new(
-                Loc {
-                    file,
-                    line: 0,
-                    col: 0,
-                },
-                None,
-                format!("cannot list: {e}"),
-            ));
+            return Err(ConfigError::new(Loc { file, line: 0, col: 0 }, None, format!("cannot list: {e}")));
         }
     };
     let mut names: Vec<_> = entries
@@ -157,11 +102,6 @@ pub fn config_files(dir: &Path) -> Result<Vec<PathBuf>, ConfigError> {
         })
         .collect();
     names.sort_by(|a, b| a.as_encoded_bytes().cmp(b.as_encoded_bytes()));
-    files.extend(
-        names
-            .into_iter()
-            .map(|n| confd.join(n))
-            .filter(|p| p.is_file()),
-    );
+    files.extend(names.into_iter().map(|n| confd.join(n)).filter(|p| p.is_file()));
     Ok(files)
 }

@@ -8,11 +8,7 @@ use crate::model::{CacheRule, ConfigError, Loc, Mount, Origin, Upstream};
 
 pub fn adapt(ctx: &mut Ctx, node: &Node) -> Result<Mount, ConfigError> {
     let Kind::Obj(members) = &node.kind else {
-        return Err(ConfigError::new(
-            ctx.loc(node.pos),
-            Some("mounts"),
-            "each mount must be an object",
-        ));
+        return Err(ConfigError::new(ctx.loc(node.pos), Some("mounts"), "each mount must be an object"));
     };
     let mut m = empty(ctx.loc(node.pos));
     let mut mountpoint = None;
@@ -26,15 +22,10 @@ pub fn adapt(ctx: &mut Ctx, node: &Node) -> Result<Mount, ConfigError> {
             _ => apply_key(ctx, &mut m, k, v)?,
         }
     }
-    m.mountpoint = mountpoint.ok_or_else(|| {
-        ConfigError::new(m.loc.clone(), Some("mountpoint"), "mount has no mountpoint")
-    })?;
+    m.mountpoint =
+        mountpoint.ok_or_else(|| ConfigError::new(m.loc.clone(), Some("mountpoint"), "mount has no mountpoint"))?;
     m.origin = origin.ok_or_else(|| {
-        ConfigError::new(
-            m.loc.clone(),
-            Some("origin"),
-            format!("mount \"{}\" has no origin", m.mountpoint),
-        )
+        ConfigError::new(m.loc.clone(), Some("origin"), format!("mount \"{}\" has no origin", m.mountpoint))
     })?;
     Ok(m)
 }
@@ -52,10 +43,7 @@ fn mountpoint_of(ctx: &Ctx, k: &Key, v: &Node) -> Result<String, ConfigError> {
 
 fn apply_key(ctx: &mut Ctx, m: &mut Mount, k: &Key, v: &Node) -> Result<(), ConfigError> {
     match k.name.as_str() {
-        "protocol" => ctx.warn(
-            k.pos,
-            "\"protocol\" on a mount is ignored by lwsws; use a callback:// origin",
-        ),
+        "protocol" => ctx.warn(k.pos, "\"protocol\" on a mount is ignored by lwsws; use a callback:// origin"),
         "default" => m.default = Some(ctx.text_ddir(k, v)?),
         "cache-max-age" => m.cache.max_age = ctx.uint(k, v)?,
         "cache-reuse" => m.cache.reuse = ctx.flag(k, v)?,
@@ -112,9 +100,7 @@ pub fn origin_from_str(text: &str) -> Result<Origin, String> {
     // D7: `^` is the README's spelling of lwsws's `>` redirect.
     if let Some(rest) = text.strip_prefix('>').or_else(|| text.strip_prefix('^')) {
         if !(rest.starts_with("http://") || rest.starts_with("https://")) {
-            return Err(format!(
-                "redirect origin \"{text}\" must be >http://… or >https://…"
-            ));
+            return Err(format!("redirect origin \"{text}\" must be >http://… or >https://…"));
         }
         return Ok(Origin::Redirect(collapse_after_scheme(rest)));
     }
@@ -150,19 +136,9 @@ fn collapse_after_scheme(url: &str) -> String {
 fn proxy_origin(rest: &str, tls: bool) -> Result<Origin, String> {
     // Unix socket upstream: `+/run/x.sock:/uri`.
     if let Some(sock) = rest.strip_prefix('+') {
-        let (p, uri) = sock
-            .split_once(':')
-            .ok_or("a unix-socket upstream is +/path.sock:/uri")?;
-        let path = if uri.starts_with('/') {
-            uri.to_string()
-        } else {
-            format!("/{uri}")
-        };
-        return Ok(Origin::Proxy {
-            tls,
-            upstream: Upstream::Unix(PathBuf::from(p)),
-            path,
-        });
+        let (p, uri) = sock.split_once(':').ok_or("a unix-socket upstream is +/path.sock:/uri")?;
+        let path = if uri.starts_with('/') { uri.to_string() } else { format!("/{uri}") };
+        return Ok(Origin::Proxy { tls, upstream: Upstream::Unix(PathBuf::from(p)), path });
     }
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].to_string()),
@@ -173,18 +149,12 @@ fn proxy_origin(rest: &str, tls: bool) -> Result<Origin, String> {
     if host.is_empty() {
         return Err("the upstream has no host".into());
     }
-    Ok(Origin::Proxy {
-        tls,
-        upstream: Upstream::Tcp { host, port },
-        path,
-    })
+    Ok(Origin::Proxy { tls, upstream: Upstream::Tcp { host, port }, path })
 }
 
 fn split_host_port(authority: &str, default_port: u16) -> Result<(String, u16), String> {
     if let Some(v6) = authority.strip_prefix('[') {
-        let (host, tail) = v6
-            .split_once(']')
-            .ok_or("an IPv6 upstream needs a closing ']'")?;
+        let (host, tail) = v6.split_once(']').ok_or("an IPv6 upstream needs a closing ']'")?;
         let port = match tail.strip_prefix(':') {
             Some(p) => p.parse().map_err(|_| format!("bad port \"{p}\""))?,
             None => default_port,
@@ -192,10 +162,7 @@ fn split_host_port(authority: &str, default_port: u16) -> Result<(String, u16), 
         return Ok((host.to_string(), port));
     }
     match authority.rsplit_once(':') {
-        Some((h, p)) => Ok((
-            h.to_string(),
-            p.parse().map_err(|_| format!("bad port \"{p}\""))?,
-        )),
+        Some((h, p)) => Ok((h.to_string(), p.parse().map_err(|_| format!("bad port \"{p}\""))?)),
         None => Ok((authority.to_string(), default_port)),
     }
 }
@@ -230,18 +197,12 @@ mod tests {
 
     #[test]
     fn origins() {
-        assert_eq!(
-            origin_from_str("file:///var/www").unwrap(),
-            Origin::File("/var/www".into())
-        );
+        assert_eq!(origin_from_str("file:///var/www").unwrap(), Origin::File("/var/www".into()));
         assert_eq!(
             origin_from_str("http://127.0.0.1:8080/app").unwrap(),
             Origin::Proxy {
                 tls: false,
-                upstream: Upstream::Tcp {
-                    host: "127.0.0.1".into(),
-                    port: 8080
-                },
+                upstream: Upstream::Tcp { host: "127.0.0.1".into(), port: 8080 },
                 path: "/app".into()
             }
         );
@@ -249,38 +210,18 @@ mod tests {
             origin_from_str("https://example.com").unwrap(),
             Origin::Proxy {
                 tls: true,
-                upstream: Upstream::Tcp {
-                    host: "example.com".into(),
-                    port: 443
-                },
+                upstream: Upstream::Tcp { host: "example.com".into(), port: 443 },
                 path: "/".into()
             }
         );
         assert_eq!(
             origin_from_str("http://+/run/x.sock:/uri").unwrap(),
-            Origin::Proxy {
-                tls: false,
-                upstream: Upstream::Unix("/run/x.sock".into()),
-                path: "/uri".into()
-            }
+            Origin::Proxy { tls: false, upstream: Upstream::Unix("/run/x.sock".into()), path: "/uri".into() }
         );
-        assert_eq!(
-            origin_from_str(">https://a//b").unwrap(),
-            Origin::Redirect("https://a/b".into())
-        );
-        assert_eq!(
-            origin_from_str("^http://x/").unwrap(),
-            Origin::Redirect("http://x/".into())
-        );
-        assert_eq!(
-            origin_from_str("callback://p").unwrap(),
-            Origin::Callback("p".into())
-        );
-        assert!(
-            origin_from_str("ftp://x")
-                .unwrap_err()
-                .contains("unknown origin scheme")
-        );
+        assert_eq!(origin_from_str(">https://a//b").unwrap(), Origin::Redirect("https://a/b".into()));
+        assert_eq!(origin_from_str("^http://x/").unwrap(), Origin::Redirect("http://x/".into()));
+        assert_eq!(origin_from_str("callback://p").unwrap(), Origin::Callback("p".into()));
+        assert!(origin_from_str("ftp://x").unwrap_err().contains("unknown origin scheme"));
         assert!(origin_from_str(">ftp://x").is_err());
         assert!(origin_from_str("http://h:99999/").is_err());
     }

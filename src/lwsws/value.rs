@@ -18,11 +18,7 @@ pub struct Ctx<'a> {
 
 impl Ctx<'_> {
     pub fn loc(&self, pos: Pos) -> Loc {
-        Loc {
-            file: self.file.clone(),
-            line: pos.line,
-            col: pos.col,
-        }
+        Loc { file: self.file.clone(), line: pos.line, col: pos.col }
     }
 
     pub fn err(&self, pos: Pos, key: &str, msg: impl Into<String>) -> ConfigError {
@@ -31,17 +27,11 @@ impl Ctx<'_> {
 
     pub fn warn(&mut self, pos: Pos, msg: impl Into<String>) {
         let loc = self.loc(pos);
-        self.warnings.push(Warning {
-            loc,
-            msg: msg.into(),
-        });
+        self.warnings.push(Warning { loc, msg: msg.into() });
     }
 
     pub fn unknown_key(&mut self, key: &Key, section: &str) {
-        self.warn(
-            key.pos,
-            format!("unknown key \"{}\" in {section} is ignored", key.name),
-        );
+        self.warn(key.pos, format!("unknown key \"{}\" in {section} is ignored", key.name));
     }
 
     /// A scalar as lwsws sees it: text. Arrays, objects and null are errors.
@@ -61,13 +51,10 @@ impl Ctx<'_> {
 
     pub fn uint<T: TryFrom<u64>>(&self, key: &Key, node: &Node) -> Result<T, ConfigError> {
         let text = self.text(key, node)?;
-        let n: u64 = text.trim().parse().map_err(|_| {
-            self.err(
-                node.pos,
-                &key.name,
-                format!("\"{text}\" is not a whole number"),
-            )
-        })?;
+        let n: u64 = text
+            .trim()
+            .parse()
+            .map_err(|_| self.err(node.pos, &key.name, format!("\"{text}\" is not a whole number")))?;
         T::try_from(n).map_err(|_| self.err(node.pos, &key.name, format!("{n} is out of range")))
     }
 
@@ -83,13 +70,7 @@ impl Ctx<'_> {
             "on" | "yes" | "true" => Ok(true),
             "off" | "no" | "false" | "" => Ok(false),
             _ => {
-                self.warn(
-                    node.pos,
-                    format!(
-                        "\"{}\": \"{text}\" is not a boolean; read as false",
-                        key.name
-                    ),
-                );
+                self.warn(node.pos, format!("\"{}\": \"{text}\" is not a boolean; read as false", key.name));
                 Ok(false)
             }
         }
@@ -105,11 +86,7 @@ impl Ctx<'_> {
         };
         for obj in objects {
             let Kind::Obj(members) = &obj.kind else {
-                return Err(self.err(
-                    obj.pos,
-                    &key.name,
-                    "expected an object of \"name\": \"value\" pairs",
-                ));
+                return Err(self.err(obj.pos, &key.name, "expected an object of \"name\": \"value\" pairs"));
             };
             for (k, v) in members {
                 out.push((k.name.clone(), self.text_ddir(k, v)?));

@@ -10,11 +10,7 @@ use crate::model::{ConfigError, Protocol, Vhost};
 
 pub fn adapt(ctx: &mut Ctx, node: &Node) -> Result<Vhost, ConfigError> {
     let Kind::Obj(members) = &node.kind else {
-        return Err(ConfigError::new(
-            ctx.loc(node.pos),
-            Some("vhosts"),
-            "each vhost must be an object",
-        ));
+        return Err(ConfigError::new(ctx.loc(node.pos), Some("vhosts"), "each vhost must be an object"));
     };
     let mut v = empty(ctx, node);
     let mut port_seen = false;
@@ -25,44 +21,27 @@ pub fn adapt(ctx: &mut Ctx, node: &Node) -> Result<Vhost, ConfigError> {
         apply_key(ctx, &mut v, k, val)?;
     }
     if !port_seen && !v.unix_socket {
-        return Err(ConfigError::new(
-            v.loc.clone(),
-            Some("port"),
-            format!("vhost \"{}\": port required", v.name),
-        ));
+        return Err(ConfigError::new(v.loc.clone(), Some("port"), format!("vhost \"{}\": port required", v.name)));
     }
     if v.unix_socket && v.interface.as_deref().unwrap_or("").is_empty() {
         return Err(ConfigError::new(
             v.loc.clone(),
             Some("interface"),
-            format!(
-                "vhost \"{}\": unix-socket needs the socket path in \"interface\"",
-                v.name
-            ),
+            format!("vhost \"{}\": unix-socket needs the socket path in \"interface\"", v.name),
         ));
     }
     if v.host_ssl_cert.is_some() != v.host_ssl_key.is_some() {
         return Err(ConfigError::new(
             v.loc.clone(),
-            Some(if v.host_ssl_cert.is_some() {
-                "host-ssl-key"
-            } else {
-                "host-ssl-cert"
-            }),
-            format!(
-                "vhost \"{}\": host-ssl-cert and host-ssl-key go together",
-                v.name
-            ),
+            Some(if v.host_ssl_cert.is_some() { "host-ssl-key" } else { "host-ssl-cert" }),
+            format!("vhost \"{}\": host-ssl-cert and host-ssl-key go together", v.name),
         ));
     }
     if v.client_cert_required && v.host_ssl_ca.is_none() {
         return Err(ConfigError::new(
             v.loc.clone(),
             Some("client-cert-required"),
-            format!(
-                "vhost \"{}\": client-cert-required needs host-ssl-ca to verify against",
-                v.name
-            ),
+            format!("vhost \"{}\": client-cert-required needs host-ssl-ca to verify against", v.name),
         ));
     }
     Ok(v)
@@ -92,13 +71,7 @@ fn apply_key(ctx: &mut Ctx, v: &mut Vhost, k: &Key, val: &Node) -> Result<(), Co
         "keepalive_timeout" => v.keepalive_timeout = ctx.uint(k, val)?,
         "keepalive-timeout" | "keeplive-timeout" => {
             v.keepalive_timeout = ctx.uint(k, val)?;
-            ctx.warn(
-                k.pos,
-                format!(
-                    "\"{}\" read as \"keepalive_timeout\", the key lwsws parses",
-                    k.name
-                ),
-            );
+            ctx.warn(k.pos, format!("\"{}\" read as \"keepalive_timeout\", the key lwsws parses", k.name));
         }
         "enable-client-ssl" => v.enable_client_ssl = ctx.flag(k, val)?,
         "client-ssl-key" => v.client_ssl_key = path(ctx, k, val)?,
@@ -133,9 +106,7 @@ fn apply_key(ctx: &mut Ctx, v: &mut Vhost, k: &Key, val: &Node) -> Result<(), Co
         "redirect-http" => v.redirect_http = ctx.flag(k, val)?,
         "allow-http-on-https" => v.allow_http_on_https = ctx.flag(k, val)?,
         // D5: the same boolean coercion as every other flag.
-        "disable-no-protocol-ws-upgrades" => {
-            v.disable_no_protocol_ws_upgrades = ctx.flag(k, val)?
-        }
+        "disable-no-protocol-ws-upgrades" => v.disable_no_protocol_ws_upgrades = ctx.flag(k, val)?,
         "mounts" => {
             for m in ctx.array(k, val)? {
                 v.mounts.push(mount::adapt(ctx, m)?);
@@ -143,10 +114,7 @@ fn apply_key(ctx: &mut Ctx, v: &mut Vhost, k: &Key, val: &Node) -> Result<(), Co
         }
         "ws-protocols" => protocols(ctx, v, k, val)?,
         "init-ssl" => {
-            ctx.warn(
-                k.pos,
-                "\"init-ssl\" belongs in \"global\" and has no effect here (D8)",
-            );
+            ctx.warn(k.pos, "\"init-ssl\" belongs in \"global\" and has no effect here (D8)");
         }
         _ => ctx.unknown_key(k, "a vhost"),
     }
@@ -160,43 +128,25 @@ fn protocols(ctx: &mut Ctx, v: &mut Vhost, k: &Key, val: &Node) -> Result<(), Co
         Kind::Arr(items) => items.iter().collect(),
         Kind::Obj(_) => vec![val],
         _ => {
-            return Err(ctx.err(
-                val.pos,
-                &k.name,
-                "expected [{\"protocol-name\": {options}}]",
-            ));
+            return Err(ctx.err(val.pos, &k.name, "expected [{\"protocol-name\": {options}}]"));
         }
     };
     for obj in objects {
         for (name, body) in ctx.object(k, obj)? {
             let Kind::Obj(opts) = &body.kind else {
-                ctx.warn(
-                    name.pos,
-                    format!(
-                        "protocol \"{}\" is not enabled: its value must be an object",
-                        name.name
-                    ),
-                );
+                ctx.warn(name.pos, format!("protocol \"{}\" is not enabled: its value must be an object", name.name));
                 continue;
             };
             let mut pvos = Vec::new();
             for (pk, pv) in opts {
                 match &pv.kind {
-                    Kind::Obj(_) | Kind::Arr(_) => ctx.warn(
-                        pk.pos,
-                        format!(
-                            "nested option \"{}\" of \"{}\" is ignored",
-                            pk.name, name.name
-                        ),
-                    ),
+                    Kind::Obj(_) | Kind::Arr(_) => {
+                        ctx.warn(pk.pos, format!("nested option \"{}\" of \"{}\" is ignored", pk.name, name.name))
+                    }
                     _ => pvos.push((pk.name.clone(), ctx.text_ddir(pk, pv)?)),
                 }
             }
-            v.ws_protocols.push(Protocol {
-                loc: ctx.loc(name.pos),
-                name: name.name.clone(),
-                pvos,
-            });
+            v.ws_protocols.push(Protocol { loc: ctx.loc(name.pos), name: name.name.clone(), pvos });
         }
     }
     Ok(())

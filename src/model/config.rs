@@ -36,11 +36,7 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(loc: Loc, key: Option<&str>, msg: impl Into<String>) -> Self {
-        ConfigError {
-            loc,
-            key: key.map(str::to_string),
-            msg: msg.into(),
-        }
+        ConfigError { loc, key: key.map(str::to_string), msg: msg.into() }
     }
 }
 

@@ -34,11 +34,7 @@ impl Origin {
     pub fn describe(&self) -> String {
         match self {
             Origin::File(p) => format!("file://{}", p.display()),
-            Origin::Proxy {
-                tls,
-                upstream,
-                path,
-            } => {
+            Origin::Proxy { tls, upstream, path } => {
                 let scheme = if *tls { "https" } else { "http" };
                 match upstream {
                     Upstream::Tcp { host, port } => format!("{scheme}://{host}:{port}{path}"),
@@ -70,11 +66,7 @@ impl CacheRule {
             return "no-cache".to_string();
         }
         if self.max_age > 0 && self.reuse {
-            let scope = if self.intermediaries {
-                "public"
-            } else {
-                "private"
-            };
+            let scope = if self.intermediaries { "public" } else { "private" };
             return if self.revalidate {
                 format!("must-revalidate, {scope}, max-age={}", self.max_age)
             } else {

@@ -18,11 +18,7 @@ pub const BUILTIN_PROTOCOLS: &[&str] = &[
 
 pub fn validate(cfg: &Config, conf: &Loc, warnings: &mut Vec<Warning>) -> Result<(), ConfigError> {
     if cfg.vhosts.is_empty() {
-        return Err(ConfigError::new(
-            conf.clone(),
-            Some("vhosts"),
-            "no vhosts are defined",
-        ));
+        return Err(ConfigError::new(conf.clone(), Some("vhosts"), "no vhosts are defined"));
     }
     let mut groups: BTreeMap<ListenKey, Vec<&Vhost>> = BTreeMap::new();
     for v in &cfg.vhosts {
@@ -58,18 +54,11 @@ pub fn validate(cfg: &Config, conf: &Loc, warnings: &mut Vec<Warning>) -> Result
 }
 
 /// Vhosts on one socket must agree on what the socket is.
-fn check_shared_listener(
-    members: &[&Vhost],
-    warnings: &mut Vec<Warning>,
-) -> Result<(), ConfigError> {
+fn check_shared_listener(members: &[&Vhost], warnings: &mut Vec<Warning>) -> Result<(), ConfigError> {
     let first = members[0];
     for v in &members[1..] {
         if v.is_tls() != first.is_tls() {
-            let (tls, plain) = if first.is_tls() {
-                (first, *v)
-            } else {
-                (*v, first)
-            };
+            let (tls, plain) = if first.is_tls() { (first, *v) } else { (*v, first) };
             return Err(ConfigError::new(
                 v.loc.clone(),
                 Some("host-ssl-cert"),
@@ -85,20 +74,16 @@ fn check_shared_listener(
             return Err(ConfigError::new(
                 raw.loc.clone(),
                 Some("apply-listen-accept"),
-                format!(
-                    "vhost \"{}\" takes every connection on its port and must be alone on it",
-                    raw.name
-                ),
+                format!("vhost \"{}\" takes every connection on its port and must be alone on it", raw.name),
             ));
         }
-        if members
-            .iter()
-            .take_while(|o| !std::ptr::eq(**o, *v))
-            .any(|o| o.name.eq_ignore_ascii_case(&v.name))
-        {
+        if members.iter().take_while(|o| !std::ptr::eq(**o, *v)).any(|o| o.name.eq_ignore_ascii_case(&v.name)) {
             warnings.push(Warning {
                 loc: v.loc.clone(),
-                msg: format!("vhost name \"{}\" is already used on this port; only the first is chosen by name", v.name),
+                msg: format!(
+                    "vhost name \"{}\" is already used on this port; only the first is chosen by name",
+                    v.name
+                ),
             });
         }
     }
@@ -108,18 +93,9 @@ fn check_shared_listener(
 /// Two distinct TCP listeners on one port conflict unless both name different interfaces.
 fn overlaps(a: &ListenKey, b: &ListenKey) -> bool {
     match (a, b) {
-        (
-            ListenKey::Tcp {
-                port: pa,
-                interface: ia,
-                ..
-            },
-            ListenKey::Tcp {
-                port: pb,
-                interface: ib,
-                ..
-            },
-        ) => *pa != 0 && pa == pb && (ia.is_none() || ib.is_none() || ia == ib),
+        (ListenKey::Tcp { port: pa, interface: ia, .. }, ListenKey::Tcp { port: pb, interface: ib, .. }) => {
+            *pa != 0 && pa == pb && (ia.is_none() || ib.is_none() || ia == ib)
+        }
         _ => false,
     }
 }

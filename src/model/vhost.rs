@@ -16,25 +16,15 @@ pub struct Protocol {
 
 impl Protocol {
     pub fn pvo(&self, key: &str) -> Option<&str> {
-        self.pvos
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
+        self.pvos.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
     }
 }
 
 /// The socket a vhost listens on. Vhosts with equal keys share it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum ListenKey {
-    Tcp {
-        port: u16,
-        interface: Option<String>,
-        ipv6only: Option<bool>,
-        noipv6: bool,
-    },
-    Unix {
-        path: PathBuf,
-    },
+    Tcp { port: u16, interface: Option<String>, ipv6only: Option<bool>, noipv6: bool },
+    Unix { path: PathBuf },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -95,9 +85,7 @@ impl Vhost {
 
     pub fn listen_key(&self) -> ListenKey {
         if self.unix_socket {
-            ListenKey::Unix {
-                path: PathBuf::from(self.interface.clone().unwrap_or_default()),
-            }
+            ListenKey::Unix { path: PathBuf::from(self.interface.clone().unwrap_or_default()) }
         } else {
             ListenKey::Tcp {
                 port: self.port,

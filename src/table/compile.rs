@@ -20,20 +20,13 @@ pub enum CompileMode {
 
 const STS_VALUE: &str = "max-age=15768000 ; includeSubDomains";
 
-pub fn compile(
-    cfg: &Config,
-    mode: CompileMode,
-    warnings: &mut Vec<Warning>,
-) -> Result<RouteTable, ConfigError> {
+pub fn compile(cfg: &Config, mode: CompileMode, warnings: &mut Vec<Warning>) -> Result<RouteTable, ConfigError> {
     let g = &cfg.global;
     let server = match &g.server_string {
-        Some(s) => Some(HeaderValue::from_str(s).map_err(|_| {
-            ConfigError::new(
-                Loc::default(),
-                Some("server-string"),
-                "not a valid header value",
-            )
-        })?),
+        Some(s) => Some(
+            HeaderValue::from_str(s)
+                .map_err(|_| ConfigError::new(Loc::default(), Some("server-string"), "not a valid header value"))?,
+        ),
         None => None,
     };
     let mut listeners: Vec<ListenerRoutes> = Vec::new();
@@ -42,11 +35,7 @@ pub fn compile(
         let key = v.listen_key();
         match listeners.iter_mut().find(|l| l.key == key) {
             Some(l) => l.vhosts.push(rt),
-            None => listeners.push(ListenerRoutes {
-                key,
-                tls: v.is_tls(),
-                vhosts: vec![rt],
-            }),
+            None => listeners.push(ListenerRoutes { key, tls: v.is_tls(), vhosts: vec![rt] }),
         }
     }
     Ok(RouteTable {
@@ -73,27 +62,16 @@ fn compile_vhost(
         headers.push((http::header::SERVER, s.clone()));
     }
     if v.sts {
-        headers.push((
-            http::header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static(STS_VALUE),
-        ));
+        headers.push((http::header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(STS_VALUE)));
     }
     let mut mounts = Vec::with_capacity(v.mounts.len());
     for m in &v.mounts {
         mounts.push(compile_mount(m, &headers, vhost_header_count)?);
     }
-    let tls = if v.is_tls() {
-        Some(crate::tls::server_config(v, &cfg.global, warnings)?)
-    } else {
-        None
-    };
+    let tls = if v.is_tls() { Some(crate::tls::server_config(v, &cfg.global, warnings)?) } else { None };
     let access_log = match (&v.access_log, mode) {
         (Some(path), CompileMode::Serve) => Some(Arc::new(AccessLog::open(path).map_err(|e| {
-            ConfigError::new(
-                v.loc.clone(),
-                Some("access-log"),
-                format!("cannot open {}: {e}", path.display()),
-            )
+            ConfigError::new(v.loc.clone(), Some("access-log"), format!("cannot open {}: {e}", path.display()))
         })?)),
         _ => None,
     };
@@ -128,14 +106,8 @@ fn compile_mount(
     }
     merged.extend(extras);
     merged.extend_from_slice(&vhost_headers[vhost_count..]);
-    let cache_control =
-        HeaderValue::from_str(&m.cache.header_value()).expect("cache-control is ASCII");
-    Ok(MountRt {
-        model: m.clone(),
-        cache_control,
-        mime: MimeRules::new(&m.extra_mimetypes),
-        headers: merged,
-    })
+    let cache_control = HeaderValue::from_str(&m.cache.header_value()).expect("cache-control is ASCII");
+    Ok(MountRt { model: m.clone(), cache_control, mime: MimeRules::new(&m.extra_mimetypes), headers: merged })
 }
 
 fn header_list(
@@ -146,19 +118,10 @@ fn header_list(
     pairs
         .iter()
         .map(|(n, v)| {
-            let name = HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
-                ConfigError::new(
-                    loc.clone(),
-                    Some(key),
-                    format!("\"{n}\" is not a valid header name"),
-                )
-            })?;
+            let name = HeaderName::from_bytes(n.as_bytes())
+                .map_err(|_| ConfigError::new(loc.clone(), Some(key), format!("\"{n}\" is not a valid header name")))?;
             let value = HeaderValue::from_str(v).map_err(|_| {
-                ConfigError::new(
-                    loc.clone(),
-                    Some(key),
-                    format!("the value of \"{n}\" is not a valid header value"),
-                )
+                ConfigError::new(loc.clone(), Some(key), format!("the value of \"{n}\" is not a valid header value"))
             })?;
             Ok((name, value))
         })

@@ -69,16 +69,13 @@ impl ListenerRoutes {
         if host.is_empty() {
             return None;
         }
-        self.vhosts
-            .iter()
-            .find(|v| v.name.eq_ignore_ascii_case(host))
-            .or_else(|| {
-                self.vhosts.iter().find(|v| {
-                    host.len() > v.name.len()
-                        && host.as_bytes()[host.len() - v.name.len() - 1] == b'.'
-                        && host[host.len() - v.name.len()..].eq_ignore_ascii_case(&v.name)
-                })
+        self.vhosts.iter().find(|v| v.name.eq_ignore_ascii_case(host)).or_else(|| {
+            self.vhosts.iter().find(|v| {
+                host.len() > v.name.len()
+                    && host.as_bytes()[host.len() - v.name.len() - 1] == b'.'
+                    && host[host.len() - v.name.len()..].eq_ignore_ascii_case(&v.name)
             })
+        })
     }
 
     pub fn first(&self) -> &Arc<VhostRt> {
@@ -115,11 +112,7 @@ impl VhostRt {
                 None => Some(m),
                 Some(b) => {
                     let (bl, ml) = (b.model.mountpoint.len(), mp.len());
-                    if ml > bl || (ml == bl && m.model.exact_match && !b.model.exact_match) {
-                        Some(m)
-                    } else {
-                        Some(b)
-                    }
+                    if ml > bl || (ml == bl && m.model.exact_match && !b.model.exact_match) { Some(m) } else { Some(b) }
                 }
             };
         }

@@ -8,39 +8,18 @@ use rustls::crypto::aws_lc_rs::{ALL_CIPHER_SUITES, kx_group};
 
 /// OpenSSL name → the rustls suite's name (its `Debug` form).
 const TLS12_NAMES: &[(&str, &str)] = &[
-    (
-        "ECDHE-ECDSA-AES128-GCM-SHA256",
-        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-    ),
-    (
-        "ECDHE-ECDSA-AES256-GCM-SHA384",
-        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-    ),
-    (
-        "ECDHE-ECDSA-CHACHA20-POLY1305",
-        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-    ),
-    (
-        "ECDHE-RSA-AES128-GCM-SHA256",
-        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-    ),
-    (
-        "ECDHE-RSA-AES256-GCM-SHA384",
-        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-    ),
-    (
-        "ECDHE-RSA-CHACHA20-POLY1305",
-        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-    ),
+    ("ECDHE-ECDSA-AES128-GCM-SHA256", "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"),
+    ("ECDHE-ECDSA-AES256-GCM-SHA384", "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"),
+    ("ECDHE-ECDSA-CHACHA20-POLY1305", "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256"),
+    ("ECDHE-RSA-AES128-GCM-SHA256", "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"),
+    ("ECDHE-RSA-AES256-GCM-SHA384", "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"),
+    ("ECDHE-RSA-CHACHA20-POLY1305", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256"),
 ];
 
 const TLS13_NAMES: &[(&str, &str)] = &[
     ("TLS_AES_128_GCM_SHA256", "TLS13_AES_128_GCM_SHA256"),
     ("TLS_AES_256_GCM_SHA384", "TLS13_AES_256_GCM_SHA384"),
-    (
-        "TLS_CHACHA20_POLY1305_SHA256",
-        "TLS13_CHACHA20_POLY1305_SHA256",
-    ),
+    ("TLS_CHACHA20_POLY1305_SHA256", "TLS13_CHACHA20_POLY1305_SHA256"),
 ];
 
 /// OpenSSL options with a rustls meaning.
@@ -55,10 +34,7 @@ fn suite_name(s: &SupportedCipherSuite) -> String {
 }
 
 fn by_rustls_name(name: &str) -> Option<SupportedCipherSuite> {
-    ALL_CIPHER_SUITES
-        .iter()
-        .copied()
-        .find(|s| suite_name(s) == name)
+    ALL_CIPHER_SUITES.iter().copied().find(|s| suite_name(s) == name)
 }
 
 /// Which TLS 1.2 OpenSSL names a keyword (HIGH, AESGCM, ECDSA, …) stands for.
@@ -66,8 +42,7 @@ fn keyword_members(word: &str) -> Option<Vec<&'static str>> {
     let all = TLS12_NAMES.iter().map(|(o, _)| *o);
     let pick = |f: &dyn Fn(&str) -> bool| Some(all.clone().filter(|n| f(n)).collect());
     match word {
-        "ALL" | "DEFAULT" | "HIGH" | "ECDHE" | "EECDH" | "kECDHE" | "kEECDH" | "AEAD"
-        | "TLSv1.2" => pick(&|_| true),
+        "ALL" | "DEFAULT" | "HIGH" | "ECDHE" | "EECDH" | "kECDHE" | "kEECDH" | "AEAD" | "TLSv1.2" => pick(&|_| true),
         "AESGCM" => pick(&|n| n.contains("GCM")),
         "AES" => pick(&|n| n.contains("AES")),
         "AES128" => pick(&|n| n.contains("AES128")),
@@ -100,9 +75,7 @@ pub fn tls12_suites(list: &str, warnings: &mut Vec<String>) -> Vec<SupportedCiph
                 Some(m) => m,
                 None => {
                     if !remove {
-                        warnings.push(format!(
-                            "cipher \"{tok}\" has no rustls equivalent and is not offered"
-                        ));
+                        warnings.push(format!("cipher \"{tok}\" has no rustls equivalent and is not offered"));
                     }
                     continue;
                 }
@@ -128,11 +101,7 @@ pub fn tls12_suites(list: &str, warnings: &mut Vec<String>) -> Vec<SupportedCiph
 pub fn tls13_suites(list: &str, warnings: &mut Vec<String>) -> Vec<SupportedCipherSuite> {
     let mut out = Vec::new();
     for tok in list.split([':', ',', ' ']).filter(|t| !t.is_empty()) {
-        match TLS13_NAMES
-            .iter()
-            .find(|(o, _)| *o == tok)
-            .and_then(|(_, r)| by_rustls_name(r))
-        {
+        match TLS13_NAMES.iter().find(|(o, _)| *o == tok).and_then(|(_, r)| by_rustls_name(r)) {
             Some(s) => out.push(s),
             None => warnings.push(format!("TLS 1.3 cipher \"{tok}\" has no rustls equivalent")),
         }
@@ -186,10 +155,7 @@ mod tests {
     #[test]
     fn tls13_and_curves() {
         let mut w = Vec::new();
-        assert_eq!(
-            tls13_suites("TLS_AES_256_GCM_SHA384:TLS_BOGUS", &mut w).len(),
-            1
-        );
+        assert_eq!(tls13_suites("TLS_AES_256_GCM_SHA384:TLS_BOGUS", &mut w).len(), 1);
         assert_eq!(w.len(), 1);
         assert_eq!(kx_groups("prime256v1:secp384r1", &mut w).len(), 2);
         assert_eq!(kx_groups("brainpool", &mut w).len(), 0);

@@ -12,33 +12,20 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use super::ciphers::{self, SSL_OP_NO_TLSV1_2, SSL_OP_NO_TLSV1_3};
 use crate::model::{ConfigError, Global, Vhost, Warning};
 
-pub fn server_config(
-    v: &Vhost,
-    g: &Global,
-    warnings: &mut Vec<Warning>,
-) -> Result<Arc<ServerConfig>, ConfigError> {
-    let err = |key: &str, msg: String| {
-        ConfigError::new(
-            v.loc.clone(),
-            Some(key),
-            format!("vhost \"{}\": {msg}", v.name),
-        )
-    };
+pub fn server_config(v: &Vhost, g: &Global, warnings: &mut Vec<Warning>) -> Result<Arc<ServerConfig>, ConfigError> {
+    let err =
+        |key: &str, msg: String| ConfigError::new(v.loc.clone(), Some(key), format!("vhost \"{}\": {msg}", v.name));
     let mut notes = Vec::new();
     let mut provider = rustls::crypto::aws_lc_rs::default_provider();
     if let Some(list) = &v.ciphers {
         let tls12 = ciphers::tls12_suites(list, &mut notes);
-        provider
-            .cipher_suites
-            .retain(|s| s.version() != &rustls::version::TLS12);
+        provider.cipher_suites.retain(|s| s.version() != &rustls::version::TLS12);
         provider.cipher_suites.extend(tls12);
     }
     if let Some(list) = &v.tls13_ciphers {
         let tls13 = ciphers::tls13_suites(list, &mut notes);
         if !tls13.is_empty() {
-            provider
-                .cipher_suites
-                .retain(|s| s.version() != &rustls::version::TLS13);
+            provider.cipher_suites.retain(|s| s.version() != &rustls::version::TLS13);
             provider.cipher_suites.extend(tls13);
         }
     }
@@ -51,14 +38,10 @@ pub fn server_config(
     let options = v.ssl_option_set & !v.ssl_option_clear;
     let unsupported = ciphers::unsupported_options(options);
     if unsupported != 0 {
-        notes.push(format!(
-            "ssl-option-set bits {unsupported:#x} have no rustls meaning and are ignored"
-        ));
+        notes.push(format!("ssl-option-set bits {unsupported:#x} have no rustls meaning and are ignored"));
     }
     let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
-    let has_suite = |p: &rustls::crypto::CryptoProvider, ver| {
-        p.cipher_suites.iter().any(|s| s.version() == ver)
-    };
+    let has_suite = |p: &rustls::crypto::CryptoProvider, ver| p.cipher_suites.iter().any(|s| s.version() == ver);
     if options & SSL_OP_NO_TLSV1_3 == 0 && has_suite(&provider, &rustls::version::TLS13) {
         versions.push(&rustls::version::TLS13);
     }
@@ -66,31 +49,21 @@ pub fn server_config(
         versions.push(&rustls::version::TLS12);
     }
     if versions.is_empty() {
-        return Err(err(
-            "ciphers",
-            "the TLS settings leave no protocol version or cipher to offer".into(),
-        ));
+        return Err(err("ciphers", "the TLS settings leave no protocol version or cipher to offer".into()));
     }
     for msg in notes {
-        warnings.push(Warning {
-            loc: v.loc.clone(),
-            msg: format!("vhost \"{}\": {msg}", v.name),
-        });
+        warnings.push(Warning { loc: v.loc.clone(), msg: format!("vhost \"{}\": {msg}", v.name) });
     }
     let provider = Arc::new(provider);
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions)
         .map_err(|e| err("ciphers", e.to_string()))?;
     let builder = if v.client_cert_required {
-        let ca = v
-            .host_ssl_ca
-            .as_deref()
-            .expect("validated: client-cert-required has a CA");
+        let ca = v.host_ssl_ca.as_deref().expect("validated: client-cert-required has a CA");
         let roots = load_roots(ca).map_err(|m| err("host-ssl-ca", m))?;
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| err("host-ssl-ca", e.to_string()))?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| err("host-ssl-ca", e.to_string()))?;
         builder.with_client_cert_verifier(verifier)
     } else {
         builder.with_no_client_auth()
@@ -102,17 +75,16 @@ pub fn server_config(
         Err(msg) if v.ignore_missing_cert && (!cert_path.exists() || !key_path.exists()) => {
             warnings.push(Warning {
                 loc: v.loc.clone(),
-                msg: format!("vhost \"{}\": {msg}; handshakes fail until a certificate exists (ignore-missing-cert)", v.name),
+                msg: format!(
+                    "vhost \"{}\": {msg}; handshakes fail until a certificate exists (ignore-missing-cert)",
+                    v.name
+                ),
             });
             builder.with_cert_resolver(Arc::new(Fixed(None)))
         }
         Err(msg) => return Err(err("host-ssl-cert", msg)),
     };
-    let alpn = v
-        .alpn
-        .as_deref()
-        .or(g.default_alpn.as_deref())
-        .unwrap_or("h2,http/1.1");
+    let alpn = v.alpn.as_deref().or(g.default_alpn.as_deref()).unwrap_or("h2,http/1.1");
     config.alpn_protocols = alpn
         .split(',')
         .map(str::trim)
@@ -126,9 +98,7 @@ pub fn server_config(
 fn load_roots(path: &Path) -> Result<RootCertStore, String> {
     let mut roots = RootCertStore::empty();
     for cert in read_certs(path)? {
-        roots
-            .add(cert)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(roots)
 }
@@ -143,16 +113,12 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-fn load_key_pair(
-    cert: &Path,
-    key: &Path,
-    provider: &rustls::crypto::CryptoProvider,
-) -> Result<CertifiedKey, String> {
+fn load_key_pair(cert: &Path, key: &Path, provider: &rustls::crypto::CryptoProvider) -> Result<CertifiedKey, String> {
     let chain = read_certs(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("cannot read the private key {}: {e}", key.display()))?;
-    let ck = CertifiedKey::from_der(chain, key, provider)
-        .map_err(|e| format!("certificate and key do not fit: {e}"))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("cannot read the private key {}: {e}", key.display()))?;
+    let ck =
+        CertifiedKey::from_der(chain, key, provider).map_err(|e| format!("certificate and key do not fit: {e}"))?;
     Ok(ck)
 }
 

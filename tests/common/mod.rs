@@ -45,30 +45,19 @@ impl TestServer {
         std::fs::write(dir.path().join("conf"), global.replace("{DIR}", &d)).unwrap();
         std::fs::create_dir_all(dir.path().join("conf.d")).unwrap();
         for (i, text) in vhosts.iter().enumerate() {
-            std::fs::write(
-                dir.path().join("conf.d").join(format!("v{i:02}")),
-                text.replace("{DIR}", &d),
-            )
-            .unwrap();
+            std::fs::write(dir.path().join("conf.d").join(format!("v{i:02}")), text.replace("{DIR}", &d)).unwrap();
         }
         Self::start_dir(dir).await
     }
 
     pub async fn start_dir(dir: tempfile::TempDir) -> TestServer {
         init();
-        let loaded =
-            lwsws::lwsws::load(dir.path(), "/usr/share").unwrap_or_else(|e| panic!("config: {e}"));
+        let loaded = lwsws::lwsws::load(dir.path(), "/usr/share").unwrap_or_else(|e| panic!("config: {e}"));
         let mut warnings = loaded.warnings;
-        let server = lwsws::app::Server::start(&loaded.config, &mut warnings)
-            .await
-            .unwrap_or_else(|e| panic!("start: {e}"));
+        let server =
+            lwsws::app::Server::start(&loaded.config, &mut warnings).await.unwrap_or_else(|e| panic!("start: {e}"));
         let addrs = server.tcp_addrs().to_vec();
-        TestServer {
-            dir,
-            server: Some(server),
-            addrs,
-            warnings,
-        }
+        TestServer { dir, server: Some(server), addrs, warnings }
     }
 
     pub fn path(&self) -> &Path {
@@ -106,10 +95,7 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -126,10 +112,7 @@ pub struct Conn<S> {
 }
 
 pub async fn connect(addr: SocketAddr) -> Conn<TcpStream> {
-    Conn {
-        s: TcpStream::connect(addr).await.unwrap(),
-        buf: Vec::new(),
-    }
+    Conn { s: TcpStream::connect(addr).await.unwrap(), buf: Vec::new() }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -142,10 +125,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     pub async fn get(&mut self, path: &str, extra: &str) -> Resp {
-        self.send(&format!(
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n"
-        ))
-        .await;
+        self.send(&format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n")).await;
         self.read_response(false).await.expect("a response")
     }
 
@@ -183,13 +163,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
         }
         let body = self.buf.drain(..len).collect();
-        Some(Resp {
-            status,
-            reason,
-            headers,
-            body,
-            head_text,
-        })
+        Some(Resp { status, reason, headers, body, head_text })
     }
 
     async fn fill(&mut self) -> bool {
@@ -207,10 +181,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     /// True when the server closes the connection within `within`.
     pub async fn closed_within(&mut self, within: Duration) -> bool {
         let mut tmp = [0u8; 1024];
-        matches!(
-            tokio::time::timeout(within, self.s.read(&mut tmp)).await,
-            Ok(Ok(0)) | Ok(Err(_))
-        )
+        matches!(tokio::time::timeout(within, self.s.read(&mut tmp)).await, Ok(Ok(0)) | Ok(Err(_)))
     }
 }
 
@@ -232,14 +203,9 @@ pub struct Pki {
 impl Pki {
     pub fn new(cn: &str) -> Pki {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
+        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-        ];
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
         let key = rcgen::KeyPair::generate().unwrap();
         let ca_cert = params.self_signed(&key).unwrap();
         let ca_issuer = rcgen::Issuer::new(params, key);
@@ -249,11 +215,8 @@ impl Pki {
     /// Writes `NAME.crt` and `NAME.key` into `dir`, signed by this CA; returns the cert PEM.
     pub fn leaf(&self, dir: &Path, file: &str, names: &[&str], client: bool) -> String {
         let mut params =
-            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, names[0]);
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, names[0]);
         params.extended_key_usages = vec![if client {
             rcgen::ExtendedKeyUsagePurpose::ClientAuth
         } else {
@@ -290,10 +253,8 @@ pub async fn tls_connect(
     let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
     let mut config = match client {
         Some((cert, key)) => {
-            let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(cert)
-                .unwrap()
-                .map(|c| c.unwrap())
-                .collect();
+            let chain: Vec<_> =
+                rustls_pki_types::CertificateDer::pem_file_iter(cert).unwrap().map(|c| c.unwrap()).collect();
             let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key).unwrap();
             builder.with_client_auth_cert(chain, key).unwrap()
         }

@@ -35,10 +35,7 @@ pub fn serve(
     };
     let (path, meta) = resolve(dir, remainder, default)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let content_type = mount
-        .mime
-        .lookup(name)
-        .ok_or(HttpError::UnsupportedMediaType)?;
+    let content_type = mount.mime.lookup(name).ok_or(HttpError::UnsupportedMediaType)?;
     let len = meta.len();
     let etag = format!("{:08X}{:08X}", len as u32, meta.mtime() as u32);
     let etag_value = HeaderValue::from_str(&etag).expect("hex is a valid header");
@@ -79,14 +76,8 @@ pub fn serve(
             (StatusCode::PARTIAL_CONTENT, content.slice(*a, b - a + 1))
         }
         Some(many) => {
-            builder = builder.header(
-                header::CONTENT_TYPE,
-                format!("multipart/byteranges; boundary={BOUNDARY}"),
-            );
-            (
-                StatusCode::PARTIAL_CONTENT,
-                multipart(&content, many, content_type, len),
-            )
+            builder = builder.header(header::CONTENT_TYPE, format!("multipart/byteranges; boundary={BOUNDARY}"));
+            (StatusCode::PARTIAL_CONTENT, multipart(&content, many, content_type, len))
         }
     };
     let body = Body::from_segments(body);
@@ -99,11 +90,7 @@ pub fn serve(
 }
 
 /// origin dir + remainder; an empty remainder, a trailing `/` or a directory gets `default`.
-fn resolve(
-    dir: &Path,
-    remainder: &str,
-    default: &str,
-) -> Result<(PathBuf, std::fs::Metadata), HttpError> {
+fn resolve(dir: &Path, remainder: &str, default: &str) -> Result<(PathBuf, std::fs::Metadata), HttpError> {
     let rel = remainder.trim_start_matches('/');
     let mut path = dir.join(rel);
     if rel.is_empty() || remainder.ends_with('/') {
@@ -125,9 +112,7 @@ fn etag_matches(header: Option<&HeaderValue>, etag: &str) -> bool {
     let Some(v) = header.and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    v.split(',')
-        .map(|t| t.trim().trim_start_matches("W/").trim_matches('"'))
-        .any(|t| t == etag || t == "*")
+    v.split(',').map(|t| t.trim().trim_start_matches("W/").trim_matches('"')).any(|t| t == etag || t == "*")
 }
 
 /// The Range header, unless an `If-Range` that does not match cancels it.
@@ -155,11 +140,7 @@ pub fn parse_ranges(spec: &str, len: u64) -> Option<Vec<(u64, u64)>> {
             (len.saturating_sub(n), len - 1)
         } else {
             let start: u64 = a.parse().ok()?;
-            let end = if b.is_empty() {
-                len.checked_sub(1)?
-            } else {
-                b.parse::<u64>().ok()?.min(len.checked_sub(1)?)
-            };
+            let end = if b.is_empty() { len.checked_sub(1)? } else { b.parse::<u64>().ok()?.min(len.checked_sub(1)?) };
             (start, end)
         };
         if start > end || start >= len {
@@ -180,16 +161,10 @@ enum Content {
 }
 
 impl Content {
-    fn open(
-        path: &Path,
-        meta: &std::fs::Metadata,
-        cache: &FileCache,
-    ) -> Result<Content, HttpError> {
+    fn open(path: &Path, meta: &std::fs::Metadata, cache: &FileCache) -> Result<Content, HttpError> {
         match cache.get(path, meta) {
             Ok(Some(b)) => Ok(Content::Mem(b)),
-            Ok(None) => Ok(Content::File(Arc::new(
-                File::open(path).map_err(|_| HttpError::NotFound)?,
-            ))),
+            Ok(None) => Ok(Content::File(Arc::new(File::open(path).map_err(|_| HttpError::NotFound)?))),
             Err(_) => Err(HttpError::NotFound),
         }
     }
@@ -200,27 +175,16 @@ impl Content {
                 let end = (offset + len).min(b.len() as u64) as usize;
                 vec![Segment::Mem(b.slice(offset as usize..end))]
             }
-            Content::File(f) => vec![Segment::File {
-                file: f.clone(),
-                offset,
-                len,
-            }],
+            Content::File(f) => vec![Segment::File { file: f.clone(), offset, len }],
         }
     }
 }
 
-fn multipart(
-    content: &Content,
-    ranges: &[(u64, u64)],
-    content_type: Option<&str>,
-    len: u64,
-) -> Vec<Segment> {
+fn multipart(content: &Content, ranges: &[(u64, u64)], content_type: Option<&str>, len: u64) -> Vec<Segment> {
     let mut out = Vec::new();
     for (i, (a, b)) in ranges.iter().enumerate() {
         let lead = if i == 0 { "" } else { "\r\n" };
-        let ct = content_type
-            .map(|t| format!("Content-Type: {t}\r\n"))
-            .unwrap_or_default();
+        let ct = content_type.map(|t| format!("Content-Type: {t}\r\n")).unwrap_or_default();
         let head = format!("{lead}--{BOUNDARY}\r\n{ct}Content-Range: bytes {a}-{b}/{len}\r\n\r\n");
         out.push(Segment::Mem(Bytes::from(head)));
         out.extend(content.slice(*a, b - a + 1));
@@ -239,19 +203,13 @@ mod tests {
         assert_eq!(parse_ranges("bytes=90-", 100), Some(vec![(90, 99)]));
         assert_eq!(parse_ranges("bytes=-10", 100), Some(vec![(90, 99)]));
         assert_eq!(parse_ranges("bytes=95-200", 100), Some(vec![(95, 99)]));
-        assert_eq!(
-            parse_ranges("bytes=0-1, 5-6", 100),
-            Some(vec![(0, 1), (5, 6)])
-        );
+        assert_eq!(parse_ranges("bytes=0-1, 5-6", 100), Some(vec![(0, 1), (5, 6)]));
         assert_eq!(parse_ranges("bytes=100-", 100), None);
         assert_eq!(parse_ranges("bytes=5-1", 100), None);
         assert_eq!(parse_ranges("bytes=x-1", 100), None);
         assert_eq!(parse_ranges("items=0-1", 100), None);
         assert_eq!(parse_ranges("bytes=-0", 100), None);
-        assert_eq!(
-            parse_ranges(&format!("bytes={}", vec!["0-0"; 40].join(",")), 100),
-            None
-        );
+        assert_eq!(parse_ranges(&format!("bytes={}", vec!["0-0"; 40].join(",")), 100), None);
     }
 
     #[test]

@@ -28,9 +28,12 @@ impl Stamp {
     }
 }
 
+/// Cached files by path, and the total bytes they hold.
+type Entries = (HashMap<PathBuf, (Stamp, Bytes)>, usize);
+
 #[derive(Debug)]
 pub struct FileCache {
-    entries: RwLock<(HashMap<PathBuf, (Stamp, Bytes)>, usize)>,
+    entries: RwLock<Entries>,
     max_file: u64,
     max_total: usize,
 }
@@ -43,11 +46,7 @@ impl Default for FileCache {
 
 impl FileCache {
     pub fn new(max_file: u64, max_total: usize) -> Self {
-        FileCache {
-            entries: RwLock::new((HashMap::new(), 0)),
-            max_file,
-            max_total,
-        }
+        FileCache { entries: RwLock::new((HashMap::new(), 0)), max_file, max_total }
     }
 
     /// The file's bytes when it is small enough to cache; `None` means "stream it".
@@ -98,11 +97,6 @@ mod tests {
         let got = cache.get(&p, &std::fs::metadata(&p).unwrap()).unwrap();
         assert_eq!(got.unwrap(), "three");
         std::fs::write(&p, "much too long").unwrap();
-        assert!(
-            cache
-                .get(&p, &std::fs::metadata(&p).unwrap())
-                .unwrap()
-                .is_none()
-        );
+        assert!(cache.get(&p, &std::fs::metadata(&p).unwrap()).unwrap().is_none());
     }
 }

@@ -7,8 +7,8 @@ use crate::http::error::HttpError;
 
 /// 301 to `target`, with lws's empty text/html body.
 pub fn moved(target: &str) -> Result<Response<Body>, HttpError> {
-    let location = HeaderValue::from_str(target)
-        .map_err(|_| HttpError::BadRequest("redirect target is not a valid header"))?;
+    let location =
+        HeaderValue::from_str(target).map_err(|_| HttpError::BadRequest("redirect target is not a valid header"))?;
     Ok(Response::builder()
         .status(StatusCode::MOVED_PERMANENTLY)
         .header(header::LOCATION, location)
