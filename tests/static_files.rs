@@ -365,3 +365,26 @@ async fn other_methods_get_405_and_unimplemented_origins_501() {
     assert_eq!(get(s.addr(), "/p/x", "").await.status, 501);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn idle_keepalive_connections_park_and_resume() {
+    let s = site(r#""keepalive_timeout": "10","#, "").await;
+    let mut c = connect(s.addr()).await;
+    assert_eq!(c.get("/a.txt", "").await.status, 200);
+    // Idle past the parking delay: the next request is served by a fresh HTTP/1 state.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(c.get("/", "").await.text(), "<h1>home</h1>");
+    // A request that trickles in across parking delays is still understood.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    c.send("GET /a.txt HTTP/1.1\r\nHo").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    c.send("st: localhost\r\n\r\n").await;
+    let r = c.read_response(false).await.unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "0123456789abcdefghij"));
+    // Pipelined requests sent after a park are answered in order.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    c.send("GET / HTTP/1.1\r\nHost: localhost\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    assert_eq!(c.read_response(false).await.unwrap().text(), "<h1>home</h1>");
+    assert_eq!(c.read_response(false).await.unwrap().text(), "0123456789abcdefghij");
+    s.stop().await;
+}

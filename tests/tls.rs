@@ -150,3 +150,17 @@ async fn tls13_only_by_ssl_option_and_cipher_warnings() {
     assert!(r.is_err());
     s.stop().await;
 }
+
+#[tokio::test]
+async fn idle_tls_connection_parks_and_resumes() {
+    let pki = Pki::new("ca");
+    let s = start_with_certs(&pki, &["a.test"], "{}", &[&tls_vhost("a.test", r#""keepalive_timeout": "10","#)], false)
+        .await;
+    let mut c = tls_connect(s.addr(), "a.test", pki.roots(), None, &["http/1.1"]).await.unwrap();
+    for _ in 0..3 {
+        c.send("GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+        assert_eq!(c.read_response(false).await.unwrap().text(), "site a.test");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    s.stop().await;
+}

@@ -47,6 +47,17 @@ impl Activity {
         self.keepalive_ms.store(d.as_millis() as u64, Ordering::Relaxed);
     }
 
+    /// When an idle HTTP/1 connection should drop hyper's buffers and wait cheaply for the next
+    /// request: `park_after` past the last response, or at the close deadline if that is sooner.
+    pub fn park_at(&self, header_timeout: Duration, park_after: Duration) -> Option<Instant> {
+        let close = self.deadline(header_timeout)?;
+        if self.served.load(Ordering::Acquire) == 0 {
+            return Some(close);
+        }
+        let last = Duration::from_millis(self.last_done_ms.load(Ordering::Acquire));
+        Some(close.min(self.start + last + park_after))
+    }
+
     /// When this connection should be closed if nothing else happens: `None` while a request
     /// is in flight. Before the first request the header timeout applies, after it keep-alive.
     pub fn deadline(&self, header_timeout: Duration) -> Option<Instant> {

@@ -3,6 +3,8 @@
 
 mod bind;
 mod conn;
+mod io;
+mod serve;
 
 pub use bind::{Bound, Socket, bind};
 pub use conn::{AppState, accept_loop};

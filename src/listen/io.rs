@@ -1,0 +1,132 @@
+//! The byte stream under HTTP: bytes hyper had read but not parsed are put back in front
+//! (`Prefixed`), and a parked connection can wait for the peer without any buffer (`Readiness`).
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::server::TlsStream;
+
+/// Waiting for the peer to send something, holding no read buffer meanwhile.
+pub trait Readiness {
+    fn wait_readable(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+impl Readiness for TcpStream {
+    async fn wait_readable(&mut self) -> io::Result<()> {
+        self.readable().await
+    }
+}
+
+impl Readiness for UnixStream {
+    async fn wait_readable(&mut self) -> io::Result<()> {
+        self.readable().await
+    }
+}
+
+impl<S: Readiness + Send> Readiness for TlsStream<S> {
+    async fn wait_readable(&mut self) -> io::Result<()> {
+        let (inner, tls) = self.get_mut();
+        // rustls may already hold decrypted bytes that the socket will never signal again.
+        let buffered = tls.process_new_packets().map(|s| s.plaintext_bytes_to_read() > 0).unwrap_or(true);
+        if buffered {
+            return Ok(());
+        }
+        inner.wait_readable().await
+    }
+}
+
+pub struct Prefixed<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    pub fn new(inner: S) -> Self {
+        Prefixed { prefix: Bytes::new(), inner }
+    }
+
+    /// Puts `bytes` back in front of whatever is still unread.
+    pub fn unread(&mut self, bytes: Bytes) {
+        if bytes.is_empty() {
+            return;
+        }
+        if self.prefix.is_empty() {
+            self.prefix = bytes;
+        } else {
+            let mut joined = BytesMut::with_capacity(bytes.len() + self.prefix.len());
+            joined.extend_from_slice(&bytes);
+            joined.extend_from_slice(&self.prefix);
+            self.prefix = joined.freeze();
+        }
+    }
+
+    pub fn has_unread(&self) -> bool {
+        !self.prefix.is_empty()
+    }
+
+    pub fn inner_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn unread_bytes_come_first_in_order() {
+        let (a, mut b) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut b, b"tail").await.unwrap();
+        drop(b);
+        let mut p = Prefixed::new(a);
+        p.unread(Bytes::from_static(b"mid-"));
+        p.unread(Bytes::from_static(b"head-"));
+        let mut out = String::new();
+        p.read_to_string(&mut out).await.unwrap();
+        assert_eq!(out, "head-mid-tail");
+    }
+}
