@@ -8,6 +8,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::LazyConfigAcceptor;
+use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -17,7 +18,7 @@ use super::serve::serve;
 use crate::http::activity::Activity;
 use crate::http::service::{ConnCtx, Shared};
 use crate::model::ListenKey;
-use crate::table::RouteTable;
+use crate::table::{ListenerRoutes, RouteTable, VhostRt};
 
 /// What every accept loop shares: the current table (swapped on reload) and long-lived state.
 pub struct AppState {
@@ -90,17 +91,25 @@ where
             shared: state.shared.clone(),
             activity: Arc::new(Activity::new(keepalive)),
         };
-        return serve(stream, ctx, false, timeout, &state.shutdown).await;
+        return Box::pin(serve(stream, ctx, false, timeout, &state.shutdown)).await;
     }
-    let handshake = async {
-        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
-        let sni = start.client_hello().server_name().map(str::to_string);
-        let vhost = sni.as_deref().and_then(|n| routes.find_vhost(n)).unwrap_or_else(|| routes.first()).clone();
-        let config = vhost.tls.clone().expect("a TLS listener's vhosts all have TLS");
-        let tls = start.into_stream(config).await?;
-        Ok::<_, std::io::Error>((tls, vhost))
-    };
-    let (tls, vhost) = match tokio::time::timeout(timeout, handshake).await {
+    // Boxed: a moved-out TLS stream would otherwise keep its size in every connection's task.
+    Box::pin(tls_connection(stream, peer, table.clone(), listener, state)).await
+}
+
+async fn tls_connection<S>(
+    stream: S,
+    peer: Option<SocketAddr>,
+    table: Arc<RouteTable>,
+    listener: usize,
+    state: Arc<AppState>,
+) where
+    S: AsyncRead + AsyncWrite + Readiness + Unpin + Send + 'static,
+{
+    let routes = &table.listeners[listener];
+    let timeout = table.global.timeout;
+    // Boxed so the handshake's state is freed once done, not carried by the connection's task.
+    let (tls, vhost) = match Box::pin(tokio::time::timeout(timeout, tls_handshake(stream, routes))).await {
         Ok(Ok(done)) => done,
         Ok(Err(e)) => {
             tracing::debug!(?peer, error = %e, "TLS handshake failed");
@@ -121,5 +130,70 @@ where
         shared: state.shared.clone(),
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    serve(tls, ctx, h2, timeout, &state.shutdown).await
+    Box::pin(serve(tls, ctx, h2, timeout, &state.shutdown)).await
+}
+
+/// Reads the ClientHello, picks the vhost by SNI (D3; unknown or absent SNI: the first vhost on
+/// the port), and completes the handshake with that vhost's certificate and settings.
+async fn tls_handshake<S>(stream: S, routes: &ListenerRoutes) -> std::io::Result<(TlsStream<S>, Arc<VhostRt>)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+    let sni = start.client_hello().server_name().map(str::to_string);
+    let vhost = sni.as_deref().and_then(|n| routes.find_vhost(n)).unwrap_or_else(|| routes.first()).clone();
+    let config = vhost.tls.clone().expect("a TLS listener's vhosts all have TLS");
+    let tls = start.into_stream(config).await?;
+    Ok((tls, vhost))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connection_task_is_small() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let s = tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let state = Arc::new(AppState {
+            table: ArcSwap::from_pointee(crate::table::RouteTable {
+                global: crate::table::GlobalRt {
+                    server: None,
+                    reject: vec![],
+                    timeout: Duration::from_secs(1),
+                    threads: 1,
+                },
+                listeners: vec![],
+            }),
+            shared: Arc::new(Shared::default()),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        });
+        let key = ListenKey::Unix { path: "/x".into() };
+        let ctx = ConnCtx {
+            table: state.table.load_full(),
+            listener: 0,
+            peer: None,
+            tls: false,
+            handshake_vhost: None,
+            shared: state.shared.clone(),
+            activity: Arc::new(Activity::new(Duration::from_secs(5))),
+        };
+        let shutdown = CancellationToken::new();
+        let serving = serve(
+            tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap(),
+            ctx,
+            false,
+            Duration::from_secs(1),
+            &shutdown,
+        );
+        let serve_size = std::mem::size_of_val(&serving);
+        eprintln!("serve future: {serve_size} bytes");
+        assert!(serve_size <= 1024, "serve future grew to {serve_size} bytes");
+        let fut = connection(s, None, key, state);
+        // Every idle connection carries this much: keep it small (see listen/serve.rs).
+        let size = std::mem::size_of_val(&fut);
+        assert!(size <= 512, "connection future grew to {size} bytes");
+        eprintln!("connection future: {size} bytes");
+    }
 }
