@@ -20,8 +20,8 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("{loc}: vhost \"{vhost}\": cannot listen on {what}: {source}")]
     Bind { loc: crate::model::Loc, vhost: String, what: String, source: std::io::Error },
-    #[error("cannot drop privileges: {0}")]
-    Privileges(String),
+    #[error("{0}")]
+    Process(String),
 }
 
 /// A running server: its bound addresses, and the handle to stop it.
@@ -35,6 +35,7 @@ impl Server {
     /// Compiles `config`, binds its listeners and starts serving on the current runtime.
     pub async fn start(config: &Config, warnings: &mut Vec<Warning>) -> Result<Server, StartError> {
         let table = table::compile(config, CompileMode::Serve, warnings)?;
+        crate::process::set_nofile(&config.global).map_err(StartError::Process)?;
         let mut bound: Vec<Bound> = Vec::new();
         for routes in &table.listeners {
             let first = config.vhosts.iter().find(|v| v.listen_key() == routes.key).expect("listener from a vhost");
@@ -48,7 +49,7 @@ impl Server {
             tracing::info!(addrs = ?b.addrs, tls = routes.tls, vhosts = ?routes.vhosts.iter().map(|v| &v.name).collect::<Vec<_>>(), "listening");
             bound.push(b);
         }
-        crate::privileges::drop_after_bind(&config.global).map_err(StartError::Privileges)?;
+        crate::process::drop_after_bind(&config.global).map_err(StartError::Process)?;
         let state = Arc::new(AppState {
             table: ArcSwap::from_pointee(table),
             shared: Arc::new(Shared::default()),

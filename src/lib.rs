@@ -19,6 +19,6 @@ pub mod http;
 pub mod listen;
 pub mod lwsws;
 pub mod model;
-pub mod privileges;
+pub mod process;
 pub mod table;
 pub mod tls;

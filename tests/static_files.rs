@@ -388,3 +388,31 @@ async fn idle_keepalive_connections_park_and_resume() {
     assert_eq!(c.read_response(false).await.unwrap().text(), "0123456789abcdefghij");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn malformed_requests_get_4xx_never_a_crash() {
+    let s = site("", "").await;
+    let cases: Vec<(String, u16)> = vec![
+        ("GET /a.txt HTTP/1.1\r\nHost localhost\r\n\r\n".into(), 400),
+        ("GARBAGE\r\n\r\n".into(), 400),
+        (format!("GET /a.txt HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n", "a".repeat(200_000)), 431),
+        ("GET http://localhost/a.txt HTTP/1.1\r\nHost: localhost\r\n\r\n".into(), 200),
+        ("OPTIONS * HTTP/1.1\r\nHost: localhost\r\n\r\n".into(), 405),
+        ("GET /%zz HTTP/1.1\r\nHost: localhost\r\n\r\n".into(), 404),
+        ("GET /%ff%fe HTTP/1.1\r\nHost: localhost\r\n\r\n".into(), 400),
+        ("GET /a.txt HTTP/1.1\r\nHost: localhost\r\nRange: bytes=99999999999999999999-\r\n\r\n".into(), 416),
+        ("GET /a.txt HTTP/1.1\r\nHost: localhost\r\nRange: bytes=-99999999999999999\r\n\r\n".into(), 206),
+        ("GET /a.txt HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic \u{7f}\r\n\r\n".into(), 400),
+    ];
+    for (raw, want) in cases {
+        let mut c = connect(s.addr()).await;
+        // The server may answer and close before reading everything we send: ignore write errors.
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut c.s, raw.as_bytes()).await;
+        let r =
+            c.read_response(false).await.unwrap_or_else(|| panic!("no response to {:?}", &raw[..raw.len().min(60)]));
+        assert_eq!(r.status, want, "{:?}", &raw[..raw.len().min(60)]);
+    }
+    // Still serving.
+    assert_eq!(get(s.addr(), "/a.txt", "").await.status, 200);
+    s.stop().await;
+}

@@ -34,6 +34,8 @@ use crate::http::service::{self, ConnCtx};
 const PARK_AFTER: Duration = Duration::from_millis(5);
 /// How long a connection asked to close (or park) may take to finish what it is writing.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// A request head larger than this is answered 431 (nginx allows 32 KiB by default, lws 4 KiB).
+const MAX_REQUEST_HEAD: usize = 64 * 1024;
 /// In-flight requests at shutdown are bounded by the server's grace period, not here.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(3600);
 
@@ -89,7 +91,10 @@ async fn h1_until_idle<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut conn = http1::Builder::new().keep_alive(true).pipeline_flush(true).serve_connection(TokioIo::new(io), svc);
+    // No pipeline_flush: with it, hyper 1.12 never flushes the 400 it writes for a malformed
+    // request (tests/static_files.rs, malformed_requests_get_4xx_never_a_crash).
+    let mut conn =
+        http1::Builder::new().keep_alive(true).max_buf_size(MAX_REQUEST_HEAD).serve_connection(TokioIo::new(io), svc);
     let resumed = Instant::now();
     let timer = tokio::time::sleep(header_timeout);
     tokio::pin!(timer);

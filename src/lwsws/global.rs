@@ -26,7 +26,13 @@ fn apply_key(ctx: &mut Ctx, g: &mut Global, k: &Key, v: &Node) -> Result<(), Con
         "count-async-threads" => g.count_async_threads = ctx.uint(k, v)?,
         // set-only in lwsws: a later "0" does not clear it.
         "init-ssl" => g.init_ssl |= ctx.flag(k, v)?,
-        "server-string" => g.server_string = Some(ctx.text(k, v)?),
+        "server-string" => {
+            let s = ctx.text(k, v)?;
+            if http::HeaderValue::from_str(&s).is_err() {
+                return Err(ctx.err(v.pos, &k.name, "must be printable text (it becomes the server: header)"));
+            }
+            g.server_string = Some(s);
+        }
         "plugin-dir" => {
             g.plugin_dirs.push(ctx.text(k, v)?);
             ctx.warn(k.pos, "\"plugin-dir\" is ignored: protocols are built in (D18)");
@@ -45,8 +51,17 @@ fn apply_key(ctx: &mut Ctx, g: &mut Global, k: &Key, v: &Node) -> Result<(), Con
             }
         }
         "default-alpn" => g.default_alpn = Some(ctx.text(k, v)?),
-        "ip-limit-ah" => g.ip_limit_ah = ctx.uint(k, v)?,
-        "ip-limit-wsi" => g.ip_limit_wsi = ctx.uint(k, v)?,
+        "ip-limit-ah" | "ip-limit-wsi" => {
+            let n: u32 = ctx.uint(k, v)?;
+            if k.name == "ip-limit-ah" {
+                g.ip_limit_ah = n
+            } else {
+                g.ip_limit_wsi = n
+            }
+            if n > 0 {
+                ctx.warn(k.pos, format!("\"{}\" is parsed but per-IP limits are not enforced yet", k.name));
+            }
+        }
         "rlimit-nofile" => g.rlimit_nofile = Some(ctx.uint(k, v)?),
         "cpd-bypass" => g.cpd_bypass |= ctx.flag(k, v)?,
         "allow-early-data" => g.allow_early_data |= ctx.flag(k, v)?,

@@ -6,6 +6,7 @@
 
 mod config;
 mod mount;
+pub mod protocols;
 mod validate;
 mod vhost;
 

@@ -23,6 +23,7 @@ pub fn validate(cfg: &Config, conf: &Loc, warnings: &mut Vec<Warning>) -> Result
     let mut groups: BTreeMap<ListenKey, Vec<&Vhost>> = BTreeMap::new();
     for v in &cfg.vhosts {
         groups.entry(v.listen_key()).or_default().push(v);
+        super::protocols::check(v, warnings)?;
         for p in &v.ws_protocols {
             if !BUILTIN_PROTOCOLS.contains(&p.name.as_str()) {
                 warnings.push(Warning {

@@ -1,9 +1,25 @@
-//! D16: one process; when started as root, drop to the configured user and group after every
-//! socket is bound and every certificate and log is open. Not root: nothing to drop.
+//! Process-wide settings from `global`: the open-file limit (`rlimit-nofile`), and D16: one
+//! process that, when started as root, drops to the configured user and group after every socket
+//! is bound and every certificate and log is open. Not root: nothing to drop.
 
 use nix::unistd::{Gid, Group, Uid, User, getuid, setgid, setgroups, setuid};
 
 use crate::model::Global;
+
+/// `rlimit-nofile`: raise (or lower) the soft limit, and the hard one too when allowed.
+pub fn set_nofile(g: &Global) -> Result<(), String> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Some(want) = g.rlimit_nofile else { return Ok(()) };
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| format!("getrlimit: {e}"))?;
+    if setrlimit(Resource::RLIMIT_NOFILE, want, want.max(hard)).is_err() {
+        // Not privileged to raise the hard limit: go as far as it allows.
+        setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard).map_err(|e| format!("setrlimit: {e}"))?;
+        if want > hard {
+            tracing::warn!(want, hard, "rlimit-nofile is above the hard limit; using the hard limit");
+        }
+    }
+    Ok(())
+}
 
 pub fn drop_after_bind(g: &Global) -> Result<(), String> {
     let wants = g.uid.is_some() || g.gid.is_some() || g.username.is_some() || g.groupname.is_some();
@@ -25,11 +41,11 @@ pub fn drop_after_bind(g: &Global) -> Result<(), String> {
         gid = Some(lookup_group(name)?);
     }
     if let Some(gid) = gid {
-        setgroups(&[gid]).map_err(|e| format!("setgroups: {e}"))?;
-        setgid(gid).map_err(|e| format!("setgid({gid}): {e}"))?;
+        setgroups(&[gid]).map_err(|e| format!("cannot drop privileges: setgroups: {e}"))?;
+        setgid(gid).map_err(|e| format!("cannot drop privileges: setgid({gid}): {e}"))?;
     }
     if let Some(uid) = uid {
-        setuid(uid).map_err(|e| format!("setuid({uid}): {e}"))?;
+        setuid(uid).map_err(|e| format!("cannot drop privileges: setuid({uid}): {e}"))?;
     }
     tracing::info!(?uid, ?gid, "dropped privileges");
     Ok(())
