@@ -416,3 +416,120 @@ async fn malformed_requests_get_4xx_never_a_crash() {
     assert_eq!(get(s.addr(), "/a.txt", "").await.status, 200);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_slow_reader_gets_the_whole_response_and_keeps_the_connection() {
+    use tokio::io::AsyncReadExt;
+    let s =
+        site(r#""keepalive_timeout": "10","#, r#", "extra-mimetypes": { ".bin": "application/octet-stream" }"#).await;
+    let data = vec![b'z'; 1_500_000];
+    put(s.path(), "www/slow.bin", &data);
+    let mut c = connect(s.addr()).await;
+    c.send("GET /slow.bin HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    // Read in small sips for about 2.5 s: far longer than the parking delay.
+    let mut got: Vec<u8> = Vec::new();
+    let mut sip = vec![0u8; 4096];
+    for _ in 0..25 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let n = c.s.read(&mut sip).await.unwrap();
+        got.extend_from_slice(&sip[..n]);
+    }
+    assert!(got.len() < 1_000_000, "the test must read slower than the server writes");
+    let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let want = head_end + 1_500_000;
+    let mut buf = vec![0u8; 65536];
+    while got.len() < want {
+        let n = tokio::time::timeout(Duration::from_secs(5), c.s.read(&mut buf[..(want - got.len()).min(65536)]))
+            .await
+            .expect("the body keeps coming")
+            .unwrap();
+        assert!(n > 0, "connection closed after {} of {want} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got[head_end..].iter().all(|b| *b == b'z'));
+    // The connection is still usable.
+    assert_eq!(c.get("/a.txt", "").await.status, 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_head_in_pieces_after_a_response_is_served_with_keepalive() {
+    let s = site(r#""keepalive_timeout": "10","#, "").await;
+    let mut c = connect(s.addr()).await;
+    assert_eq!(c.get("/a.txt", "").await.status, 200);
+    c.send("GET /a.txt HTTP/1.1\r\nHost: lo").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.send("calhost\r\n\r\n").await;
+    let r = c.read_response(false).await.expect("served");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), None, "keep-alive kept");
+    assert_eq!(c.get("/", "").await.status, 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_head_after_a_response_is_cut_at_timeout_secs() {
+    let mounts = r#"{ "mountpoint": "/", "origin": "file://{DIR}/www" }"#;
+    let s = TestServer::start(
+        r#"{ "global": { "timeout-secs": "1" } }"#,
+        &[&vhost(r#""keepalive_timeout": "30","#, mounts)],
+    )
+    .await;
+    put(s.path(), "www/index.html", "hi");
+    let mut c = connect(s.addr()).await;
+    assert_eq!(c.get("/", "").await.status, 200);
+    c.send("GET / HTTP/1.1\r\n").await;
+    assert!(c.closed_within(Duration::from_secs(4)).await);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_cut_at_timeout_secs() {
+    use tokio::io::AsyncReadExt;
+    let mounts = r#"{ "mountpoint": "/", "origin": "file://{DIR}/www", "extra-mimetypes": { ".bin": "application/octet-stream" } }"#;
+    let s = TestServer::start(
+        r#"{ "global": { "timeout-secs": "1" } }"#,
+        &[&vhost(r#""keepalive_timeout": "30","#, mounts)],
+    )
+    .await;
+    put(s.path(), "www/huge.bin", vec![0u8; 64 * 1024 * 1024]);
+    let mut c = connect(s.addr()).await;
+    c.send("GET /huge.bin HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 20];
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), c.s.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    assert!(total < 64 * 1024 * 1024, "the stalled response was cut ({total} bytes)");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn keepalive_follows_the_vhost_chosen_by_host() {
+    let two = r#"{ "vhosts": [
+        { "name": "long", "port": "0", "interface": "127.0.0.1", "keepalive_timeout": "30",
+          "mounts": [{ "mountpoint": "/", "origin": "file://{DIR}/www" }] },
+        { "name": "short", "port": "0", "interface": "127.0.0.1", "keepalive_timeout": "1",
+          "mounts": [{ "mountpoint": "/", "origin": "file://{DIR}/www" }] } ] }"#;
+    let s = TestServer::start("{}", &[two]).await;
+    put(s.path(), "www/index.html", "hi");
+    let mut c = connect(s.addr()).await;
+    c.send("GET / HTTP/1.1\r\nHost: short\r\n\r\n").await;
+    assert_eq!(c.read_response(false).await.unwrap().status, 200);
+    assert!(c.closed_within(Duration::from_secs(4)).await, "the short vhost's keep-alive applies");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn append_path_redirects_keep_the_path_encoded() {
+    let mounts = r#"{ "mountpoint": "/keep", "origin": ">https://example.net/base", "append-path": "1" }"#;
+    let s = TestServer::start("{}", &[&vhost("", mounts)]).await;
+    let r = get(s.addr(), "/keep/caf%C3%A9/a%20b%3Fc", "").await;
+    assert_eq!(r.status, 301);
+    assert_eq!(r.header("location"), Some("https://example.net/base/caf%C3%A9/a%20b%3Fc"));
+    s.stop().await;
+}

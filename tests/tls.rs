@@ -164,3 +164,41 @@ async fn idle_tls_connection_parks_and_resumes() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_cert_for_one_mtls_vhost_does_not_open_another() {
+    let pki_a = Pki::new("ca a");
+    let pki_b = Pki::new("ca b");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    for n in ["a.test", "b.test"] {
+        pki_a.leaf(dir.path(), n, &[n], false);
+        put(dir.path(), &format!("{n}-www/index.html"), format!("site {n}"));
+    }
+    pki_a.write_ca(&dir.path().join("ca-a.pem"));
+    pki_b.write_ca(&dir.path().join("ca-b.pem"));
+    pki_a.leaf(dir.path(), "client-a", &["client.test"], true);
+    let v = r#"{ "vhosts": [
+        { "name": "a.test", "port": "0", "interface": "127.0.0.1",
+          "host-ssl-cert": "{DIR}/a.test.crt", "host-ssl-key": "{DIR}/a.test.key",
+          "host-ssl-ca": "{DIR}/ca-a.pem", "client-cert-required": "1",
+          "mounts": [{ "mountpoint": "/", "origin": "file://{DIR}/a.test-www" }] },
+        { "name": "b.test", "port": "0", "interface": "127.0.0.1",
+          "host-ssl-cert": "{DIR}/b.test.crt", "host-ssl-key": "{DIR}/b.test.key",
+          "host-ssl-ca": "{DIR}/ca-b.pem", "client-cert-required": "1",
+          "mounts": [{ "mountpoint": "/", "origin": "file://{DIR}/b.test-www" }] } ] }"#
+        .replace("{DIR}", &d);
+    std::fs::write(dir.path().join("conf"), "{}").unwrap();
+    std::fs::create_dir_all(dir.path().join("conf.d")).unwrap();
+    std::fs::write(dir.path().join("conf.d/v"), v).unwrap();
+    let s = TestServer::start_dir(dir).await;
+    let p = s.path().to_path_buf();
+    let client = Some((p.join("client-a.crt"), p.join("client-a.key")));
+    let client = client.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+    let mut c = tls_connect(s.addr(), "a.test", pki_a.roots(), client, &[]).await.unwrap();
+    c.send("GET / HTTP/1.1\r\nHost: a.test\r\n\r\n").await;
+    assert_eq!(c.read_response(false).await.unwrap().text(), "site a.test");
+    c.send("GET / HTTP/1.1\r\nHost: b.test\r\n\r\n").await;
+    assert_eq!(c.read_response(false).await.unwrap().status, 421);
+    s.stop().await;
+}

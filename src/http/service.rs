@@ -1,8 +1,12 @@
 //! The request phases: select vhost → normalise path → reject keywords → select mount →
 //! redirects → basic auth → origin → response headers → access log.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version, header};
@@ -41,9 +45,45 @@ impl ConnCtx {
     }
 }
 
-pub fn handle<B>(ctx: &ConnCtx, req: Request<B>) -> Response<Body> {
+/// The service's future: most answers are ready at once; those that must wait for blocking
+/// work (a bcrypt check of a basic-auth file) run on the blocking pool, off the event loop.
+pub enum Reply {
+    Ready(Option<Response<Body>>),
+    Blocking(tokio::task::JoinHandle<Response<Body>>),
+}
+
+impl Future for Reply {
+    type Output = Result<Response<Body>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Reply::Ready(r) => Poll::Ready(Ok(r.take().expect("a Reply is polled to completion once"))),
+            Reply::Blocking(h) => Pin::new(h).poll(cx).map(|r| {
+                Ok(r.unwrap_or_else(|e| HttpError::Internal(format!("request task failed: {e}")).into_response()))
+            }),
+        }
+    }
+}
+
+pub fn handle<B>(ctx: &Arc<ConnCtx>, req: Request<B>) -> Reply {
     ctx.activity.begin();
     let (parts, _body) = req.into_parts();
+    let host = request_host(&parts);
+    let vhost = select_vhost(ctx, host.as_deref());
+    let needs_auth = path::normalize(parts.uri.path())
+        .ok()
+        .and_then(|p| {
+            vhost.select_mount(&p, parts.headers.contains_key(header::UPGRADE)).map(|m| m.model.basic_auth.is_some())
+        })
+        .unwrap_or(false);
+    if needs_auth {
+        let ctx = ctx.clone();
+        return Reply::Blocking(tokio::task::spawn_blocking(move || respond(&ctx, parts)));
+    }
+    Reply::Ready(Some(respond(ctx, parts)))
+}
+
+fn respond(ctx: &ConnCtx, parts: Parts) -> Response<Body> {
     let host = request_host(&parts);
     let vhost = select_vhost(ctx, host.as_deref());
     let mut mount_used = None;
@@ -93,10 +133,9 @@ fn route<'v>(
     if let Some(hs) = &ctx.handshake_vhost
         && !Arc::ptr_eq(hs, vhost)
         && vhost.client_cert_required
-        && !hs.client_cert_required
     {
-        // Without this, SNI for an open vhost plus Host for an mTLS vhost would skip the
-        // client certificate check.
+        // The client certificate was checked against the handshake vhost's CA, not this one's:
+        // SNI for one vhost plus Host for an mTLS vhost must not skip its check.
         return Err(HttpError::Misdirected);
     }
     let path = path::normalize(parts.uri.path()).map_err(|e| match e {
@@ -110,9 +149,8 @@ fn route<'v>(
     let upgrade = parts.headers.contains_key(header::UPGRADE);
     let mount = vhost.select_mount(&path, upgrade).ok_or(HttpError::NotFound)?;
     *mount_used = Some(mount);
-    if let Some(ka) = mount.model.keepalive_timeout {
-        ctx.activity.set_keepalive(std::time::Duration::from_secs(ka.into()));
-    }
+    let keepalive = mount.model.keepalive_timeout.map(|s| std::time::Duration::from_secs(s.into()));
+    ctx.activity.set_keepalive(keepalive.unwrap_or(vhost.keepalive));
     let mp = mount.model.mountpoint.as_str();
     let remainder = path.get(mp.trim_end_matches('/').len()..).unwrap_or("");
     if let Origin::Redirect(url) = &mount.model.origin {
@@ -124,7 +162,7 @@ fn route<'v>(
         && !parts.uri.path().ends_with('/')
         && !matches!(mount.model.origin, Origin::Cgi(_) | Origin::Callback(_))
     {
-        return trailing_slash(ctx, parts, host);
+        return trailing_slash(ctx, parts, &path, host);
     }
     if let Some(file) = &mount.model.basic_auth {
         match auth::check(file, parts.headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes)) {
@@ -153,14 +191,17 @@ fn rejected(ctx: &ConnCtx, parts: &Parts) -> Option<HttpError> {
 }
 
 /// `/dir` naming a mount exactly → 301 to `/dir/` on the same host and scheme.
-fn trailing_slash(ctx: &ConnCtx, parts: &Parts, host: Option<&str>) -> Result<Response<Body>, HttpError> {
+/// Built from the normalised path, which starts with exactly one `/`, so no request can turn
+/// it into a protocol-relative redirect to another host.
+fn trailing_slash(ctx: &ConnCtx, parts: &Parts, path: &str, host: Option<&str>) -> Result<Response<Body>, HttpError> {
     let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    let path = redirect::encode_path(path);
     let target = match host {
         Some(h) if !h.starts_with('+') && !h.contains('/') => {
             let scheme = if ctx.tls { "https" } else { "http" };
-            format!("{scheme}://{h}{}/{query}", parts.uri.path())
+            format!("{scheme}://{h}{path}/{query}")
         }
-        _ => format!("{}/{query}", parts.uri.path()),
+        _ => format!("{path}/{query}"),
     };
     redirect::moved(&target)
 }

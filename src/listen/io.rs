@@ -4,12 +4,15 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::server::TlsStream;
+
+use crate::http::activity::Activity;
 
 /// Waiting for the peer to send something, holding no read buffer meanwhile.
 pub trait Readiness {
@@ -40,14 +43,17 @@ impl<S: Readiness + Send> Readiness for TlsStream<S> {
     }
 }
 
+/// The stream under hyper: unread bytes first, and every read and write reported to the
+/// connection's `Activity` (a request head arriving; a peer that stopped reading).
 pub struct Prefixed<S> {
     prefix: Bytes,
     inner: S,
+    activity: Arc<Activity>,
 }
 
 impl<S> Prefixed<S> {
-    pub fn new(inner: S) -> Self {
-        Prefixed { prefix: Bytes::new(), inner }
+    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
+        Prefixed { prefix: Bytes::new(), inner, activity }
     }
 
     /// Puts `bytes` back in front of whatever is still unread.
@@ -80,15 +86,23 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
+            self.activity.on_read();
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.on_read();
+        }
+        r
     }
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.activity.on_write(r.is_ready());
+        r
     }
 
     fn poll_write_vectored(
@@ -96,7 +110,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.activity.on_write(r.is_ready());
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -122,7 +138,7 @@ mod tests {
         let (a, mut b) = tokio::io::duplex(64);
         tokio::io::AsyncWriteExt::write_all(&mut b, b"tail").await.unwrap();
         drop(b);
-        let mut p = Prefixed::new(a);
+        let mut p = Prefixed::new(a, Arc::new(Activity::new(std::time::Duration::from_secs(5))));
         p.unread(Bytes::from_static(b"mid-"));
         p.unread(Bytes::from_static(b"head-"));
         let mut out = String::new();

@@ -1,14 +1,15 @@
 //! Serving HTTP on an accepted (and maybe TLS) stream.
 //!
 //! HTTP/2 (TLS with ALPN `h2`) runs one hyper connection to the end. HTTP/1 runs hyper only
-//! while there is work: once the connection has been idle for `PARK_AFTER`, hyper is stopped
-//! (its read and write buffers freed), the stream waits for readability holding no buffer, and a
-//! fresh hyper connection takes over when the next request arrives. This keeps an idle
-//! keep-alive connection to a socket and a small task. The keep-alive and header deadlines are
-//! enforced in both states.
+//! while there is work: a connection starts *parked* (just the socket, waiting for readability),
+//! a hyper connection serves the requests that arrive, and once it has been idle for
+//! `PARK_AFTER` hyper is stopped (its buffers freed, bytes it read but did not parse put back)
+//! and the connection parks again. An idle keep-alive connection is thus a socket and a small
+//! task. The deadlines come from `Activity`: `timeout-secs` for a request head and for a peer
+//! that stops reading, keep-alive for an idle connection.
 
 use std::convert::Infallible;
-use std::future::{Ready, poll_fn};
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,69 +24,58 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::io::{Prefixed, Readiness};
-use crate::http::activity::Activity;
+use crate::http::activity::{Activity, Next};
 use crate::http::body::Body;
-use crate::http::service::{self, ConnCtx};
+use crate::http::service::{self, ConnCtx, Reply};
 
 /// Idle time after which an HTTP/1 connection gives up hyper's buffers. Short, because the
 /// buffers of a burst of connections that go idle together otherwise fragment the heap for good
 /// (measured: 13 KiB per idle connection at 250 ms, 2.5 KiB at 5 ms); a client that sends its
 /// next request later than this only costs a fresh hyper state (no measurable loss under wrk).
 const PARK_AFTER: Duration = Duration::from_millis(5);
-/// How long a connection asked to close (or park) may take to finish what it is writing.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// A request head larger than this is answered 431 (nginx allows 32 KiB by default, lws 4 KiB).
 const MAX_REQUEST_HEAD: usize = 64 * 1024;
-/// In-flight requests at shutdown are bounded by the server's grace period, not here.
-const SHUTDOWN_WAIT: Duration = Duration::from_secs(3600);
 
-type Svc = dyn Service<
-        Request<Incoming>,
-        Response = Response<Body>,
-        Error = Infallible,
-        Future = Ready<Result<Response<Body>, Infallible>>,
-    > + Send
-    + Sync;
+type Svc = dyn Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future = Reply> + Send + Sync;
 
-pub async fn serve<S>(io: S, ctx: ConnCtx, h2: bool, header_timeout: Duration, shutdown: &CancellationToken)
+pub async fn serve<S>(io: S, ctx: ConnCtx, h2: bool, timeout: Duration, shutdown: &CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Readiness + Unpin + Send + 'static,
 {
     let activity = ctx.activity.clone();
     let ctx = Arc::new(ctx);
-    let svc = service_fn(move |req| std::future::ready(Ok::<_, Infallible>(service::handle(&ctx, req))));
-    let svc: Arc<Svc> = Arc::new(svc);
+    let svc: Arc<Svc> = Arc::new(service_fn(move |req| service::handle(&ctx, req)));
+    let mut io = Prefixed::new(io, activity.clone());
     if h2 {
         // Boxed: hyper's HTTP/2 state is large, and an HTTP/1 task should not carry its size.
-        return Box::pin(serve_h2(io, svc, &activity, header_timeout, shutdown)).await;
+        return Box::pin(serve_h2(io, svc, &activity, timeout, shutdown)).await;
     }
-    let mut io = Prefixed::new(io);
     loop {
-        io = match Box::pin(h1_until_idle(io, svc.clone(), &activity, header_timeout, shutdown)).await {
+        if !io.has_unread() {
+            let deadline = Instant::from_std(activity.close_at(timeout));
+            tokio::select! {
+                r = io.inner_mut().wait_readable() => if r.is_err() { return },
+                _ = tokio::time::sleep_until(deadline) => return,
+                _ = shutdown.cancelled() => return,
+            }
+        }
+        io = match Box::pin(h1_session(io, svc.clone(), &activity, timeout, shutdown)).await {
             Some(io) => io,
             None => return,
         };
-        let Some(deadline) = activity.deadline(header_timeout).map(Instant::from_std) else { return };
-        if Instant::now() >= deadline || shutdown.is_cancelled() {
+        if shutdown.is_cancelled() {
             return;
-        }
-        if io.has_unread() {
-            continue;
-        }
-        tokio::select! {
-            r = io.inner_mut().wait_readable() => if r.is_err() { return },
-            _ = tokio::time::sleep_until(deadline) => return,
-            _ = shutdown.cancelled() => return,
         }
     }
 }
 
-/// Runs hyper on `io` until the connection ends (`None`) or goes idle and is parked (`Some`).
-async fn h1_until_idle<S>(
+/// Runs hyper on `io` until the connection ends (`None`) or has been idle long enough to park
+/// (`Some`, with any bytes hyper read but did not parse put back in front).
+async fn h1_session<S>(
     io: Prefixed<S>,
     svc: Arc<Svc>,
     activity: &Activity,
-    header_timeout: Duration,
+    timeout: Duration,
     shutdown: &CancellationToken,
 ) -> Option<Prefixed<S>>
 where
@@ -95,20 +85,58 @@ where
     // request (tests/static_files.rs, malformed_requests_get_4xx_never_a_crash).
     let mut conn =
         http1::Builder::new().keep_alive(true).max_buf_size(MAX_REQUEST_HEAD).serve_connection(TokioIo::new(io), svc);
-    let resumed = Instant::now();
-    let timer = tokio::time::sleep(header_timeout);
+    // hyper can only be stopped cleanly between messages, which a fresh connection is not
+    // until it has answered one: parking waits for that.
+    let served_before = activity.served();
+    let timer = tokio::time::sleep(timeout);
     tokio::pin!(timer);
-    rearm(&mut timer, activity, header_timeout, resumed);
     let mut parking = false;
-    let mut closing: Option<Instant> = None;
+    let mut stopping = false;
+    // Once hyper has been asked to stop and has nothing left to do, how long it may take.
+    let mut give_up: Option<Instant> = None;
     loop {
+        let now = Instant::now();
+        match activity.next(timeout) {
+            Next::Stalled => return None,
+            Next::Busy(at) => timer.as_mut().reset(Instant::from_std(at)),
+            Next::ReadingHead(by) => {
+                let by = Instant::from_std(by);
+                if now >= by {
+                    return None;
+                }
+                timer.as_mut().reset(by);
+            }
+            Next::Idle(since) => {
+                let park_at = Instant::from_std(since) + PARK_AFTER;
+                if parking || stopping {
+                    let at = *give_up.get_or_insert(now + timeout);
+                    if now >= at {
+                        return None;
+                    }
+                    timer.as_mut().reset(at);
+                } else if activity.served() == served_before {
+                    // Woken for bytes that were not a request (or nothing): the idle deadline.
+                    let close = Instant::from_std(activity.close_at(timeout));
+                    if now >= close {
+                        return None;
+                    }
+                    timer.as_mut().reset(close);
+                } else if now >= park_at {
+                    Pin::new(&mut conn).graceful_shutdown();
+                    parking = true;
+                    timer.as_mut().reset(now + timeout);
+                } else {
+                    timer.as_mut().reset(park_at);
+                }
+            }
+        }
         tokio::select! {
             res = poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
                 if let Err(e) = res {
                     tracing::debug!(error = %e, "HTTP/1 connection ended with an error");
                     return None;
                 }
-                if !parking {
+                if !parking || stopping {
                     return None;
                 }
                 let parts = conn.into_parts();
@@ -116,56 +144,53 @@ where
                 io.unread(parts.read_buf);
                 return Some(io);
             }
-            _ = &mut timer => {
-                let now = Instant::now();
-                if closing.is_some_and(|at| now >= at) {
-                    return None;
-                }
-                match park_deadline(activity, header_timeout, resumed) {
-                    Some(at) if at <= now && closing.is_none() => {
-                        Pin::new(&mut conn).graceful_shutdown();
-                        parking = true;
-                        closing = Some(now + CLOSE_GRACE);
-                        timer.as_mut().reset(now + CLOSE_GRACE);
-                    }
-                    _ => rearm(&mut timer, activity, header_timeout, resumed),
-                }
-            }
-            _ = activity.changed.notified(), if closing.is_none() => rearm(&mut timer, activity, header_timeout, resumed),
-            _ = shutdown.cancelled(), if !parking && closing.is_none() => {
+            _ = &mut timer => {}
+            _ = activity.changed.notified() => {}
+            _ = shutdown.cancelled(), if !stopping => {
                 Pin::new(&mut conn).graceful_shutdown();
-                closing = Some(Instant::now() + SHUTDOWN_WAIT);
-                timer.as_mut().reset(Instant::now() + SHUTDOWN_WAIT);
+                stopping = true;
             }
         }
     }
 }
 
-/// When to park: `PARK_AFTER` of idleness, but never sooner than `PARK_AFTER` after hyper was
-/// (re)started, so a request trickling in is not parked and resumed in a tight loop; and never
-/// later than the close deadline.
-fn park_deadline(activity: &Activity, header_timeout: Duration, resumed: Instant) -> Option<Instant> {
-    let park = Instant::from_std(activity.park_at(header_timeout, PARK_AFTER)?);
-    let close = Instant::from_std(activity.deadline(header_timeout)?);
-    Some(park.max(resumed + PARK_AFTER).min(close))
-}
-
-fn rearm(timer: &mut Pin<&mut tokio::time::Sleep>, activity: &Activity, header_timeout: Duration, resumed: Instant) {
-    let at = park_deadline(activity, header_timeout, resumed);
-    timer.as_mut().reset(at.unwrap_or_else(|| Instant::now() + header_timeout));
-}
-
-/// HTTP/2 until the peer closes, the connection idles past its deadline, or shutdown.
-async fn serve_h2<S>(io: S, svc: Arc<Svc>, activity: &Activity, header_timeout: Duration, shutdown: &CancellationToken)
-where
+/// HTTP/2 until the peer closes, the connection idles past keep-alive (GOAWAY), a peer stops
+/// reading, or shutdown.
+async fn serve_h2<S>(
+    io: Prefixed<S>,
+    svc: Arc<Svc>,
+    activity: &Activity,
+    timeout: Duration,
+    shutdown: &CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let conn = http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(io), svc);
     tokio::pin!(conn);
-    let timer = tokio::time::sleep(header_timeout);
+    let timer = tokio::time::sleep(timeout);
     tokio::pin!(timer);
-    let mut closing: Option<Instant> = None;
+    let mut goaway: Option<Instant> = None;
     loop {
+        let now = Instant::now();
+        match activity.next(timeout) {
+            Next::Stalled => return,
+            Next::Busy(at) => timer.as_mut().reset(Instant::from_std(at)),
+            // Frames that are not requests (SETTINGS, PING) do not start a head timeout.
+            Next::ReadingHead(_) | Next::Idle(_) => match goaway {
+                Some(sent) if now >= sent + timeout => return,
+                Some(sent) => timer.as_mut().reset(sent + timeout),
+                None => {
+                    let close = Instant::from_std(activity.close_at(timeout));
+                    if now >= close {
+                        conn.as_mut().graceful_shutdown();
+                        goaway = Some(now);
+                        timer.as_mut().reset(now + timeout);
+                    } else {
+                        timer.as_mut().reset(close);
+                    }
+                }
+            },
+        }
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
@@ -173,29 +198,11 @@ where
                 }
                 return;
             }
-            _ = &mut timer => {
-                let now = Instant::now();
-                if closing.is_some_and(|at| now >= at) {
-                    return;
-                }
-                match activity.deadline(header_timeout).map(Instant::from_std) {
-                    Some(at) if at <= now => {
-                        conn.as_mut().graceful_shutdown();
-                        closing = Some(now + CLOSE_GRACE);
-                        timer.as_mut().reset(now + CLOSE_GRACE);
-                    }
-                    Some(at) => timer.as_mut().reset(at),
-                    None => timer.as_mut().reset(now + header_timeout),
-                }
-            }
-            _ = activity.changed.notified(), if closing.is_none() => {
-                if let Some(at) = activity.deadline(header_timeout) {
-                    timer.as_mut().reset(Instant::from_std(at));
-                }
-            }
-            _ = shutdown.cancelled(), if closing.is_none() => {
+            _ = &mut timer => {}
+            _ = activity.changed.notified() => {}
+            _ = shutdown.cancelled(), if goaway.is_none() => {
                 conn.as_mut().graceful_shutdown();
-                closing = Some(Instant::now() + SHUTDOWN_WAIT);
+                goaway = Some(Instant::now() + Duration::from_secs(3600));
             }
         }
     }

@@ -172,8 +172,10 @@ impl Content {
     fn slice(&self, offset: u64, len: u64) -> Vec<Segment> {
         match self {
             Content::Mem(b) => {
+                // The bytes may be shorter than the stat said if the file changed meanwhile.
+                let start = (offset as usize).min(b.len());
                 let end = (offset + len).min(b.len() as u64) as usize;
-                vec![Segment::Mem(b.slice(offset as usize..end))]
+                vec![Segment::Mem(b.slice(start..end.max(start)))]
             }
             Content::File(f) => vec![Segment::File { file: f.clone(), offset, len }],
         }

@@ -1,6 +1,7 @@
 //! `>http(s)://` redirect mounts and the trailing-slash redirect (spec 2.3).
 
 use http::{HeaderValue, Response, StatusCode, header};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
 use crate::http::body::Body;
 use crate::http::error::HttpError;
@@ -24,7 +25,16 @@ pub fn mount_target(origin_url: &str, append_path: bool, remainder: &str) -> Str
         return origin_url.to_string();
     }
     let base = origin_url.trim_end_matches('/');
-    format!("{base}/{}", remainder.trim_start_matches('/'))
+    format!("{base}/{}", encode_path(remainder.trim_start_matches('/')))
+}
+
+/// Characters a decoded path may hold that cannot stand in a Location as they are.
+const PATH_ESCAPES: &AsciiSet =
+    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}');
+
+/// Re-encodes a decoded, normalised path for use in a Location header.
+pub fn encode_path(path: &str) -> String {
+    utf8_percent_encode(path, PATH_ESCAPES).to_string()
 }
 
 #[cfg(test)]
@@ -35,6 +45,7 @@ mod tests {
     fn targets() {
         assert_eq!(mount_target("https://x/", false, "/a"), "https://x/");
         assert_eq!(mount_target("https://x/", true, "/a/b"), "https://x/a/b");
+        assert_eq!(mount_target("https://x/", true, "/caf\u{e9} a?b"), "https://x/caf%C3%A9%20a%3Fb");
         let r = moved("https://x/").unwrap();
         assert_eq!(r.status(), 301);
         assert_eq!(r.headers()["content-length"], "0");
