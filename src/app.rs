@@ -39,13 +39,12 @@ impl Server {
         let mut bound: Vec<Bound> = Vec::new();
         for routes in &table.listeners {
             let first = config.vhosts.iter().find(|v| v.listen_key() == routes.key).expect("listener from a vhost");
-            let b =
-                listen::bind(&routes.key, first.unix_socket_perms.as_deref()).map_err(|source| StartError::Bind {
-                    loc: first.loc.clone(),
-                    vhost: first.name.clone(),
-                    what: describe_key(&routes.key),
-                    source,
-                })?;
+            let b = listen::bind(&routes.key, &first.socket_options()).map_err(|source| StartError::Bind {
+                loc: first.loc.clone(),
+                vhost: first.name.clone(),
+                what: describe_key(&routes.key),
+                source,
+            })?;
             tracing::info!(addrs = ?b.addrs, tls = routes.tls, vhosts = ?routes.vhosts.iter().map(|v| &v.name).collect::<Vec<_>>(), "listening");
             bound.push(b);
         }

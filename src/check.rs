@@ -50,8 +50,9 @@ pub fn summary(config: &Config, warnings: &[Warning]) -> String {
             "http"
         };
         let where_ = match key {
-            ListenKey::Tcp { port, interface, ipv6only, noipv6 } => {
-                let family = match (noipv6, ipv6only) {
+            ListenKey::Tcp { port, interface } => {
+                let opts = members[0].socket_options();
+                let family = match (opts.noipv6, opts.ipv6only) {
                     (true, _) => " ipv4",
                     (false, Some(true)) => " ipv6-only",
                     _ => "",

@@ -37,6 +37,12 @@ pub fn drop_after_bind(g: &Global) -> Result<(), String> {
         uid = Some(user.uid);
         gid = gid.or(Some(user.gid));
     }
+    if gid.is_none()
+        && let Some(u) = uid
+    {
+        // Dropping the user but not the group would keep gid 0 and root's groups.
+        gid = Some(User::from_uid(u).ok().flatten().map(|p| p.gid).unwrap_or(Gid::from_raw(u.as_raw())));
+    }
     if let Some(name) = &g.groupname {
         gid = Some(lookup_group(name)?);
     }

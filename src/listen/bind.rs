@@ -8,7 +8,7 @@ use std::path::Path;
 
 use socket2::{Domain, Protocol, Socket as RawSocket, Type};
 
-use crate::model::ListenKey;
+use crate::model::{ListenKey, SocketOptions};
 
 const BACKLOG: i32 = 1024;
 
@@ -36,24 +36,25 @@ impl Bound {
     }
 }
 
-pub fn bind(key: &ListenKey, perms: Option<&str>) -> io::Result<Bound> {
+pub fn bind(key: &ListenKey, opts: &SocketOptions) -> io::Result<Bound> {
     match key {
         ListenKey::Unix { path } => {
-            let l = bind_unix(path, perms)?;
+            let l = bind_unix(path, opts.unix_perms.as_deref())?;
             Ok(Bound {
                 key: key.clone(),
                 sockets: vec![Socket::Unix(l)],
                 addrs: vec![format!("unix:{}", path.display())],
             })
         }
-        ListenKey::Tcp { port, interface, ipv6only, noipv6 } => {
-            let targets = tcp_targets(*port, interface.as_deref(), *ipv6only, *noipv6)?;
+        ListenKey::Tcp { port, interface } => {
+            let (ipv6only, noipv6) = (opts.ipv6only, opts.noipv6);
+            let targets = tcp_targets(*port, interface.as_deref(), ipv6only, noipv6)?;
             let mut sockets = Vec::new();
             let mut addrs = Vec::new();
             for (addr, v6only) in targets {
                 let l = bind_tcp(addr, v6only).or_else(|e| match (interface, addr) {
                     // No IPv6 on this host: fall back to IPv4 for the all-interfaces case.
-                    (None, SocketAddr::V6(_)) if ipv6_missing(&e) && *ipv6only != Some(true) => {
+                    (None, SocketAddr::V6(_)) if ipv6_missing(&e) && ipv6only != Some(true) => {
                         bind_tcp(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), *port), false)
                     }
                     _ => Err(e),
@@ -170,15 +171,13 @@ mod tests {
 
     #[test]
     fn loopback_by_name_and_literal() {
-        let b = bind(&ListenKey::Tcp { port: 0, interface: Some("lo".into()), ipv6only: None, noipv6: true }, None)
-            .unwrap();
+        let v4 = SocketOptions { noipv6: true, ..Default::default() };
+        let b = bind(&ListenKey::Tcp { port: 0, interface: Some("lo".into()) }, &v4).unwrap();
         assert!(b.tcp_addrs().iter().all(|a| a.ip().is_loopback()));
         let b =
-            bind(&ListenKey::Tcp { port: 0, interface: Some("127.0.0.1".into()), ipv6only: None, noipv6: false }, None)
-                .unwrap();
+            bind(&ListenKey::Tcp { port: 0, interface: Some("127.0.0.1".into()) }, &SocketOptions::default()).unwrap();
         assert_eq!(b.tcp_addrs()[0].ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
-        let e =
-            bind(&ListenKey::Tcp { port: 0, interface: Some("nosuchif0".into()), ipv6only: None, noipv6: false }, None);
+        let e = bind(&ListenKey::Tcp { port: 0, interface: Some("nosuchif0".into()) }, &SocketOptions::default());
         assert!(e.is_err());
     }
 
@@ -187,10 +186,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s.sock");
         let key = ListenKey::Unix { path: p.clone() };
-        drop(bind(&key, None).unwrap());
-        let _again = bind(&key, None).unwrap();
+        drop(bind(&key, &SocketOptions::default()).unwrap());
+        let _again = bind(&key, &SocketOptions::default()).unwrap();
         let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o660);
-        assert!(bind(&ListenKey::Unix { path: p }, Some("nosuchuser:nosuchgroup")).is_err());
+        let perms = SocketOptions { unix_perms: Some("nosuchuser:nosuchgroup".into()), ..Default::default() };
+        assert!(bind(&ListenKey::Unix { path: p }, &perms).is_err());
     }
 }

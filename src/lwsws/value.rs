@@ -1,8 +1,9 @@
 //! Reading lwsws scalars the way lwsws does: every value is text first, then coerced.
 //!
 //! `"443"` and `443` are the same port; `1/on/yes/true` (any case) are true; JSON `true` and
-//! `false` arrive as `1` and `0`. Unlike C `atoi`, a number that is not a number is an error
-//! with its location, since a silent 0 port or timeout is never what the user meant.
+//! `false` arrive as `1` and `0`. Numbers are read like C `atoi` (leading digits; `""` is 0), as
+//! lwsws does, but anything that is not plainly a number is warned about with its location; a
+//! port must be a number.
 
 use std::sync::Arc;
 
@@ -49,7 +50,23 @@ impl Ctx<'_> {
         Ok(self.text(key, node)?.replacen("_lws_ddir_", self.ddir, 1))
     }
 
-    pub fn uint<T: TryFrom<u64>>(&self, key: &Key, node: &Node) -> Result<T, ConfigError> {
+    /// lwsws's `atoi`: the leading digits, with a warning when there is anything else.
+    pub fn uint<T: TryFrom<u64>>(&mut self, key: &Key, node: &Node) -> Result<T, ConfigError> {
+        let text = self.text(key, node)?;
+        let t = text.trim();
+        if t.parse::<u64>().is_ok() {
+            return self.strict_uint(key, node);
+        }
+        if t.starts_with('-') {
+            return Err(self.err(node.pos, &key.name, format!("\"{text}\" is negative")));
+        }
+        let digits: String = t.chars().take_while(char::is_ascii_digit).collect();
+        let n: u64 = digits.parse().unwrap_or(0);
+        self.warn(node.pos, format!("\"{}\": \"{text}\" is not a number; read as {n}, as lwsws does", key.name));
+        T::try_from(n).map_err(|_| self.err(node.pos, &key.name, format!("{n} is out of range")))
+    }
+
+    pub fn strict_uint<T: TryFrom<u64>>(&self, key: &Key, node: &Node) -> Result<T, ConfigError> {
         let text = self.text(key, node)?;
         let n: u64 = text
             .trim()

@@ -59,7 +59,8 @@ fn opt(ctx: &Ctx, k: &Key, val: &Node) -> Result<Option<String>, ConfigError> {
 fn apply_key(ctx: &mut Ctx, v: &mut Vhost, k: &Key, val: &Node) -> Result<(), ConfigError> {
     match k.name.as_str() {
         "name" => v.name = ctx.text_ddir(k, val)?,
-        "port" => v.port = ctx.uint(k, val)?,
+        // Strict, unlike other numbers: a port that is not a number is never what was meant.
+        "port" => v.port = ctx.strict_uint(k, val)?,
         "interface" => v.interface = Some(ctx.text_ddir(k, val)?).filter(|s| !s.is_empty()),
         "unix-socket" => v.unix_socket = ctx.flag(k, val)?,
         "unix-socket-perms" => v.unix_socket_perms = opt(ctx, k, val)?,
@@ -142,6 +143,11 @@ fn protocols(ctx: &mut Ctx, v: &mut Vhost, k: &Key, val: &Node) -> Result<(), Co
                 match &pv.kind {
                     Kind::Obj(_) | Kind::Arr(_) => {
                         ctx.warn(pk.pos, format!("nested option \"{}\" of \"{}\" is ignored", pk.name, name.name))
+                    }
+                    // D6: the README's "filespath" is lws-server-status's "filepath".
+                    _ if name.name == "lws-server-status" && pk.name == "filespath" => {
+                        ctx.warn(pk.pos, "\"filespath\" read as \"filepath\", the option lws-server-status reads");
+                        pvos.push(("filepath".to_string(), ctx.text_ddir(pk, pv)?));
                     }
                     _ => pvos.push((pk.name.clone(), ctx.text_ddir(pk, pv)?)),
                 }

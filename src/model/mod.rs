@@ -13,4 +13,4 @@ mod vhost;
 pub use config::{Config, ConfigError, Global, Loc, RejectRule, Warning};
 pub use mount::{CacheRule, Mount, Origin, Upstream};
 pub use validate::{BUILTIN_PROTOCOLS, validate};
-pub use vhost::{ListenKey, Protocol, Vhost};
+pub use vhost::{ListenKey, Protocol, SocketOptions, Vhost};

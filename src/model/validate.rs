@@ -78,6 +78,15 @@ fn check_shared_listener(members: &[&Vhost], warnings: &mut Vec<Warning>) -> Res
                 format!("vhost \"{}\" takes every connection on its port and must be alone on it", raw.name),
             ));
         }
+        if v.socket_options() != first.socket_options() {
+            warnings.push(Warning {
+                loc: v.loc.clone(),
+                msg: format!(
+                    "vhost \"{}\" shares the socket of vhost \"{}\": its ipv6only/noipv6/unix-socket-perms are not used",
+                    v.name, first.name
+                ),
+            });
+        }
         if members.iter().take_while(|o| !std::ptr::eq(**o, *v)).any(|o| o.name.eq_ignore_ascii_case(&v.name)) {
             warnings.push(Warning {
                 loc: v.loc.clone(),

@@ -20,11 +20,20 @@ impl Protocol {
     }
 }
 
-/// The socket a vhost listens on. Vhosts with equal keys share it.
+/// The socket a vhost listens on. Vhosts with equal keys share it; as in lwsws, the socket's
+/// options (`ipv6only`, `noipv6`, unix permissions) are those of the first vhost on it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub enum ListenKey {
-    Tcp { port: u16, interface: Option<String>, ipv6only: Option<bool>, noipv6: bool },
+    Tcp { port: u16, interface: Option<String> },
     Unix { path: PathBuf },
+}
+
+/// How the first vhost on a socket wants it bound.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SocketOptions {
+    pub ipv6only: Option<bool>,
+    pub noipv6: bool,
+    pub unix_perms: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -87,13 +96,12 @@ impl Vhost {
         if self.unix_socket {
             ListenKey::Unix { path: PathBuf::from(self.interface.clone().unwrap_or_default()) }
         } else {
-            ListenKey::Tcp {
-                port: self.port,
-                interface: self.interface.clone(),
-                ipv6only: self.ipv6only,
-                noipv6: self.noipv6,
-            }
+            ListenKey::Tcp { port: self.port, interface: self.interface.clone() }
         }
+    }
+
+    pub fn socket_options(&self) -> SocketOptions {
+        SocketOptions { ipv6only: self.ipv6only, noipv6: self.noipv6, unix_perms: self.unix_socket_perms.clone() }
     }
 
     pub fn protocol(&self, name: &str) -> Option<&Protocol> {

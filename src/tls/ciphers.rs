@@ -60,11 +60,14 @@ fn keyword_members(word: &str) -> Option<Vec<&'static str>> {
 /// for something rustls cannot offer.
 pub fn tls12_suites(list: &str, warnings: &mut Vec<String>) -> Vec<SupportedCipherSuite> {
     let mut chosen: Vec<&str> = Vec::new();
+    // OpenSSL's `!X` bans X for good: a later keyword cannot bring it back.
+    let mut banned: Vec<&str> = Vec::new();
     for raw in list.split([':', ',', ' ']).filter(|t| !t.is_empty()) {
-        let (remove, tok) = match raw.as_bytes()[0] {
-            b'!' | b'-' => (true, &raw[1..]),
-            b'+' => (false, &raw[1..]),
-            _ => (false, raw),
+        let (remove, ban, tok) = match raw.as_bytes()[0] {
+            b'!' => (true, true, &raw[1..]),
+            b'-' => (true, false, &raw[1..]),
+            b'+' => (false, false, &raw[1..]),
+            _ => (false, false, raw),
         };
         if tok.starts_with('@') {
             continue;
@@ -83,9 +86,12 @@ pub fn tls12_suites(list: &str, warnings: &mut Vec<String>) -> Vec<SupportedCiph
         };
         if remove {
             chosen.retain(|c| !members.contains(c));
+            if ban {
+                banned.extend(members);
+            }
         } else {
             for m in members {
-                if !chosen.contains(&m) {
+                if !chosen.contains(&m) && !banned.contains(&m) {
                     chosen.push(m);
                 }
             }
@@ -150,6 +156,16 @@ mod tests {
         assert!(!names.contains(&"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".to_string()));
         assert_eq!(names.len(), 5);
         assert_eq!(w.len(), 2, "{w:?}"); // DHE-RSA-AES256-GCM-SHA384 and ECDHE-RSA-AES256-SHA384
+    }
+
+    #[test]
+    fn a_ban_outlives_later_keywords() {
+        let mut w = Vec::new();
+        let names: Vec<String> = tls12_suites("!AES128:HIGH", &mut w).iter().map(suite_name).collect();
+        assert!(!names.iter().any(|n| n.contains("AES_128")), "{names:?}");
+        assert_eq!(names.len(), 4);
+        let names: Vec<String> = tls12_suites("-AES128:HIGH", &mut w).iter().map(suite_name).collect();
+        assert_eq!(names.len(), 6, "a plain removal can be re-added");
     }
 
     #[test]
