@@ -33,9 +33,14 @@ impl Segment {
     }
 }
 
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A body produced elsewhere (an upstream's response, a CGI's stdout), streamed through.
+pub type StreamBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
 #[derive(Default)]
 pub struct Body {
     segments: VecDeque<Segment>,
+    stream: Option<StreamBody>,
     sent: u64,
     on_done: Option<OnDone>,
 }
@@ -55,7 +60,11 @@ impl Body {
     }
 
     pub fn from_segments(segments: Vec<Segment>) -> Self {
-        Body { segments: segments.into_iter().filter(|s| s.len() > 0).collect(), sent: 0, on_done: None }
+        Body { segments: segments.into_iter().filter(|s| s.len() > 0).collect(), stream: None, sent: 0, on_done: None }
+    }
+
+    pub fn stream(body: StreamBody) -> Self {
+        Body { segments: VecDeque::new(), stream: Some(body), sent: 0, on_done: None }
     }
 
     pub fn len(&self) -> u64 {
@@ -63,7 +72,7 @@ impl Body {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.segments.is_empty()
+        self.segments.is_empty() && self.stream.is_none()
     }
 
     /// Adds a completion hook; hooks run in the order they were added.
@@ -90,8 +99,21 @@ impl http_body::Body for Body {
     type Data = Bytes;
     type Error = io::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
+        if let Some(stream) = this.stream.as_mut() {
+            return match Pin::new(stream).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(d) = frame.data_ref() {
+                        this.sent += d.len() as u64;
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(io::Error::other(e)))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            };
+        }
         let Some(seg) = this.segments.pop_front() else {
             return Poll::Ready(None);
         };
@@ -117,11 +139,17 @@ impl http_body::Body for Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.segments.is_empty()
+        match &self.stream {
+            Some(s) => s.is_end_stream(),
+            None => self.segments.is_empty(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.len())
+        match &self.stream {
+            Some(s) => s.size_hint(),
+            None => SizeHint::with_exact(self.len()),
+        }
     }
 }
 

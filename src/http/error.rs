@@ -26,6 +26,13 @@ pub enum HttpError {
     /// `reject-service-keywords`: the configured status and text, then the connection closes.
     #[error("rejected by reject-service-keywords")]
     Rejected { status: StatusCode, text: String },
+    /// The upstream refused or could not be reached.
+    #[error("upstream unavailable")]
+    ServiceUnavailable,
+    #[error("upstream failed")]
+    BadGateway,
+    #[error("upstream timed out")]
+    GatewayTimeout,
     #[error("not implemented: {0}")]
     NotImplemented(&'static str),
     #[error("internal error: {0}")]
@@ -53,6 +60,9 @@ impl HttpError {
             HttpError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             HttpError::Unauthorized => StatusCode::UNAUTHORIZED,
             HttpError::Rejected { status, .. } => *status,
+            HttpError::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::BadGateway => StatusCode::BAD_GATEWAY,
+            HttpError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             HttpError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             HttpError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -71,6 +81,8 @@ impl HttpError {
         }
         let msg = match &self {
             HttpError::Rejected { text, .. } => text.as_str(),
+            // lws's proxy answers a refused upstream with this text (spec 2.5).
+            HttpError::ServiceUnavailable => "Service Temporarily Unavailable",
             _ => "",
         };
         if let HttpError::RangeNotSatisfiable(len) = self {

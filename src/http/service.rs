@@ -10,12 +10,14 @@ use std::task::{Context, Poll};
 
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version, header};
+use hyper::body::Incoming;
 
 use super::access_log::Entry;
 use super::activity::Activity;
 use super::auth::{self, AuthOutcome};
 use super::body::Body;
 use super::error::HttpError;
+use super::origin::proxy::ClientInfo;
 use super::origin::{file, file_cache::FileCache, redirect};
 use super::path;
 use crate::model::Origin;
@@ -45,11 +47,13 @@ impl ConnCtx {
     }
 }
 
-/// The service's future: most answers are ready at once; those that must wait for blocking
-/// work (a bcrypt check of a basic-auth file) run on the blocking pool, off the event loop.
+/// A response still being produced (an upstream's, or one that waits on blocking work).
+pub type LaterResponse = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
+
+/// The service's future: most answers are ready at once; the rest are boxed.
 pub enum Reply {
     Ready(Option<Response<Body>>),
-    Blocking(tokio::task::JoinHandle<Response<Body>>),
+    Later(LaterResponse),
 }
 
 impl Future for Reply {
@@ -58,16 +62,26 @@ impl Future for Reply {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
             Reply::Ready(r) => Poll::Ready(Ok(r.take().expect("a Reply is polled to completion once"))),
-            Reply::Blocking(h) => Pin::new(h).poll(cx).map(|r| {
-                Ok(r.unwrap_or_else(|e| HttpError::Internal(format!("request task failed: {e}")).into_response()))
-            }),
+            Reply::Later(f) => f.as_mut().poll(cx).map(Ok),
         }
     }
 }
 
-pub fn handle<B>(ctx: &Arc<ConnCtx>, req: Request<B>) -> Reply {
+/// What the synchronous phases decided.
+enum Step {
+    Now(Response<Body>),
+    Later(LaterResponse),
+}
+
+/// What routing found for the request.
+enum Action {
+    Done(Response<Body>),
+    Proxy { mount: usize, remainder: String },
+}
+
+pub fn handle(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> Reply {
     ctx.activity.begin();
-    let (parts, _body) = req.into_parts();
+    let (parts, body) = req.into_parts();
     let host = request_host(&parts);
     let vhost = select_vhost(ctx, host.as_deref());
     let needs_auth = path::normalize(parts.uri.path())
@@ -77,21 +91,64 @@ pub fn handle<B>(ctx: &Arc<ConnCtx>, req: Request<B>) -> Reply {
         })
         .unwrap_or(false);
     if needs_auth {
+        // A bcrypt check costs milliseconds of CPU: keep it off the event loop.
         let ctx = ctx.clone();
-        return Reply::Blocking(tokio::task::spawn_blocking(move || respond(&ctx, parts)));
+        return Reply::Later(Box::pin(async move {
+            let inner = ctx.clone();
+            match tokio::task::spawn_blocking(move || respond(&inner, parts, body)).await {
+                Ok(Step::Now(r)) => r,
+                Ok(Step::Later(f)) => f.await,
+                Err(e) => {
+                    let mut r = HttpError::Internal(format!("request task failed: {e}")).into_response();
+                    let activity = ctx.activity.clone();
+                    r.body_mut().on_done(Box::new(move |_| activity.finish()));
+                    r
+                }
+            }
+        }));
     }
-    Reply::Ready(Some(respond(ctx, parts)))
+    match respond(ctx, parts, body) {
+        Step::Now(r) => Reply::Ready(Some(r)),
+        Step::Later(f) => Reply::Later(f),
+    }
 }
 
-fn respond(ctx: &ConnCtx, parts: Parts) -> Response<Body> {
+fn respond(ctx: &Arc<ConnCtx>, parts: Parts, body: Incoming) -> Step {
     let host = request_host(&parts);
     let vhost = select_vhost(ctx, host.as_deref());
     let mut mount_used = None;
     let mut close = false;
     let result = route(ctx, &vhost, &parts, host.as_deref(), &mut mount_used, &mut close);
+    match result {
+        Ok(Action::Done(r)) => Step::Now(complete(ctx, &vhost, mount_used, &parts, Ok(r), close)),
+        Err(e) => Step::Now(complete(ctx, &vhost, mount_used, &parts, Err(e), close)),
+        Ok(Action::Proxy { mount, remainder }) => {
+            let ctx = ctx.clone();
+            let vhost = vhost.clone();
+            Step::Later(Box::pin(async move {
+                let m = &vhost.mounts[mount];
+                let proxy = m.proxy.as_ref().expect("a proxy mount has a client");
+                let client =
+                    ClientInfo { addr: ctx.peer.map(|p| p.ip().to_canonical()), tls: ctx.tls, host: host.as_deref() };
+                let r = proxy.forward(&parts, body, &remainder, client).await;
+                complete(&ctx, &vhost, Some(m), &parts, r, false)
+            }))
+        }
+    }
+}
+
+/// The error mapping, `error-document-404`, then the common response phase.
+fn complete(
+    ctx: &ConnCtx,
+    vhost: &Arc<VhostRt>,
+    mount: Option<&MountRt>,
+    parts: &Parts,
+    result: Result<Response<Body>, HttpError>,
+    close: bool,
+) -> Response<Body> {
     let mut response = match result {
         Ok(r) => r,
-        Err(HttpError::NotFound) if vhost.error_404.is_some() => error_document(&vhost, &parts),
+        Err(HttpError::NotFound) if vhost.error_404.is_some() => error_document(vhost, parts),
         Err(e) => {
             if e.status().is_server_error() {
                 tracing::warn!(error = %e, uri = %parts.uri, "request failed");
@@ -103,7 +160,7 @@ fn respond(ctx: &ConnCtx, parts: Parts) -> Response<Body> {
         // The error document itself is served with the status it stands for.
         *response.status_mut() = StatusCode::NOT_FOUND;
     }
-    finish(ctx, &vhost, mount_used, &parts, response, close)
+    finish(ctx, vhost, mount, parts, response, close)
 }
 
 /// Host header (HTTP/1) or :authority (HTTP/2).
@@ -129,7 +186,7 @@ fn route<'v>(
     host: Option<&str>,
     mount_used: &mut Option<&'v MountRt>,
     close: &mut bool,
-) -> Result<Response<Body>, HttpError> {
+) -> Result<Action, HttpError> {
     if let Some(hs) = &ctx.handshake_vhost
         && !Arc::ptr_eq(hs, vhost)
         && vhost.client_cert_required
@@ -154,7 +211,7 @@ fn route<'v>(
     let mp = mount.model.mountpoint.as_str();
     let remainder = path.get(mp.trim_end_matches('/').len()..).unwrap_or("");
     if let Origin::Redirect(url) = &mount.model.origin {
-        return redirect::moved(&redirect::mount_target(url, mount.model.append_path, remainder));
+        return redirect::moved(&redirect::mount_target(url, mount.model.append_path, remainder)).map(Action::Done);
     }
     if mp.len() > 1
         && !mp.ends_with('/')
@@ -162,7 +219,7 @@ fn route<'v>(
         && !parts.uri.path().ends_with('/')
         && !matches!(mount.model.origin, Origin::Cgi(_) | Origin::Callback(_))
     {
-        return trailing_slash(ctx, parts, &path, host);
+        return trailing_slash(ctx, parts, &path, host).map(Action::Done);
     }
     if let Some(file) = &mount.model.basic_auth {
         match auth::check(file, parts.headers.get(header::AUTHORIZATION).map(HeaderValue::as_bytes)) {
@@ -172,10 +229,13 @@ fn route<'v>(
         }
     }
     match &mount.model.origin {
-        Origin::File(dir) => file::serve(dir, mount, remainder, parts, &ctx.shared.files),
+        Origin::File(dir) => file::serve(dir, mount, remainder, parts, &ctx.shared.files).map(Action::Done),
         Origin::Gzip => Err(HttpError::NotFound),
         Origin::Redirect(_) => unreachable!("handled above"),
-        Origin::Proxy { .. } => Err(HttpError::NotImplemented("reverse proxy origins")),
+        Origin::Proxy { .. } => {
+            let index = vhost.mounts.iter().position(|m| std::ptr::eq(m, mount)).expect("the mount is the vhost's");
+            Ok(Action::Proxy { mount: index, remainder: remainder.to_string() })
+        }
         Origin::Cgi(_) => Err(HttpError::NotImplemented("cgi origins")),
         Origin::Callback(_) => Err(HttpError::NotImplemented("callback origins")),
     }

@@ -8,7 +8,8 @@ use http::{HeaderName, HeaderValue};
 use super::route::{GlobalRt, ListenerRoutes, MountRt, RouteTable, VhostRt};
 use crate::http::access_log::AccessLog;
 use crate::http::mime::MimeRules;
-use crate::model::{Config, ConfigError, Loc, Mount, Vhost, Warning};
+use crate::http::origin::proxy::ProxyRt;
+use crate::model::{Config, ConfigError, Loc, Mount, Origin, Vhost, Warning};
 
 /// `Check` builds everything but opens no file for writing (`lwsws --check` must not create
 /// access logs); `Serve` opens them.
@@ -65,8 +66,21 @@ fn compile_vhost(
         headers.push((http::header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(STS_VALUE)));
     }
     let mut mounts = Vec::with_capacity(v.mounts.len());
+    let timeout = Duration::from_secs(cfg.global.timeout_secs.into());
     for m in &v.mounts {
-        mounts.push(compile_mount(m, &headers, vhost_header_count)?);
+        let mut rt = compile_mount(m, &headers, vhost_header_count)?;
+        if let Origin::Proxy { tls, upstream, path } = &m.origin {
+            if *tls && !v.enable_client_ssl {
+                warnings.push(Warning {
+                    loc: m.loc.clone(),
+                    msg: "an https:// origin without \"enable-client-ssl\" (lwsws requires it; served anyway)".into(),
+                });
+            }
+            let proxy = ProxyRt::new(*tls, upstream, path, v, timeout)
+                .map_err(|e| ConfigError::new(m.loc.clone(), Some("origin"), e))?;
+            rt.proxy = Some(Arc::new(proxy));
+        }
+        mounts.push(rt);
     }
     let tls = if v.is_tls() { Some(crate::tls::server_config(v, &cfg.global, warnings)?) } else { None };
     let access_log = match (&v.access_log, mode) {
@@ -107,7 +121,13 @@ fn compile_mount(
     merged.extend(extras);
     merged.extend_from_slice(&vhost_headers[vhost_count..]);
     let cache_control = HeaderValue::from_str(&m.cache.header_value()).expect("cache-control is ASCII");
-    Ok(MountRt { model: m.clone(), cache_control, mime: MimeRules::new(&m.extra_mimetypes), headers: merged })
+    Ok(MountRt {
+        model: m.clone(),
+        cache_control,
+        mime: MimeRules::new(&m.extra_mimetypes),
+        headers: merged,
+        proxy: None,
+    })
 }
 
 fn header_list(

@@ -8,6 +8,7 @@ use http::{HeaderName, HeaderValue};
 
 use crate::http::access_log::AccessLog;
 use crate::http::mime::MimeRules;
+use crate::http::origin::proxy::ProxyRt;
 use crate::model::{ListenKey, Mount, RejectRule};
 
 #[derive(Debug)]
@@ -53,6 +54,8 @@ pub struct MountRt {
     pub mime: MimeRules,
     /// The vhost's response headers with this mount's overrides applied in place, then its extras.
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The pooled client of an `http(s)://` mount.
+    pub proxy: Option<Arc<ProxyRt>>,
 }
 
 impl RouteTable {

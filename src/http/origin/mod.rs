@@ -3,4 +3,5 @@
 
 pub mod file;
 pub mod file_cache;
+pub mod proxy;
 pub mod redirect;

@@ -1,0 +1,396 @@
+//! `http://` and `https://` mounts: a reverse proxy (spec 2.5, D13).
+//!
+//! Each proxy mount owns a pooled hyper client whose connector always dials that mount's
+//! upstream (TCP, TLS verified against the system roots or `client-ssl-ca`, or a unix socket),
+//! so the pool never mixes upstreams and TLS settings. Bodies stream both ways.
+
+use std::future::Future;
+use std::io;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::TlsConnector;
+
+use super::redirect::encode_path;
+use crate::http::body::Body;
+use crate::http::error::HttpError;
+use crate::model::{Upstream, Vhost};
+
+/// A compiled proxy mount.
+pub struct ProxyRt {
+    client: Client<Connector, Incoming>,
+    tls: bool,
+    /// `Host:` for the upstream: the origin's `host[:port]` (D13).
+    host: HeaderValue,
+    /// `scheme://authority` of the request URIs (the connector ignores it; the pool keys on it).
+    base: String,
+    path: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for ProxyRt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyRt").field("base", &self.base).field("path", &self.path).finish()
+    }
+}
+
+/// What the request path knows about the client, for the forwarding headers.
+pub struct ClientInfo<'a> {
+    pub addr: Option<IpAddr>,
+    pub tls: bool,
+    pub host: Option<&'a str>,
+}
+
+impl ProxyRt {
+    pub fn new(tls: bool, upstream: &Upstream, path: &str, vhost: &Vhost, timeout: Duration) -> Result<Self, String> {
+        let (target, host, base) = match upstream {
+            Upstream::Tcp { host, port } => {
+                let default = if tls { 443 } else { 80 };
+                let shown = if host.contains(':') { format!("[{host}]") } else { host.clone() };
+                let authority = if *port == default { shown.clone() } else { format!("{shown}:{port}") };
+                let scheme = if tls { "https" } else { "http" };
+                (Target::Tcp(host.clone(), *port), authority.clone(), format!("{scheme}://{authority}"))
+            }
+            Upstream::Unix(p) => (Target::Unix(p.clone()), "localhost".to_string(), "http://localhost".to_string()),
+        };
+        let tls_connector = if tls {
+            let name = match upstream {
+                Upstream::Tcp { host, .. } => host.clone(),
+                Upstream::Unix(_) => "localhost".to_string(),
+            };
+            let server_name = ServerName::try_from(name).map_err(|e| format!("upstream name: {e}"))?;
+            Some((TlsConnector::from(client_tls(vhost)?), server_name))
+        } else {
+            None
+        };
+        let connector = Connector { target: Arc::new(target), tls: tls_connector, timeout };
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_timer(TokioTimer::new())
+            .set_host(false)
+            .build(connector);
+        Ok(ProxyRt {
+            client,
+            tls,
+            host: HeaderValue::from_str(&host).map_err(|_| "upstream host is not a valid header".to_string())?,
+            base,
+            path: path.to_string(),
+            timeout,
+        })
+    }
+
+    /// Forwards the request with `remainder` (the normalised path after the mountpoint).
+    pub async fn forward(
+        &self,
+        parts: &Parts,
+        body: Incoming,
+        remainder: &str,
+        client: ClientInfo<'_>,
+    ) -> Result<Response<Body>, HttpError> {
+        let path = upstream_path(&self.path, remainder, parts.uri.query());
+        let uri: Uri = format!("{}{path}", self.base).parse().map_err(|_| HttpError::BadRequest("unusable path"))?;
+        let mut req = Request::builder().method(parts.method.clone()).uri(uri).body(body).expect("valid request");
+        *req.headers_mut() = forward_headers(&parts.headers, &self.host, &client);
+        let sent = tokio::time::timeout(self.timeout, self.client.request(req)).await;
+        let resp = match sent {
+            Err(_) => return Err(HttpError::GatewayTimeout),
+            Ok(Err(e)) if e.is_connect() => {
+                tracing::warn!(upstream = %self.base, error = %e, "upstream connect failed");
+                return Err(HttpError::ServiceUnavailable);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(upstream = %self.base, error = %e, "upstream request failed");
+                return Err(HttpError::BadGateway);
+            }
+            Ok(Ok(r)) => r,
+        };
+        let (mut head, body) = resp.into_parts();
+        strip_hop_by_hop(&mut head.headers);
+        let body = body.map_err(|e| Box::new(e) as crate::http::body::BoxError).boxed();
+        Ok(Response::from_parts(head, Body::stream(body)))
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+}
+
+/// origin path + remainder, `//` collapsed, a trailing `/` only where the request had one.
+fn upstream_path(base: &str, remainder: &str, query: Option<&str>) -> String {
+    let joined = format!("{}/{}", base.trim_end_matches('/'), remainder.trim_start_matches('/'));
+    let mut out = String::with_capacity(joined.len() + 16);
+    for c in joined.chars() {
+        if c == '/' && out.ends_with('/') {
+            continue;
+        }
+        out.push(c);
+    }
+    if remainder.is_empty() && !base.ends_with('/') && out.len() > 1 {
+        out.pop();
+    }
+    let mut out = encode_path(&out);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+const HOP_BY_HOP: &[&str] =
+    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(*n);
+    }
+}
+
+/// The client's headers minus hop-by-hop ones, the origin's Host (D13), and the forwarding
+/// headers (`X-Forwarded-*` and RFC 7239 `Forwarded`), appended to any the client sent.
+fn forward_headers(client_headers: &HeaderMap, host: &HeaderValue, client: &ClientInfo) -> HeaderMap {
+    let mut h = client_headers.clone();
+    strip_hop_by_hop(&mut h);
+    h.insert(header::HOST, host.clone());
+    let proto = if client.tls { "https" } else { "http" };
+    if let Some(ip) = client.addr {
+        let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev}, {ip}"),
+            None => ip.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            h.insert("x-forwarded-for", v);
+        }
+    }
+    h.insert("x-forwarded-proto", HeaderValue::from_static(if client.tls { "https" } else { "http" }));
+    if let Some(v) = client.host.and_then(|c| HeaderValue::from_str(c).ok()) {
+        h.insert("x-forwarded-host", v);
+    }
+    let mut element = String::new();
+    if let Some(ip) = client.addr {
+        element = if ip.is_ipv6() { format!("for=\"[{ip}]\"") } else { format!("for={ip}") };
+        element.push(';');
+    }
+    element.push_str(&format!("proto={proto}"));
+    if let Some(c) = client.host.filter(|c| c.bytes().all(|b| b.is_ascii_graphic() && b != b'"')) {
+        element.push_str(&format!(";host=\"{c}\""));
+    }
+    let forwarded = match h.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {element}"),
+        None => element,
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded) {
+        h.insert(header::FORWARDED, v);
+    }
+    h
+}
+
+/// The client side TLS for `https://` origins: `client-ssl-ca` or the system roots, and the
+/// vhost's client certificate when it names one.
+fn client_tls(v: &Vhost) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    match &v.client_ssl_ca {
+        Some(ca) => {
+            for c in CertificateDer::pem_file_iter(ca).map_err(|e| format!("client-ssl-ca {}: {e}", ca.display()))? {
+                let c = c.map_err(|e| format!("client-ssl-ca {}: {e}", ca.display()))?;
+                roots.add(c).map_err(|e| format!("client-ssl-ca {}: {e}", ca.display()))?;
+            }
+        }
+        None => {
+            for c in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(c);
+            }
+        }
+    }
+    let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
+    let mut config = match (&v.client_ssl_cert, &v.client_ssl_key) {
+        (Some(cert), Some(key)) => {
+            let chain: Vec<_> = CertificateDer::pem_file_iter(cert)
+                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("client-ssl-cert {}: {e}", cert.display()))?;
+            let key =
+                PrivateKeyDer::from_pem_file(key).map_err(|e| format!("client-ssl-key {}: {e}", key.display()))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| format!("client certificate: {e}"))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+enum Target {
+    Tcp(String, u16),
+    Unix(PathBuf),
+}
+
+/// Dials the mount's one upstream, whatever URI the pool asks for.
+#[derive(Clone)]
+pub struct Connector {
+    target: Arc<Target>,
+    tls: Option<(TlsConnector, ServerName<'static>)>,
+    timeout: Duration,
+}
+
+impl tower_service::Service<Uri> for Connector {
+    type Response = UpstreamIo;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<UpstreamIo>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let connect = async {
+                let stream = match &*this.target {
+                    Target::Tcp(host, port) => {
+                        let s = TcpStream::connect((host.as_str(), *port)).await?;
+                        let _ = s.set_nodelay(true);
+                        match &this.tls {
+                            Some((c, name)) => Stream::Tls(Box::new(c.connect(name.clone(), s).await?)),
+                            None => Stream::Tcp(s),
+                        }
+                    }
+                    Target::Unix(p) => Stream::Unix(UnixStream::connect(p).await?),
+                };
+                Ok(UpstreamIo(TokioIo::new(stream)))
+            };
+            tokio::time::timeout(this.timeout, connect)
+                .await
+                .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))
+        })
+    }
+}
+
+enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Unix(UnixStream),
+}
+
+macro_rules! each {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self.get_mut() {
+            Stream::Tcp($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+            Stream::Tls($s) => {
+                let $s = Pin::new(&mut **$s);
+                $e
+            }
+            Stream::Unix($s) => {
+                let $s = Pin::new($s);
+                $e
+            }
+        }
+    };
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        each!(self, s => s.poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        each!(self, s => s.poll_write(cx, buf))
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each!(self, s => s.poll_flush(cx))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        each!(self, s => s.poll_shutdown(cx))
+    }
+}
+
+/// The upstream connection as hyper's client sees it.
+pub struct UpstreamIo(TokioIo<Stream>);
+
+impl Connection for UpstreamIo {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl hyper::rt::Read for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for UpstreamIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_as_lws_does() {
+        assert_eq!(upstream_path("/", "", None), "/");
+        assert_eq!(upstream_path("/app", "", None), "/app");
+        assert_eq!(upstream_path("/app", "/x/y", Some("a=1")), "/app/x/y?a=1");
+        assert_eq!(upstream_path("/app/", "/x/", None), "/app/x/");
+        assert_eq!(upstream_path("/", "/a b", None), "/a%20b");
+    }
+
+    #[test]
+    fn forwarding_headers() {
+        let mut client = HeaderMap::new();
+        client.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        client.insert("x-secret", HeaderValue::from_static("1"));
+        client.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        client.insert(header::COOKIE, HeaderValue::from_static("a=b"));
+        let info = ClientInfo { addr: Some("127.0.0.1".parse().unwrap()), tls: true, host: Some("site.test") };
+        let h = forward_headers(&client, &HeaderValue::from_static("backend:8080"), &info);
+        assert_eq!(h[header::HOST], "backend:8080");
+        assert!(h.get("x-secret").is_none() && h.get(header::CONNECTION).is_none());
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "site.test");
+        assert_eq!(h[header::FORWARDED], "for=127.0.0.1;proto=https;host=\"site.test\"");
+        assert_eq!(h[header::COOKIE], "a=b");
+    }
+}

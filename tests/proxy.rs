@@ -1,0 +1,237 @@
+//! Reverse proxy mounts (spec 2.5, D13) against real backends on 127.0.0.1 (and a unix socket,
+//! and a TLS backend with an rcgen certificate): mapping, streaming, pooling, failures.
+
+mod common;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{TestServer, connect, get, put};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+type Resp = hyper::Response<Full<Bytes>>;
+
+/// A backend answering with a text description of what it received; counts its connections.
+async fn echo(req: hyper::Request<Incoming>) -> Result<Resp, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    if parts.uri.path().ends_with("/slow") {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    let mut text = format!("{} {}\n", parts.method, parts.uri);
+    for (n, v) in &parts.headers {
+        text.push_str(&format!("{n}: {}\n", v.to_str().unwrap_or("?")));
+    }
+    text.push_str(&format!("body-len: {}\n", body.len()));
+    let sum: u64 = body.iter().map(|b| *b as u64).sum();
+    text.push_str(&format!("body-sum: {sum}\n"));
+    Ok(hyper::Response::builder()
+        .header("x-backend", "echo")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "must-not-pass")
+        .body(Full::new(Bytes::from(text)))
+        .unwrap())
+}
+
+async fn backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = conns.clone();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), service_fn(echo)),
+            );
+        }
+    });
+    (addr, conns)
+}
+
+fn proxy_vhost(origin: &str, extra_vhost: &str) -> String {
+    format!(
+        r#"{{ "vhosts": [{{ "name": "site.test", "port": "0", "interface": "127.0.0.1", {extra_vhost}
+            "mounts": [{{ "mountpoint": "/", "origin": "file://{{DIR}}/www" }},
+                       {{ "mountpoint": "/api", "origin": "{origin}" }}] }}] }}"#
+    )
+}
+
+#[tokio::test]
+async fn paths_headers_and_forwarding() {
+    let (b, _) = backend().await;
+    let s = TestServer::start("{}", &[&proxy_vhost(&format!("http://{b}/v1"), "")]).await;
+    let mut c = connect(s.addr()).await;
+    c.send("GET /api/items/7?x=1&y=2 HTTP/1.1\r\nHost: site.test\r\nX-Forwarded-For: 10.1.1.1\r\nTE: trailers\r\n\r\n")
+        .await;
+    let r = c.read_response(false).await.unwrap();
+    assert_eq!(r.status, 200);
+    let t = r.text();
+    assert!(t.starts_with("GET /v1/items/7?x=1&y=2\n"), "{t}");
+    assert!(t.contains(&format!("host: {b}\n")), "D13 Host is the origin's: {t}");
+    assert!(t.contains("x-forwarded-for: 10.1.1.1, 127.0.0.1\n"), "{t}");
+    assert!(t.contains("x-forwarded-proto: http\n"), "{t}");
+    assert!(t.contains("x-forwarded-host: site.test\n"), "{t}");
+    assert!(t.contains("forwarded: for=127.0.0.1;proto=http;host=\"site.test\"\n"), "{t}");
+    assert!(!t.contains("\nte:"), "hop-by-hop request headers are dropped: {t}");
+    assert_eq!(r.header("x-backend"), Some("echo"));
+    assert_eq!(r.header("x-hop"), None, "headers named in Connection are dropped");
+    // The mountpoint itself, without its slash, redirects first (spec 2.3).
+    assert_eq!(c.get("/api", "").await.status, 301);
+    assert!(c.get("/api/", "").await.text().starts_with("GET /v1/\n"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_stream_both_ways_and_upstreams_are_pooled() {
+    let (b, conns) = backend().await;
+    let s = TestServer::start("{}", &[&proxy_vhost(&format!("http://{b}/"), "")]).await;
+    let client = reqwest::Client::new();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    let sum: u64 = big.iter().map(|b| *b as u64).sum();
+    for _ in 0..5 {
+        let r = client.post(format!("http://{}/api/upload", s.addr())).body(big.clone()).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let t = r.text().await.unwrap();
+        assert!(t.starts_with("POST /upload\n"), "{t}");
+        assert!(t.contains("body-len: 3000000\n") && t.contains(&format!("body-sum: {sum}\n")), "{t}");
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "one pooled upstream connection served all five");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn refused_upstream_is_503_and_slow_is_504() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let s = TestServer::start("{}", &[&proxy_vhost(&format!("http://{dead}/"), "")]).await;
+    let r = get(s.addr(), "/api/x", "").await;
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("<h1>503</h1>Service Temporarily Unavailable"), "{}", r.text());
+    s.stop().await;
+
+    let (b, _) = backend().await;
+    let s = TestServer::start(r#"{ "global": { "timeout-secs": "1" } }"#, &[&proxy_vhost(&format!("http://{b}/"), "")])
+        .await;
+    let r = get(s.addr(), "/api/slow", "").await;
+    assert_eq!(r.status, 504);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_upstream_dying_mid_response_ends_the_client_response() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf).await;
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nonly a little").await.unwrap();
+        // and the backend dies
+    });
+    let s = TestServer::start("{}", &[&proxy_vhost(&format!("http://{b}/"), "")]).await;
+    let mut c = connect(s.addr()).await;
+    c.send("GET /api/x HTTP/1.1\r\nHost: site.test\r\n\r\n").await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match c.s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the client connection must not hang");
+    assert!(String::from_utf8_lossy(&got).contains("only a little"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn unix_socket_upstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("app.sock");
+    let l = tokio::net::UnixListener::bind(&sock).unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), service_fn(echo)),
+            );
+        }
+    });
+    let origin = format!("http://+{}:/app", sock.display());
+    let s = TestServer::start("{}", &[&proxy_vhost(&origin, "")]).await;
+    let r = get(s.addr(), "/api/z", "").await;
+    assert_eq!(r.status, 200);
+    assert!(r.text().starts_with("GET /app/z\n"), "{}", r.text());
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn https_upstream_verified_against_client_ssl_ca() {
+    let pki = common::Pki::new("backend ca");
+    let dir = tempfile::tempdir().unwrap();
+    pki.leaf(dir.path(), "backend", &["localhost"], false);
+    pki.write_ca(&dir.path().join("ca.pem"));
+    // A TLS backend.
+    use rustls_pki_types::pem::PemObject;
+    common::init();
+    let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_file_iter(dir.path().join("backend.crt"))
+        .unwrap()
+        .map(|c| c.unwrap())
+        .collect();
+    let key = rustls_pki_types::PrivateKeyDer::from_pem_file(dir.path().join("backend.key")).unwrap();
+    let cfg = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(chain, key).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(s).await {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service_fn(echo))
+                        .await;
+                }
+            });
+        }
+    });
+    let extra = format!(r#""enable-client-ssl": "1", "client-ssl-ca": "{}","#, dir.path().join("ca.pem").display());
+    let s = TestServer::start("{}", &[&proxy_vhost(&format!("https://localhost:{port}/"), &extra)]).await;
+    let r = get(s.addr(), "/api/secure", "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().starts_with("GET /secure\n"));
+    s.stop().await;
+    // Without the CA the backend's certificate is not trusted: the proxy refuses it.
+    let s =
+        TestServer::start("{}", &[&proxy_vhost(&format!("https://localhost:{port}/"), r#""enable-client-ssl": "1","#)])
+            .await;
+    assert_eq!(get(s.addr(), "/api/secure", "").await.status, 503);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn proxied_responses_are_access_logged_and_get_vhost_headers() {
+    let (b, _) = backend().await;
+    let extra = r#""access-log": "{DIR}/access.log", "headers": [{ "X-Site": "yes" }],"#;
+    let s = TestServer::start("{}", &[&proxy_vhost(&format!("http://{b}/"), extra)]).await;
+    put(s.path(), "www/index.html", "home");
+    let r = get(s.addr(), "/api/logged", "").await;
+    assert_eq!(r.header("x-site"), Some("yes"));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let log = std::fs::read_to_string(s.path().join("access.log")).unwrap();
+    assert!(log.contains("\"GET /api/logged HTTP/1.1\" 200 "), "{log}");
+    s.stop().await;
+}
