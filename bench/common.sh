@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared helpers for bench/static.sh and bench/idle-conns.sh.
+# Shared helpers for bench/static.sh, bench/proxy.sh and bench/idle-conns.sh.
 # Sourced, not executed. Callers must have `set -euo pipefail` and must have
 # cd'ed to the repo root before sourcing.
 #

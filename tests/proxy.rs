@@ -235,3 +235,58 @@ async fn proxied_responses_are_access_logged_and_get_vhost_headers() {
     assert!(log.contains("\"GET /api/logged HTTP/1.1\" 200 "), "{log}");
     s.stop().await;
 }
+
+/// A websocket echo backend that accepts the subprotocol the client offers first.
+async fn ws_backend() -> SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (s, _) = l.accept().await.unwrap();
+            tokio::spawn(async move {
+                let pick = |req: &Request, mut resp: Response| {
+                    if let Some(p) = req.headers().get("sec-websocket-protocol") {
+                        let first = p.to_str().unwrap().split(',').next().unwrap().trim().to_string();
+                        resp.headers_mut().insert("sec-websocket-protocol", first.parse().unwrap());
+                    }
+                    Ok(resp)
+                };
+                let mut ws = tokio_tungstenite::accept_hdr_async(s, pick).await.unwrap();
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_text() || msg.is_binary() {
+                        ws.send(msg).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn websocket_upgrades_are_tunnelled_with_the_subprotocol() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let b = ws_backend().await;
+    let s = TestServer::start("{}", &[&proxy_vhost(&format!("http://{b}/"), "")]).await;
+    let mut req = format!("ws://site.test/api/chat").into_client_request().unwrap();
+    req.headers_mut().insert("sec-websocket-protocol", "chat, superchat".parse().unwrap());
+    let tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, tcp).await.expect("handshake through the proxy");
+    assert_eq!(resp.headers().get("sec-websocket-protocol").unwrap(), "chat");
+    for i in 0..3 {
+        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(back.into_text().unwrap().as_str(), format!("hello {i}"));
+    }
+    // Idle longer than the parking delay and keep-alive: an upgraded connection is not HTTP any more.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ws.send(Message::text("still here")).await.unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(back.into_text().unwrap().as_str(), "still here");
+    ws.close(None).await.unwrap();
+    s.stop().await;
+}

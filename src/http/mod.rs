@@ -10,3 +10,4 @@ pub mod mime;
 pub mod origin;
 pub mod path;
 pub mod service;
+pub mod upgrade;

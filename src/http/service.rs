@@ -17,9 +17,10 @@ use super::activity::Activity;
 use super::auth::{self, AuthOutcome};
 use super::body::Body;
 use super::error::HttpError;
-use super::origin::proxy::ClientInfo;
+use super::origin::proxy::{self, ClientInfo, UpstreamUpgrade};
 use super::origin::{file, file_cache::FileCache, redirect};
 use super::path;
+use super::upgrade::UpgradeSlot;
 use crate::model::Origin;
 use crate::table::{ListenerRoutes, MountRt, RouteTable, VhostRt};
 
@@ -39,6 +40,8 @@ pub struct ConnCtx {
     pub handshake_vhost: Option<Arc<VhostRt>>,
     pub shared: Arc<Shared>,
     pub activity: Arc<Activity>,
+    /// Set by a request answered with 101: what runs on the stream afterwards.
+    pub upgrade: UpgradeSlot,
 }
 
 impl ConnCtx {
@@ -130,7 +133,13 @@ fn respond(ctx: &Arc<ConnCtx>, parts: Parts, body: Incoming) -> Step {
                 let proxy = m.proxy.as_ref().expect("a proxy mount has a client");
                 let client =
                     ClientInfo { addr: ctx.peer.map(|p| p.ip().to_canonical()), tls: ctx.tls, host: host.as_deref() };
-                let r = proxy.forward(&parts, body, &remainder, client).await;
+                let mut r = proxy.forward(&parts, body, &remainder, client).await;
+                if let Ok(resp) = &mut r
+                    && let Some(up) = resp.extensions_mut().remove::<UpstreamUpgrade>()
+                {
+                    // A websocket (or other upgrade) the upstream accepted: tunnel the bytes.
+                    ctx.upgrade.set(Box::new(move |client_io| Box::pin(proxy::tunnel(client_io, up))));
+                }
                 complete(&ctx, &vhost, Some(m), &parts, r, false)
             }))
         }

@@ -90,6 +90,7 @@ where
             handshake_vhost: None,
             shared: state.shared.clone(),
             activity: Arc::new(Activity::new(keepalive)),
+            upgrade: Default::default(),
         };
         return Box::pin(serve(stream, ctx, false, timeout, &state.shutdown)).await;
     }
@@ -128,6 +129,7 @@ async fn tls_connection<S>(
         activity: Arc::new(Activity::new(vhost.keepalive)),
         handshake_vhost: Some(vhost),
         shared: state.shared.clone(),
+        upgrade: Default::default(),
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     Box::pin(serve(tls, ctx, h2, timeout, &state.shutdown)).await
@@ -178,6 +180,7 @@ mod tests {
             handshake_vhost: None,
             shared: state.shared.clone(),
             activity: Arc::new(Activity::new(Duration::from_secs(5))),
+            upgrade: Default::default(),
         };
         let shutdown = CancellationToken::new();
         let serving = serve(

@@ -27,6 +27,7 @@ use super::io::{Prefixed, Readiness};
 use crate::http::activity::{Activity, Next};
 use crate::http::body::Body;
 use crate::http::service::{self, ConnCtx, Reply};
+use crate::http::upgrade::UpgradeSlot;
 
 /// Idle time after which an HTTP/1 connection gives up hyper's buffers. Short, because the
 /// buffers of a burst of connections that go idle together otherwise fragment the heap for good
@@ -44,6 +45,7 @@ where
 {
     let activity = ctx.activity.clone();
     let ctx = Arc::new(ctx);
+    let conn_ctx = ctx.clone();
     let svc: Arc<Svc> = Arc::new(service_fn(move |req| service::handle(&ctx, req)));
     let mut io = Prefixed::new(io, activity.clone());
     if h2 {
@@ -59,9 +61,16 @@ where
                 _ = shutdown.cancelled() => return,
             }
         }
-        io = match Box::pin(h1_session(io, svc.clone(), &activity, timeout, shutdown)).await {
-            Some(io) => io,
-            None => return,
+        io = match Box::pin(h1_session(io, svc.clone(), &activity, &conn_ctx.upgrade, timeout, shutdown)).await {
+            SessionEnd::Closed => return,
+            SessionEnd::Parked(io) => io,
+            SessionEnd::Upgraded(io) => {
+                // hyper wrote a 101; the request left what runs on the stream now.
+                if let Some(run) = conn_ctx.upgrade.take() {
+                    run(Box::new(io)).await;
+                }
+                return;
+            }
         };
         if shutdown.is_cancelled() {
             return;
@@ -69,15 +78,24 @@ where
     }
 }
 
-/// Runs hyper on `io` until the connection ends (`None`) or has been idle long enough to park
-/// (`Some`, with any bytes hyper read but did not parse put back in front).
+/// How an HTTP/1 session with hyper ended. `Parked` and `Upgraded` hand the stream back with
+/// any bytes hyper read but did not parse put back in front.
+enum SessionEnd<S> {
+    Closed,
+    Parked(Prefixed<S>),
+    Upgraded(Prefixed<S>),
+}
+
+/// Runs hyper on `io` until the connection ends, switches protocols, or has been idle long
+/// enough to park.
 async fn h1_session<S>(
     io: Prefixed<S>,
     svc: Arc<Svc>,
     activity: &Activity,
+    upgrade: &UpgradeSlot,
     timeout: Duration,
     shutdown: &CancellationToken,
-) -> Option<Prefixed<S>>
+) -> SessionEnd<S>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -97,12 +115,12 @@ where
     loop {
         let now = Instant::now();
         match activity.next(timeout) {
-            Next::Stalled => return None,
+            Next::Stalled => return SessionEnd::Closed,
             Next::Busy(at) => timer.as_mut().reset(Instant::from_std(at)),
             Next::ReadingHead(by) => {
                 let by = Instant::from_std(by);
                 if now >= by {
-                    return None;
+                    return SessionEnd::Closed;
                 }
                 timer.as_mut().reset(by);
             }
@@ -111,14 +129,14 @@ where
                 if parking || stopping {
                     let at = *give_up.get_or_insert(now + timeout);
                     if now >= at {
-                        return None;
+                        return SessionEnd::Closed;
                     }
                     timer.as_mut().reset(at);
                 } else if activity.served() == served_before {
                     // Woken for bytes that were not a request (or nothing): the idle deadline.
                     let close = Instant::from_std(activity.close_at(timeout));
                     if now >= close {
-                        return None;
+                        return SessionEnd::Closed;
                     }
                     timer.as_mut().reset(close);
                 } else if now >= park_at {
@@ -134,15 +152,16 @@ where
             res = poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
                 if let Err(e) = res {
                     tracing::debug!(error = %e, "HTTP/1 connection ended with an error");
-                    return None;
+                    return SessionEnd::Closed;
                 }
-                if !parking || stopping {
-                    return None;
+                let upgraded = !parking && !stopping && upgrade.is_set();
+                if !parking && !upgraded {
+                    return SessionEnd::Closed;
                 }
                 let parts = conn.into_parts();
                 let mut io = parts.io.into_inner();
                 io.unread(parts.read_buf);
-                return Some(io);
+                return if upgraded { SessionEnd::Upgraded(io) } else { SessionEnd::Parked(io) };
             }
             _ = &mut timer => {}
             _ = activity.changed.notified() => {}

@@ -105,6 +105,12 @@ impl ProxyRt {
         let uri: Uri = format!("{}{path}", self.base).parse().map_err(|_| HttpError::BadRequest("unusable path"))?;
         let mut req = Request::builder().method(parts.method.clone()).uri(uri).body(body).expect("valid request");
         *req.headers_mut() = forward_headers(&parts.headers, &self.host, &client);
+        let upgrade = upgrade_token(&parts.headers);
+        if let Some(token) = &upgrade {
+            // A websocket handshake: the upgrade is what is being forwarded (spec 2.5).
+            req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            req.headers_mut().insert(header::UPGRADE, token.clone());
+        }
         let sent = tokio::time::timeout(self.timeout, self.client.request(req)).await;
         let resp = match sent {
             Err(_) => return Err(HttpError::GatewayTimeout),
@@ -118,6 +124,14 @@ impl ProxyRt {
             }
             Ok(Ok(r)) => r,
         };
+        if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some() {
+            let mut resp = resp;
+            let on = hyper::upgrade::on(&mut resp);
+            let (head, _) = resp.into_parts();
+            let mut out = Response::from_parts(head, Body::empty());
+            out.extensions_mut().insert(UpstreamUpgrade(Arc::new(std::sync::Mutex::new(Some(on)))));
+            return Ok(out);
+        }
         let (mut head, body) = resp.into_parts();
         strip_hop_by_hop(&mut head.headers);
         let body = body.map_err(|e| Box::new(e) as crate::http::body::BoxError).boxed();
@@ -127,6 +141,35 @@ impl ProxyRt {
     pub fn is_tls(&self) -> bool {
         self.tls
     }
+}
+
+/// The upstream side of an accepted upgrade, handed from `forward` to the connection through
+/// the response's extensions (which must be `Clone`, hence the shared slot).
+#[derive(Clone)]
+pub struct UpstreamUpgrade(Arc<std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>>);
+
+/// Pipes bytes both ways between the client and the upgraded upstream until either side ends.
+pub async fn tunnel(mut client: crate::http::upgrade::UpgradedIo, upstream: UpstreamUpgrade) {
+    let Some(on) = upstream.0.lock().expect("upgrade slot").take() else { return };
+    match on.await {
+        Ok(up) => {
+            let mut up = TokioIo::new(up);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut up).await {
+                tracing::debug!(error = %e, "upgraded tunnel ended");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "upstream upgrade failed"),
+    }
+}
+
+/// The client's `Upgrade` token when the request asks to switch protocols.
+fn upgrade_token(h: &HeaderMap) -> Option<HeaderValue> {
+    let wants = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    if wants { h.get(header::UPGRADE).cloned() } else { None }
 }
 
 /// origin path + remainder, `//` collapsed, a trailing `/` only where the request had one.
