@@ -237,6 +237,7 @@ async fn proxied_responses_are_access_logged_and_get_vhost_headers() {
 }
 
 /// A websocket echo backend that accepts the subprotocol the client offers first.
+#[allow(clippy::result_large_err)] // tungstenite's callback signature, not ours
 async fn ws_backend() -> SocketAddr {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::handshake::server::{Request, Response};
@@ -272,7 +273,7 @@ async fn websocket_upgrades_are_tunnelled_with_the_subprotocol() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let b = ws_backend().await;
     let s = TestServer::start("{}", &[&proxy_vhost(&format!("http://{b}/"), "")]).await;
-    let mut req = format!("ws://site.test/api/chat").into_client_request().unwrap();
+    let mut req = "ws://site.test/api/chat".into_client_request().unwrap();
     req.headers_mut().insert("sec-websocket-protocol", "chat, superchat".parse().unwrap());
     let tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
     let (mut ws, resp) = tokio_tungstenite::client_async(req, tcp).await.expect("handshake through the proxy");
