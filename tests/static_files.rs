@@ -355,7 +355,7 @@ async fn slow_headers_are_cut_off_by_timeout_secs() {
 #[tokio::test]
 async fn other_methods_get_405_and_unimplemented_origins_501() {
     let mounts = r#"{ "mountpoint": "/", "origin": "file://{DIR}/www" },
-                    { "mountpoint": "/p", "origin": "cgi:///bin/true" }"#;
+                    { "mountpoint": "/p", "origin": "callback://protocol-post-demo" }"#;
     let s = TestServer::start("{}", &[&vhost("", mounts)]).await;
     put(s.path(), "www/index.html", "hi");
     let mut c = connect(s.addr()).await;

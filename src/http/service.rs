@@ -17,6 +17,7 @@ use super::activity::Activity;
 use super::auth::{self, AuthOutcome};
 use super::body::Body;
 use super::error::HttpError;
+use super::origin::cgi::{self, CgiRequest};
 use super::origin::proxy::{self, ClientInfo, UpstreamUpgrade};
 use super::origin::{file, file_cache::FileCache, redirect};
 use super::path;
@@ -80,6 +81,7 @@ enum Step {
 enum Action {
     Done(Response<Body>),
     Proxy { mount: usize, remainder: String },
+    Cgi { mount: usize, remainder: String },
 }
 
 pub fn handle(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> Reply {
@@ -125,6 +127,24 @@ fn respond(ctx: &Arc<ConnCtx>, parts: Parts, body: Incoming) -> Step {
     match result {
         Ok(Action::Done(r)) => Step::Now(complete(ctx, &vhost, mount_used, &parts, Ok(r), close)),
         Err(e) => Step::Now(complete(ctx, &vhost, mount_used, &parts, Err(e), close)),
+        Ok(Action::Cgi { mount, remainder }) => {
+            let ctx = ctx.clone();
+            let vhost = vhost.clone();
+            Step::Later(Box::pin(async move {
+                let m = &vhost.mounts[mount];
+                let Origin::Cgi(script) = &m.model.origin else { unreachable!("a cgi action comes from a cgi mount") };
+                let req = CgiRequest {
+                    parts: &parts,
+                    remainder: &remainder,
+                    peer: ctx.peer,
+                    tls: ctx.tls,
+                    server_name: &vhost.name,
+                    server_port: vhost.port,
+                };
+                let r = cgi::run(script, &m.model, req, body).await;
+                complete(&ctx, &vhost, Some(m), &parts, r, false)
+            }))
+        }
         Ok(Action::Proxy { mount, remainder }) => {
             let ctx = ctx.clone();
             let vhost = vhost.clone();
@@ -245,7 +265,10 @@ fn route<'v>(
             let index = vhost.mounts.iter().position(|m| std::ptr::eq(m, mount)).expect("the mount is the vhost's");
             Ok(Action::Proxy { mount: index, remainder: remainder.to_string() })
         }
-        Origin::Cgi(_) => Err(HttpError::NotImplemented("cgi origins")),
+        Origin::Cgi(_) => {
+            let index = vhost.mounts.iter().position(|m| std::ptr::eq(m, mount)).expect("the mount is the vhost's");
+            Ok(Action::Cgi { mount: index, remainder: remainder.to_string() })
+        }
         Origin::Callback(_) => Err(HttpError::NotImplemented("callback origins")),
     }
 }
