@@ -20,5 +20,6 @@ pub mod listen;
 pub mod lwsws;
 pub mod model;
 pub mod process;
+pub mod protocols;
 pub mod table;
 pub mod tls;

@@ -14,6 +14,8 @@ pub enum HttpError {
     NotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("payload too large")]
+    PayloadTooLarge,
     #[error("unsupported media type")]
     UnsupportedMediaType,
     /// 416, with the length of the file for `content-range: bytes */LEN`.
@@ -55,6 +57,7 @@ impl HttpError {
             HttpError::Forbidden => StatusCode::FORBIDDEN,
             HttpError::NotFound => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            HttpError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             HttpError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             HttpError::Misdirected => StatusCode::MISDIRECTED_REQUEST,

@@ -11,3 +11,4 @@ pub mod origin;
 pub mod path;
 pub mod service;
 pub mod upgrade;
+pub mod websocket;

@@ -22,6 +22,7 @@ use super::origin::proxy::{self, ClientInfo, UpstreamUpgrade};
 use super::origin::{file, file_cache::FileCache, redirect};
 use super::path;
 use super::upgrade::UpgradeSlot;
+use super::websocket;
 use crate::model::Origin;
 use crate::table::{ListenerRoutes, MountRt, RouteTable, VhostRt};
 
@@ -82,6 +83,7 @@ enum Action {
     Done(Response<Body>),
     Proxy { mount: usize, remainder: String },
     Cgi { mount: usize, remainder: String },
+    Callback { protocol: Arc<dyn crate::protocols::Protocol>, remainder: String },
 }
 
 pub fn handle(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> Reply {
@@ -89,12 +91,16 @@ pub fn handle(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> Reply {
     let (parts, body) = req.into_parts();
     let host = request_host(&parts);
     let vhost = select_vhost(ctx, host.as_deref());
-    let needs_auth = path::normalize(parts.uri.path())
-        .ok()
-        .and_then(|p| {
-            vhost.select_mount(&p, parts.headers.contains_key(header::UPGRADE)).map(|m| m.model.basic_auth.is_some())
-        })
-        .unwrap_or(false);
+    let ws_auth = websocket::is_websocket(&parts) && vhost.ws.auth.iter().any(Option::is_some);
+    let needs_auth = ws_auth
+        || path::normalize(parts.uri.path())
+            .ok()
+            .and_then(|p| {
+                vhost
+                    .select_mount(&p, parts.headers.contains_key(header::UPGRADE))
+                    .map(|m| m.model.basic_auth.is_some())
+            })
+            .unwrap_or(false);
     if needs_auth {
         // A bcrypt check costs milliseconds of CPU: keep it off the event loop.
         let ctx = ctx.clone();
@@ -127,6 +133,15 @@ fn respond(ctx: &Arc<ConnCtx>, parts: Parts, body: Incoming) -> Step {
     match result {
         Ok(Action::Done(r)) => Step::Now(complete(ctx, &vhost, mount_used, &parts, Ok(r), close)),
         Err(e) => Step::Now(complete(ctx, &vhost, mount_used, &parts, Err(e), close)),
+        Ok(Action::Callback { protocol, remainder }) => {
+            let ctx = ctx.clone();
+            let vhost = vhost.clone();
+            let mount = mount_used.map(|m| vhost.mounts.iter().position(|x| std::ptr::eq(x, m)).expect("the vhost's"));
+            Step::Later(Box::pin(async move {
+                let r = protocol.http(parts.clone(), body, remainder).await;
+                complete(&ctx, &vhost, mount.map(|i| &vhost.mounts[i]), &parts, r, false)
+            }))
+        }
         Ok(Action::Cgi { mount, remainder }) => {
             let ctx = ctx.clone();
             let vhost = vhost.clone();
@@ -233,7 +248,15 @@ fn route<'v>(
         return Err(rejection);
     }
     let upgrade = parts.headers.contains_key(header::UPGRADE);
-    let mount = vhost.select_mount(&path, upgrade).ok_or(HttpError::NotFound)?;
+    let mount = vhost.select_mount(&path, upgrade);
+    if websocket::is_websocket(parts)
+        && !matches!(mount.map(|m| &m.model.origin), Some(Origin::Proxy { .. } | Origin::Redirect(_)))
+    {
+        // Websockets go to the vhost's protocols whatever the mount, except where a proxy
+        // mount passes them on or a redirect mount sends them away (spec 2.3, 2.5).
+        return websocket::accept(ctx, vhost, parts).map(Action::Done);
+    }
+    let mount = mount.ok_or(HttpError::NotFound)?;
     *mount_used = Some(mount);
     let keepalive = mount.model.keepalive_timeout.map(|s| std::time::Duration::from_secs(s.into()));
     ctx.activity.set_keepalive(keepalive.unwrap_or(vhost.keepalive));
@@ -269,7 +292,13 @@ fn route<'v>(
             let index = vhost.mounts.iter().position(|m| std::ptr::eq(m, mount)).expect("the mount is the vhost's");
             Ok(Action::Cgi { mount: index, remainder: remainder.to_string() })
         }
-        Origin::Callback(_) => Err(HttpError::NotImplemented("callback origins")),
+        Origin::Callback(name) => {
+            let protocol = vhost.ws.by_name(name).ok_or_else(|| {
+                tracing::warn!(protocol = %name, "callback:// names a protocol that is not enabled on this vhost");
+                HttpError::NotFound
+            })?;
+            Ok(Action::Callback { protocol: protocol.clone(), remainder: remainder.to_string() })
+        }
     }
 }
 

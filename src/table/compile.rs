@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
-use super::route::{GlobalRt, ListenerRoutes, MountRt, RouteTable, VhostRt};
+use super::route::{GlobalRt, ListenerRoutes, MountRt, RouteTable, VhostProtocols, VhostRt};
 use crate::http::access_log::AccessLog;
 use crate::http::mime::MimeRules;
 use crate::http::origin::proxy::ProxyRt;
 use crate::model::{Config, ConfigError, Loc, Mount, Origin, Vhost, Warning};
+use crate::protocols::{self, IdlePolicy, VhostSummary};
 
 /// `Check` builds everything but opens no file for writing (`lwsws --check` must not create
 /// access logs); `Serve` opens them.
@@ -89,7 +90,9 @@ fn compile_vhost(
         })?)),
         _ => None,
     };
+    let ws = vhost_protocols(cfg, v, &mounts);
     Ok(VhostRt {
+        ws,
         name: v.name.clone(),
         port: v.port,
         tls,
@@ -100,6 +103,31 @@ fn compile_vhost(
         keepalive: Duration::from_secs(v.keepalive_timeout.into()),
         error_404: v.error_document_404.clone(),
     })
+}
+
+fn vhost_protocols(cfg: &Config, v: &Vhost, mounts: &[MountRt]) -> VhostProtocols {
+    let summary = VhostSummary {
+        name: v.name.clone(),
+        port: v.port,
+        tls: v.is_tls(),
+        sts: v.sts,
+        mounts: mounts.iter().map(|m| (m.model.mountpoint.clone(), m.model.origin.describe())).collect(),
+        protocols: v.ws_protocols.iter().map(|p| p.name.clone()).collect(),
+    };
+    let mut ws = VhostProtocols {
+        disable_no_protocol: v.disable_no_protocol_ws_upgrades,
+        idle: IdlePolicy::from_pingpong_secs(cfg.global.ws_pingpong_secs),
+        ..Default::default()
+    };
+    for p in &v.ws_protocols {
+        let Some(instance) = protocols::instantiate(p, &summary) else { continue };
+        if p.pvo("default").is_some() && ws.default.is_none() {
+            ws.default = Some(ws.protocols.len());
+        }
+        ws.auth.push(p.pvo("basic-auth").map(std::path::PathBuf::from));
+        ws.protocols.push(instance);
+    }
+    ws
 }
 
 /// Mount `headers` override the vhost's headers of the same name where they stand (before

@@ -10,6 +10,7 @@ use crate::http::access_log::AccessLog;
 use crate::http::mime::MimeRules;
 use crate::http::origin::proxy::ProxyRt;
 use crate::model::{ListenKey, Mount, RejectRule};
+use crate::protocols::{IdlePolicy, Protocol};
 
 #[derive(Debug)]
 pub struct RouteTable {
@@ -45,6 +46,26 @@ pub struct VhostRt {
     pub access_log: Option<Arc<AccessLog>>,
     pub keepalive: Duration,
     pub error_404: Option<String>,
+    pub ws: VhostProtocols,
+}
+
+/// The vhost's enabled built-in protocols, in `ws-protocols` order, with what the websocket
+/// handshake needs to choose among them.
+#[derive(Debug, Default)]
+pub struct VhostProtocols {
+    pub protocols: Vec<Arc<dyn Protocol>>,
+    /// Each protocol's `basic-auth` pvo.
+    pub auth: Vec<Option<std::path::PathBuf>>,
+    /// The protocol with the `default` pvo: used when the client offers none.
+    pub default: Option<usize>,
+    pub disable_no_protocol: bool,
+    pub idle: IdlePolicy,
+}
+
+impl VhostProtocols {
+    pub fn by_name(&self, name: &str) -> Option<&Arc<dyn Protocol>> {
+        self.protocols.iter().find(|p| p.name() == name)
+    }
 }
 
 #[derive(Debug)]

@@ -1,0 +1,95 @@
+//! The built-in protocols (D18): each one a module implementing `Protocol`, instantiated per
+//! vhost from its `ws-protocols` entry and options (pvos), so its shared state (a mirror's
+//! members, the status list) is the vhost's own.
+
+mod dumb_increment;
+mod idle;
+mod mirror;
+mod post_demo;
+mod server_status;
+mod status;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::Response;
+use http::request::Parts;
+use hyper::body::Incoming;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::http::body::Body;
+use crate::http::error::HttpError;
+use crate::http::upgrade::UpgradedIo;
+use crate::model;
+
+pub use idle::{Idle, IdlePolicy};
+
+pub type Ws = WebSocketStream<UpgradedIo>;
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What a websocket connection brings with it from its HTTP upgrade.
+#[derive(Debug, Clone)]
+pub struct WsInfo {
+    pub peer: Option<SocketAddr>,
+    pub query: Option<String>,
+    pub user_agent: String,
+    /// D10: when an idle connection is pinged and closed.
+    pub idle: IdlePolicy,
+}
+
+/// What the vhost knows that a protocol may report (lws-server-status).
+#[derive(Debug, Clone)]
+pub struct VhostSummary {
+    pub name: String,
+    pub port: u16,
+    pub tls: bool,
+    pub sts: bool,
+    pub mounts: Vec<(String, String)>,
+    pub protocols: Vec<String>,
+}
+
+pub trait Protocol: Send + Sync + std::fmt::Debug {
+    fn name(&self) -> &str;
+
+    /// Runs one websocket connection that chose this protocol; `None` if it has no ws side.
+    fn websocket(self: Arc<Self>, _ws: Ws, _info: WsInfo) -> Option<BoxFuture<()>> {
+        None
+    }
+
+    fn speaks_websocket(&self) -> bool {
+        true
+    }
+
+    /// Answers HTTP on a `callback://` mount.
+    fn http(
+        self: Arc<Self>,
+        _parts: Parts,
+        _body: Incoming,
+        _remainder: String,
+    ) -> BoxFuture<Result<Response<Body>, HttpError>> {
+        Box::pin(async { Err(HttpError::NotFound) })
+    }
+}
+
+/// The built-in protocol named in a vhost's `ws-protocols`, set up with its pvos; `None` for a
+/// name that is not built in (warned about when the config was read).
+pub fn instantiate(p: &model::Protocol, summary: &VhostSummary) -> Option<Arc<dyn Protocol>> {
+    Some(match p.name.as_str() {
+        "dumb-increment-protocol" => Arc::new(dumb_increment::DumbIncrement::new(p)),
+        "lws-mirror-protocol" => Arc::new(mirror::Mirror::default()),
+        "lws-status" => Arc::new(status::Status::new(&summary.name)),
+        "protocol-post-demo" => Arc::new(post_demo::PostDemo::default()),
+        "lws-server-status" => Arc::new(server_status::ServerStatus::new(p, summary.clone())),
+        _ => return None,
+    })
+}
+
+/// Sends a close frame and ends the connection; errors mean the peer is gone anyway.
+pub async fn close(ws: &mut Ws, code: u16, reason: &str) {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.to_string().into() };
+    let _ = ws.close(Some(frame)).await;
+}

@@ -1,0 +1,252 @@
+//! The built-in protocols over real websockets: subprotocol selection (default pvo, refusals),
+//! dumb-increment, mirror instances, lws-status, lws-server-status, the ws basic-auth pvo, D10
+//! idle pings, and protocol-post-demo on a callback:// mount.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{TestServer, connect};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+type Client = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+fn site(protocols: &str, extra_vhost: &str) -> String {
+    format!(
+        r#"{{ "vhosts": [{{ "name": "localhost", "port": "0", "interface": "127.0.0.1", {extra_vhost}
+            "mounts": [{{ "mountpoint": "/", "origin": "file://{{DIR}}/www" }},
+                       {{ "mountpoint": "/formtest", "origin": "callback://protocol-post-demo" }}],
+            "ws-protocols": [{protocols}] }}] }}"#
+    )
+}
+
+const ALL: &str = r#"{ "dumb-increment-protocol": {}, "lws-mirror-protocol": {}, "lws-status": {},
+    "protocol-post-demo": {}, "lws-server-status": { "update-ms": "1000", "filepath": "{DIR}/temp" } }"#;
+
+async fn ws(s: &TestServer, path: &str, protocol: Option<&str>, extra: &[(&str, &str)]) -> Result<Client, String> {
+    let mut req = format!("ws://localhost{path}").into_client_request().unwrap();
+    if let Some(p) = protocol {
+        req.headers_mut().insert("sec-websocket-protocol", p.parse().unwrap());
+    }
+    for (k, v) in extra {
+        let name = http::HeaderName::from_bytes(k.as_bytes()).unwrap();
+        req.headers_mut().insert(name, v.parse().unwrap());
+    }
+    let tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+    tokio_tungstenite::client_async(req, tcp).await.map(|(w, _)| w).map_err(|e| e.to_string())
+}
+
+async fn next_text(w: &mut Client) -> String {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("a message in time") {
+            Some(Ok(Message::Text(t))) => return t.to_string(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn dumb_increment_counts_resets_and_closes() {
+    let s = TestServer::start("{}", &[&site(ALL, "")]).await;
+    let mut w = ws(&s, "/", Some("dumb-increment-protocol"), &[]).await.unwrap();
+    let a: u64 = next_text(&mut w).await.parse().unwrap();
+    let b: u64 = next_text(&mut w).await.parse().unwrap();
+    assert_eq!((a, b), (0, 1));
+    for _ in 0..5 {
+        next_text(&mut w).await;
+    }
+    w.send(Message::text("reset\n")).await.unwrap();
+    let mut after = Vec::new();
+    for _ in 0..4 {
+        after.push(next_text(&mut w).await.parse::<u64>().unwrap());
+    }
+    assert!(after.iter().any(|n| *n <= 1), "the counter went back to 0: {after:?}");
+    w.send(Message::text("closeme\n")).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), w.next()).await.unwrap() {
+            Some(Ok(Message::Close(Some(f)))) => {
+                assert_eq!(u16::from(f.code), 1001);
+                assert_eq!(f.reason.as_str(), "seeya");
+                break;
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn mirror_instances_echo_to_all_members() {
+    let s = TestServer::start("{}", &[&site(ALL, "")]).await;
+    let mut a = ws(&s, "/?mirror=room", Some("lws-mirror-protocol"), &[]).await.unwrap();
+    let mut b = ws(&s, "/?mirror=room", Some("lws-mirror-protocol"), &[]).await.unwrap();
+    let mut other = ws(&s, "/?mirror=elsewhere", Some("lws-mirror-protocol"), &[]).await.unwrap();
+    a.send(Message::text("d #ff0000 1 2 3 4;")).await.unwrap();
+    assert_eq!(next_text(&mut a).await, "d #ff0000 1 2 3 4;", "the sender gets its own message");
+    assert_eq!(next_text(&mut b).await, "d #ff0000 1 2 3 4;");
+    other.send(Message::text("c #00ff00 5 5 5;")).await.unwrap();
+    assert_eq!(next_text(&mut other).await, "c #00ff00 5 5 5;");
+    let quiet = tokio::time::timeout(Duration::from_millis(300), b.next()).await;
+    assert!(quiet.is_err(), "another instance's traffic does not arrive");
+    // A fourth instance on the vhost is refused.
+    let _third = ws(&s, "/?mirror=third", Some("lws-mirror-protocol"), &[]).await.unwrap();
+    let mut fourth = ws(&s, "/?mirror=fourth", Some("lws-mirror-protocol"), &[]).await.unwrap();
+    let msg = tokio::time::timeout(Duration::from_secs(5), fourth.next()).await.unwrap();
+    assert!(matches!(msg, Some(Ok(Message::Close(_))) | None), "{msg:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn lws_status_lists_the_connections() {
+    let s = TestServer::start("{}", &[&site(ALL, "")]).await;
+    let mut a = ws(&s, "/", Some("lws-status"), &[("user-agent", "agent-a")]).await.unwrap();
+    let first: serde_json::Value = serde_json::from_str(&next_text(&mut a).await).unwrap();
+    assert_eq!(first["conns"].as_array().unwrap().len(), 1);
+    assert_eq!(first["hostname"], "localhost");
+    let mut b = ws(&s, "/", Some("lws-status"), &[("user-agent", "agent-b")]).await.unwrap();
+    let seen_by_a: serde_json::Value = serde_json::from_str(&next_text(&mut a).await).unwrap();
+    let conns = seen_by_a["conns"].as_array().unwrap();
+    assert_eq!(conns.len(), 2);
+    assert_eq!(conns[1]["ua"], "agent-b");
+    assert_eq!(conns[1]["peer"], "127.0.0.1");
+    let _ = next_text(&mut b).await;
+    b.close(None).await.unwrap();
+    drop(b);
+    let after: serde_json::Value = serde_json::from_str(&next_text(&mut a).await).unwrap();
+    assert_eq!(after["conns"].as_array().unwrap().len(), 1, "a close is announced");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn server_status_pushes_the_document() {
+    let s = TestServer::start("{}", &[&site(ALL, "")]).await;
+    common::put(s.path(), "temp", "42000");
+    let mut w = ws(&s, "/", Some("lws-server-status"), &[]).await.unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&next_text(&mut w).await).unwrap();
+    assert!(doc["i"]["uptime"].is_string() && doc["i"]["l1"].is_string(), "{doc}");
+    assert_eq!(doc["i"]["contexts"][0]["vhosts"][0]["name"], "localhost");
+    assert_eq!(doc["files"][0]["val"], "42000");
+    let t = std::time::Instant::now();
+    let _ = next_text(&mut w).await;
+    assert!(t.elapsed() >= Duration::from_millis(700), "pushed every update-ms");
+    s.stop().await;
+    let hidden = r#"{ "lws-server-status": { "hide-vhosts": "1" } }"#;
+    let s = TestServer::start("{}", &[&site(hidden, "")]).await;
+    let mut w = ws(&s, "/", Some("lws-server-status"), &[]).await.unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&next_text(&mut w).await).unwrap();
+    assert!(doc["i"]["contexts"][0]["vhosts"].is_null(), "{doc}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn subprotocol_selection_default_and_refusals() {
+    let with_default = r#"{ "dumb-increment-protocol": {}, "lws-mirror-protocol": { "default": "1" } }"#;
+    let s = TestServer::start("{}", &[&site(with_default, "")]).await;
+    // No subprotocol offered: the default pvo's protocol (mirror echoes).
+    let mut w = ws(&s, "/", None, &[]).await.unwrap();
+    w.send(Message::text("hello")).await.unwrap();
+    assert_eq!(next_text(&mut w).await, "hello");
+    // The first offered protocol the vhost has wins.
+    let mut w = ws(&s, "/", Some("nope, dumb-increment-protocol, lws-mirror-protocol"), &[]).await.unwrap();
+    assert_eq!(next_text(&mut w).await, "0");
+    let e = ws(&s, "/", Some("lws-status"), &[]).await.unwrap_err();
+    assert!(e.contains("400"), "a protocol not enabled here: {e}");
+    s.stop().await;
+
+    let s = TestServer::start(
+        "{}",
+        &[&site(r#"{ "dumb-increment-protocol": {} }"#, r#""disable-no-protocol-ws-upgrades": "1","#)],
+    )
+    .await;
+    let e = ws(&s, "/", None, &[]).await.unwrap_err();
+    assert!(e.contains("403"), "{e}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn ws_basic_auth_pvo() {
+    use base64::Engine;
+    let p = r#"{ "dumb-increment-protocol": { "basic-auth": "{DIR}/logins" } }"#;
+    let s = TestServer::start("{}", &[&site(p, "")]).await;
+    common::put(s.path(), "logins", "u:p\n");
+    let e = ws(&s, "/", Some("dumb-increment-protocol"), &[]).await.unwrap_err();
+    assert!(e.contains("401"), "{e}");
+    let e = ws(&s, "/", Some("dumb-increment-protocol"), &[("authorization", "Bearer x")]).await.unwrap_err();
+    assert!(e.contains("403"), "{e}");
+    let good = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("u:p"));
+    let mut w = ws(&s, "/", Some("dumb-increment-protocol"), &[("authorization", &good)]).await.unwrap();
+    assert_eq!(next_text(&mut w).await, "0");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn idle_websockets_are_pinged_then_closed() {
+    let s = TestServer::start(
+        r#"{ "global": { "ws-pingpong-secs": "1" } }"#,
+        &[&site(r#"{ "lws-mirror-protocol": {} }"#, "")],
+    )
+    .await;
+    // A raw client that completes the handshake and then neither reads nor answers.
+    let mut c = connect(s.addr()).await;
+    c.send("GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: lws-mirror-protocol\r\n\r\n").await;
+    let r = c.read_response(true).await.unwrap();
+    assert_eq!(r.status, 101);
+    assert_eq!(r.header("sec-websocket-accept"), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    let t = std::time::Instant::now();
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    let mut got_ping = false;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), c.s.read(&mut buf)).await.expect("closed in time") {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got_ping |= buf[..n].contains(&0x89),
+        }
+    }
+    assert!(got_ping, "a PING came first");
+    assert!(t.elapsed() >= Duration::from_millis(1500), "closed after the second period");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn post_demo_answers_forms() {
+    let s = TestServer::start("{}", &[&site(ALL, "")]).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("http://{}/formtest", s.addr()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("text=hello+%3Cworld%3E&send=Send")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let t = r.text().await.unwrap();
+    assert!(t.contains("<td>text</td><td>13</td><td>hello &lt;world&gt;</td>"), "{t}");
+    let body = "--XyZ\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nmulti\r\n--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\nContent-Type: text/plain\r\n\r\nfile body\r\n--XyZ--\r\n";
+    let r = client
+        .post(format!("http://{}/formtest", s.addr()))
+        .header("content-type", "multipart/form-data; boundary=XyZ")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let t = r.text().await.unwrap();
+    assert!(t.contains("<td>text</td><td>5</td><td>multi</td>"), "{t}");
+    assert!(t.contains("a.txt (9 bytes, saved as "), "{t}");
+    let big = format!(
+        "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big\"\r\n\r\n{}\r\n--XyZ--\r\n",
+        "x".repeat(150_000)
+    );
+    let r = client
+        .post(format!("http://{}/formtest", s.addr()))
+        .header("content-type", "multipart/form-data; boundary=XyZ")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    s.stop().await;
+}
