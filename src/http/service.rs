@@ -44,6 +44,9 @@ pub struct ConnCtx {
     pub activity: Arc<Activity>,
     /// Set by a request answered with 101: what runs on the stream afterwards.
     pub upgrade: UpgradeSlot,
+    /// Plain HTTP that arrived on a TLS port with `redirect-http`: every request is sent to
+    /// the same URL over https (spec 5).
+    pub redirect_to_https: bool,
 }
 
 impl ConnCtx {
@@ -89,6 +92,9 @@ enum Action {
 pub fn handle(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> Reply {
     ctx.activity.begin();
     let (parts, body) = req.into_parts();
+    if ctx.redirect_to_https {
+        return Reply::Ready(Some(to_https(ctx, &parts)));
+    }
     let host = request_host(&parts);
     let vhost = select_vhost(ctx, host.as_deref());
     let ws_auth = websocket::is_websocket(&parts) && vhost.ws.auth.iter().any(Option::is_some);
@@ -300,6 +306,27 @@ fn route<'v>(
             Ok(Action::Callback { protocol: protocol.clone(), remainder: remainder.to_string() })
         }
     }
+}
+
+/// `redirect-http`: 301 to `https://` + Host + path + `?args`; no Host, or one longer than lws's
+/// 128 bytes, is a bad request and the connection closes.
+fn to_https(ctx: &ConnCtx, parts: &Parts) -> Response<Body> {
+    let host = request_host(parts).filter(|h| h.len() <= 128 && !h.contains('/'));
+    let mut r = match host {
+        Some(h) => {
+            let pq = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            redirect::moved(&format!("https://{h}{pq}")).unwrap_or_else(|e| e.into_response())
+        }
+        None => HttpError::BadRequest("no usable Host to redirect to").into_response(),
+    };
+    if r.status() != StatusCode::MOVED_PERMANENTLY {
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    } else {
+        r.extensions_mut().insert(hyper::ext::ReasonPhrase::from_static(b"Redirect"));
+    }
+    let activity = ctx.activity.clone();
+    r.body_mut().on_done(Box::new(move |_| activity.finish()));
+    r
 }
 
 /// `reject-service-keywords`: the first keyword found in the User-Agent decides the answer.

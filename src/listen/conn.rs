@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -13,11 +14,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::bind::Socket;
-use super::io::Readiness;
+use super::io::{Prefixed, Readiness};
 use super::serve::serve;
+use super::sniff::{self, Verdict};
 use crate::http::activity::Activity;
 use crate::http::service::{ConnCtx, Shared};
 use crate::model::ListenKey;
+use crate::model::protocols::Onward;
+use crate::protocols::raw_proxy;
 use crate::table::{ListenerRoutes, RouteTable, VhostRt};
 
 /// What every accept loop shares: the current table (swapped on reload) and long-lived state.
@@ -80,22 +84,105 @@ where
     };
     let routes = &table.listeners[listener];
     let timeout = table.global.timeout;
-    let keepalive = routes.first().keepalive;
+    let mode = &routes.mode;
+    if let Some(onward) = &mode.raw {
+        return Box::pin(raw_proxy::pipe(stream, &[], onward, timeout)).await;
+    }
     if !routes.tls {
-        let ctx = ConnCtx {
-            table: table.clone(),
-            listener,
-            peer,
-            tls: false,
-            handshake_vhost: None,
-            shared: state.shared.clone(),
-            activity: Arc::new(Activity::new(keepalive)),
-            upgrade: Default::default(),
-        };
-        return Box::pin(serve(stream, ctx, false, timeout, &state.shutdown)).await;
+        if let Some(onward) = mode.fallback.clone() {
+            return Box::pin(plain_or_raw(stream, peer, table.clone(), listener, onward, state)).await;
+        }
+        return Box::pin(plain(stream, Bytes::new(), peer, table.clone(), listener, false, state)).await;
+    }
+    if mode.allow_non_tls {
+        return Box::pin(tls_or_not(stream, peer, table.clone(), listener, state)).await;
     }
     // Boxed: a moved-out TLS stream would otherwise keep its size in every connection's task.
     Box::pin(tls_connection(stream, peer, table.clone(), listener, state)).await
+}
+
+/// Plain HTTP, with bytes already read put back in front.
+async fn plain<S>(
+    stream: S,
+    first: Bytes,
+    peer: Option<SocketAddr>,
+    table: Arc<RouteTable>,
+    listener: usize,
+    redirect_to_https: bool,
+    state: Arc<AppState>,
+) where
+    S: AsyncRead + AsyncWrite + Readiness + Unpin + Send + 'static,
+{
+    let timeout = table.global.timeout;
+    let keepalive = table.listeners[listener].first().keepalive;
+    let ctx = ConnCtx {
+        table,
+        listener,
+        peer,
+        tls: false,
+        handshake_vhost: None,
+        shared: state.shared.clone(),
+        activity: Arc::new(Activity::new(keepalive)),
+        upgrade: Default::default(),
+        redirect_to_https,
+    };
+    serve(stream, first, ctx, false, timeout, &state.shutdown).await
+}
+
+/// `fallback-listen-accept` on a plain port: a first token that is not an HTTP method sends
+/// the connection, with what was read, to the raw protocol.
+async fn plain_or_raw<S>(
+    mut stream: S,
+    peer: Option<SocketAddr>,
+    table: Arc<RouteTable>,
+    listener: usize,
+    onward: Onward,
+    state: Arc<AppState>,
+) where
+    S: AsyncRead + AsyncWrite + Readiness + Unpin + Send + 'static,
+{
+    let timeout = table.global.timeout;
+    let Ok((head, verdict)) = sniff::read_until(&mut stream, timeout, sniff::http_request).await else {
+        return;
+    };
+    if verdict == Verdict::Yes {
+        return plain(stream, head.freeze(), peer, table, listener, false, state).await;
+    }
+    raw_proxy::pipe(stream, &head, &onward, timeout).await
+}
+
+/// `allow-non-tls` on a TLS port (spec 5): a first byte that cannot start a TLS handshake is
+/// plain text, and then `redirect-http`, `allow-http-on-https` and `fallback-listen-accept`
+/// are tried in that order; with none of them the connection is closed.
+async fn tls_or_not<S>(
+    mut stream: S,
+    peer: Option<SocketAddr>,
+    table: Arc<RouteTable>,
+    listener: usize,
+    state: Arc<AppState>,
+) where
+    S: AsyncRead + AsyncWrite + Readiness + Unpin + Send + 'static,
+{
+    let timeout = table.global.timeout;
+    let one = |b: &[u8]| if b.is_empty() { Verdict::NeedMore } else { Verdict::Yes };
+    let Ok((head, _)) = sniff::read_until(&mut stream, timeout, one).await else {
+        return;
+    };
+    if head.is_empty() {
+        return;
+    }
+    if sniff::is_tls(head[0]) {
+        let stream = Prefixed::sniffed(stream, head.freeze());
+        return tls_connection(stream, peer, table, listener, state).await;
+    }
+    let mode = table.listeners[listener].mode.clone();
+    if mode.redirect_http || mode.allow_http_on_https {
+        return plain(stream, head.freeze(), peer, table, listener, mode.redirect_http, state).await;
+    }
+    if let Some(onward) = &mode.fallback {
+        return raw_proxy::pipe(stream, &head, onward, timeout).await;
+    }
+    tracing::info!(?peer, first = ?&head[..head.len().min(16)], "plain text on a TLS port with no allow-non-tls role; closing");
 }
 
 async fn tls_connection<S>(
@@ -130,9 +217,10 @@ async fn tls_connection<S>(
         handshake_vhost: Some(vhost),
         shared: state.shared.clone(),
         upgrade: Default::default(),
+        redirect_to_https: false,
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    Box::pin(serve(tls, ctx, h2, timeout, &state.shutdown)).await
+    Box::pin(serve(tls, Bytes::new(), ctx, h2, timeout, &state.shutdown)).await
 }
 
 /// Reads the ClientHello, picks the vhost by SNI (D3; unknown or absent SNI: the first vhost on
@@ -181,10 +269,12 @@ mod tests {
             shared: state.shared.clone(),
             activity: Arc::new(Activity::new(Duration::from_secs(5))),
             upgrade: Default::default(),
+            redirect_to_https: false,
         };
         let shutdown = CancellationToken::new();
         let serving = serve(
             tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap(),
+            bytes::Bytes::new(),
             ctx,
             false,
             Duration::from_secs(1),

@@ -31,6 +31,15 @@ impl Readiness for UnixStream {
     }
 }
 
+impl<S: Readiness + Send> Readiness for Prefixed<S> {
+    async fn wait_readable(&mut self) -> io::Result<()> {
+        if self.has_unread() {
+            return Ok(());
+        }
+        self.inner.wait_readable().await
+    }
+}
+
 impl<S: Readiness + Send> Readiness for TlsStream<S> {
     async fn wait_readable(&mut self) -> io::Result<()> {
         let (inner, tls) = self.get_mut();
@@ -48,12 +57,17 @@ impl<S: Readiness + Send> Readiness for TlsStream<S> {
 pub struct Prefixed<S> {
     prefix: Bytes,
     inner: S,
-    activity: Arc<Activity>,
+    activity: Option<Arc<Activity>>,
 }
 
 impl<S> Prefixed<S> {
     pub fn new(inner: S, activity: Arc<Activity>) -> Self {
-        Prefixed { prefix: Bytes::new(), inner, activity }
+        Prefixed { prefix: Bytes::new(), inner, activity: Some(activity) }
+    }
+
+    /// Bytes read to decide what the connection speaks, put back for whoever reads next.
+    pub fn sniffed(inner: S, prefix: Bytes) -> Self {
+        Prefixed { prefix, inner, activity: None }
     }
 
     /// Puts `bytes` back in front of whatever is still unread.
@@ -86,13 +100,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
-            self.activity.on_read();
+            if let Some(a) = &self.activity {
+                a.on_read();
+            }
             return Poll::Ready(Ok(()));
         }
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.on_read();
+        if buf.filled().len() > before
+            && let Some(a) = &self.activity
+        {
+            a.on_read();
         }
         r
     }
@@ -101,7 +119,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
 impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.activity.on_write(r.is_ready());
+        if let Some(a) = &self.activity {
+            a.on_write(r.is_ready());
+        }
         r
     }
 
@@ -111,7 +131,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        self.activity.on_write(r.is_ready());
+        if let Some(a) = &self.activity {
+            a.on_write(r.is_ready());
+        }
         r
     }
 

@@ -5,6 +5,7 @@ mod bind;
 mod conn;
 mod io;
 mod serve;
+mod sniff;
 
 pub use bind::{Bound, Socket, bind};
 pub use conn::{AppState, accept_loop};

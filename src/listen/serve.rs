@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
@@ -39,7 +40,7 @@ const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
 type Svc = dyn Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future = Reply> + Send + Sync;
 
-pub async fn serve<S>(io: S, ctx: ConnCtx, h2: bool, timeout: Duration, shutdown: &CancellationToken)
+pub async fn serve<S>(io: S, first: Bytes, ctx: ConnCtx, h2: bool, timeout: Duration, shutdown: &CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Readiness + Unpin + Send + 'static,
 {
@@ -48,6 +49,7 @@ where
     let conn_ctx = ctx.clone();
     let svc: Arc<Svc> = Arc::new(service_fn(move |req| service::handle(&ctx, req)));
     let mut io = Prefixed::new(io, activity.clone());
+    io.unread(first);
     if h2 {
         // Boxed: hyper's HTTP/2 state is large, and an HTTP/1 task should not carry its size.
         return Box::pin(serve_h2(io, svc, &activity, timeout, shutdown)).await;

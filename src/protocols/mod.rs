@@ -6,6 +6,7 @@ mod dumb_increment;
 mod idle;
 mod mirror;
 mod post_demo;
+pub mod raw_proxy;
 mod server_status;
 mod status;
 

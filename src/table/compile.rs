@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
-use super::route::{GlobalRt, ListenerRoutes, MountRt, RouteTable, VhostProtocols, VhostRt};
+use super::route::{GlobalRt, ListenerMode, ListenerRoutes, MountRt, RouteTable, VhostProtocols, VhostRt};
 use crate::http::access_log::AccessLog;
 use crate::http::mime::MimeRules;
 use crate::http::origin::proxy::ProxyRt;
+use crate::model::protocols::parse_onward;
 use crate::model::{Config, ConfigError, Loc, Mount, Origin, Vhost, Warning};
 use crate::protocols::{self, IdlePolicy, VhostSummary};
 
@@ -37,7 +38,12 @@ pub fn compile(cfg: &Config, mode: CompileMode, warnings: &mut Vec<Warning>) -> 
         let key = v.listen_key();
         match listeners.iter_mut().find(|l| l.key == key) {
             Some(l) => l.vhosts.push(rt),
-            None => listeners.push(ListenerRoutes { key, tls: v.is_tls(), vhosts: vec![rt] }),
+            None => listeners.push(ListenerRoutes {
+                key,
+                tls: v.is_tls(),
+                vhosts: vec![rt],
+                mode: listener_mode(v, warnings),
+            }),
         }
     }
     Ok(RouteTable {
@@ -103,6 +109,33 @@ fn compile_vhost(
         keepalive: Duration::from_secs(v.keepalive_timeout.into()),
         error_404: v.error_document_404.clone(),
     })
+}
+
+/// The raw roles the first vhost on a socket gives it. The raw protocol is `listen-accept-protocol`
+/// or the protocol with the `raw` pvo; `raw-proxy` is the one built-in raw protocol.
+fn listener_mode(v: &Vhost, warnings: &mut Vec<Warning>) -> ListenerMode {
+    let name = v
+        .listen_accept_protocol
+        .clone()
+        .or_else(|| v.ws_protocols.iter().find(|p| p.pvo("raw").is_some()).map(|p| p.name.clone()));
+    let onward = match name.as_deref().and_then(|n| v.protocol(n)) {
+        Some(p) if p.name == "raw-proxy" => p.pvo("onward").and_then(|o| parse_onward(o).ok()),
+        Some(p) if v.apply_listen_accept || v.fallback_listen_accept => {
+            warnings.push(Warning {
+                loc: p.loc.clone(),
+                msg: format!("\"{}\" is not a raw protocol; only raw-proxy is built in", p.name),
+            });
+            None
+        }
+        _ => None,
+    };
+    ListenerMode {
+        raw: onward.clone().filter(|_| v.apply_listen_accept),
+        fallback: onward.filter(|_| v.fallback_listen_accept),
+        allow_non_tls: v.allow_non_tls && v.is_tls(),
+        redirect_http: v.redirect_http,
+        allow_http_on_https: v.allow_http_on_https,
+    }
 }
 
 fn vhost_protocols(cfg: &Config, v: &Vhost, mounts: &[MountRt]) -> VhostProtocols {

@@ -8,4 +8,4 @@ mod compile;
 mod route;
 
 pub use compile::{CompileMode, compile};
-pub use route::{GlobalRt, ListenerRoutes, MountRt, RouteTable, VhostProtocols, VhostRt};
+pub use route::{GlobalRt, ListenerMode, ListenerRoutes, MountRt, RouteTable, VhostProtocols, VhostRt};

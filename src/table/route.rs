@@ -9,6 +9,7 @@ use http::{HeaderName, HeaderValue};
 use crate::http::access_log::AccessLog;
 use crate::http::mime::MimeRules;
 use crate::http::origin::proxy::ProxyRt;
+use crate::model::protocols::Onward;
 use crate::model::{ListenKey, Mount, RejectRule};
 use crate::protocols::{IdlePolicy, Protocol};
 
@@ -32,6 +33,20 @@ pub struct ListenerRoutes {
     pub key: ListenKey,
     pub tls: bool,
     pub vhosts: Vec<Arc<VhostRt>>,
+    /// What else the socket carries, from its first vhost (spec 5).
+    pub mode: ListenerMode,
+}
+
+/// The raw roles of a listener (spec 5), from its first vhost.
+#[derive(Debug, Default, Clone)]
+pub struct ListenerMode {
+    /// `apply-listen-accept`: every connection goes to the raw protocol.
+    pub raw: Option<Onward>,
+    /// `fallback-listen-accept`: connections that are not HTTP (or not TLS) go raw.
+    pub fallback: Option<Onward>,
+    pub allow_non_tls: bool,
+    pub redirect_http: bool,
+    pub allow_http_on_https: bool,
 }
 
 #[derive(Debug)]
