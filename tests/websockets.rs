@@ -250,3 +250,16 @@ async fn post_demo_answers_forms() {
     assert_eq!(r.status(), 413);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn echo_returns_each_message_as_sent() {
+    let s = TestServer::start("{}", &[&site(r#"{ "lws-echo": {} }"#, "")]).await;
+    let mut w = ws(&s, "/", Some("lws-echo"), &[]).await.unwrap();
+    w.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(5), w.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(back, Message::binary(vec![1u8, 2, 3]));
+    let big = "é".repeat(100_000);
+    w.send(Message::text(big.clone())).await.unwrap();
+    assert_eq!(next_text(&mut w).await, big);
+    s.stop().await;
+}

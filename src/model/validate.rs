@@ -14,6 +14,7 @@ pub const BUILTIN_PROTOCOLS: &[&str] = &[
     "protocol-post-demo",
     "raw-proxy",
     "lws-acme-client",
+    "lws-echo",
 ];
 
 pub fn validate(cfg: &Config, conf: &Loc, warnings: &mut Vec<Warning>) -> Result<(), ConfigError> {

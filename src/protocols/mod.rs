@@ -3,6 +3,7 @@
 //! members, the status list) is the vhost's own.
 
 mod dumb_increment;
+mod echo;
 mod idle;
 mod mirror;
 mod post_demo;
@@ -83,6 +84,7 @@ pub fn instantiate(p: &model::Protocol, summary: &VhostSummary) -> Option<Arc<dy
         "lws-status" => Arc::new(status::Status::new(&summary.name)),
         "protocol-post-demo" => Arc::new(post_demo::PostDemo::default()),
         "lws-server-status" => Arc::new(server_status::ServerStatus::new(p, summary.clone())),
+        "lws-echo" => Arc::new(echo::Echo),
         _ => return None,
     })
 }
