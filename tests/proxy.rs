@@ -25,6 +25,17 @@ async fn echo(req: hyper::Request<Incoming>) -> Result<Resp, Infallible> {
     if parts.uri.path().ends_with("/slow") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
+    if parts.uri.path().ends_with("/page.html") {
+        let host = parts.headers.get("host").unwrap().to_str().unwrap();
+        let html = format!(
+            "<html><body><a href=\"/v1/x\">x</a><img src=\"http://{host}/v1/i.png\"><a href=\"rel.html\">r</a></body></html>"
+        );
+        return Ok(hyper::Response::builder()
+            .header("content-type", "text/html; charset=utf-8")
+            .header("content-length", html.len())
+            .body(Full::new(Bytes::from(html)))
+            .unwrap());
+    }
     let mut text = format!("{} {}\n", parts.method, parts.uri);
     for (n, v) in &parts.headers {
         text.push_str(&format!("{n}: {}\n", v.to_str().unwrap_or("?")));
@@ -289,5 +300,22 @@ async fn websocket_upgrades_are_tunnelled_with_the_subprotocol() {
     let back = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
     assert_eq!(back.into_text().unwrap().as_str(), "still here");
     ws.close(None).await.unwrap();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn links_in_proxied_html_point_under_the_mount() {
+    let (b, _) = backend().await;
+    let s = TestServer::start("{}", &[&proxy_vhost(&format!("http://{b}/v1"), "")]).await;
+    let t = reqwest::get(format!("http://{}/api/page.html", s.addr())).await.unwrap().text().await.unwrap();
+    assert!(t.contains("<a href=\"/api/x\">"), "{t}");
+    assert!(t.contains("<img src=\"/api/i.png\">"), "{t}");
+    assert!(t.contains("<a href=\"rel.html\">"), "relative links need no change: {t}");
+    s.stop().await;
+    // The mount can turn it off.
+    let v = proxy_vhost(&format!(r#"http://{b}/v1", "rewrite-links": "0"#), "");
+    let s = TestServer::start("{}", &[&v]).await;
+    let t = reqwest::get(format!("http://{}/api/page.html", s.addr())).await.unwrap().text().await.unwrap();
+    assert!(t.contains("<a href=\"/v1/x\">"), "{t}");
     s.stop().await;
 }

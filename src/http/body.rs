@@ -35,7 +35,7 @@ impl Segment {
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A body produced elsewhere (an upstream's response, a CGI's stdout), streamed through.
-pub type StreamBody = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+pub type StreamBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BoxError>;
 
 #[derive(Default)]
 pub struct Body {

@@ -68,6 +68,7 @@ fn apply_key(ctx: &mut Ctx, m: &mut Mount, k: &Key, v: &Node) -> Result<(), Conf
         "append-path" => m.append_path = ctx.flag(k, v)?,
         "no-ws-upgrades" => m.no_ws_upgrades = ctx.flag(k, v)?,
         "interceptor-path" => m.interceptor_path = Some(ctx.text_ddir(k, v)?),
+        "rewrite-links" => m.rewrite_links = ctx.flag(k, v)?,
         _ => ctx.unknown_key(k, "a mount"),
     }
     Ok(())
@@ -188,6 +189,7 @@ fn empty(loc: Loc) -> Mount {
         append_path: false,
         no_ws_upgrades: false,
         interceptor_path: None,
+        rewrite_links: true,
     }
 }
 

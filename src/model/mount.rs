@@ -100,4 +100,6 @@ pub struct Mount {
     pub append_path: bool,
     pub no_ws_upgrades: bool,
     pub interceptor_path: Option<String>,
+    /// D11: rewrite links in proxied HTML (an extension key, `rewrite-links`; on by default).
+    pub rewrite_links: bool,
 }

@@ -83,7 +83,7 @@ fn compile_vhost(
                     msg: "an https:// origin without \"enable-client-ssl\" (lwsws requires it; served anyway)".into(),
                 });
             }
-            let proxy = ProxyRt::new(*tls, upstream, path, v, timeout)
+            let proxy = ProxyRt::new(*tls, upstream, path, m, v, timeout)
                 .map_err(|e| ConfigError::new(m.loc.clone(), Some("origin"), e))?;
             rt.proxy = Some(Arc::new(proxy));
         }

@@ -93,7 +93,7 @@ pub async fn run(
         .try_filter(|b| futures::future::ready(!b.is_empty()))
         .map_ok(Frame::data)
         .map_err(|e| Box::new(e) as BoxError);
-    let body = BodyExt::boxed(StreamBody::new(stream));
+    let body = BodyExt::boxed_unsync(StreamBody::new(stream));
     builder.body(Body::stream(body)).map_err(|e| HttpError::Internal(e.to_string()))
 }
 

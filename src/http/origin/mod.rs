@@ -6,3 +6,4 @@ pub mod file;
 pub mod file_cache;
 pub mod proxy;
 pub mod redirect;
+pub mod rewrite;

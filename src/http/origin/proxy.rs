@@ -26,9 +26,10 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 
 use super::redirect::encode_path;
+use super::rewrite::{LinkMap, Rewritten};
 use crate::http::body::Body;
 use crate::http::error::HttpError;
-use crate::model::{Upstream, Vhost};
+use crate::model::{Mount, Upstream, Vhost};
 
 /// A compiled proxy mount.
 pub struct ProxyRt {
@@ -40,6 +41,8 @@ pub struct ProxyRt {
     base: String,
     path: String,
     timeout: Duration,
+    /// D11 link rewriting of `text/html`, unless the mount turned it off.
+    links: Option<LinkMap>,
 }
 
 impl std::fmt::Debug for ProxyRt {
@@ -56,7 +59,14 @@ pub struct ClientInfo<'a> {
 }
 
 impl ProxyRt {
-    pub fn new(tls: bool, upstream: &Upstream, path: &str, vhost: &Vhost, timeout: Duration) -> Result<Self, String> {
+    pub fn new(
+        tls: bool,
+        upstream: &Upstream,
+        path: &str,
+        mount: &Mount,
+        vhost: &Vhost,
+        timeout: Duration,
+    ) -> Result<Self, String> {
         let (target, host, base) = match upstream {
             Upstream::Tcp { host, port } => {
                 let default = if tls { 443 } else { 80 };
@@ -83,7 +93,13 @@ impl ProxyRt {
             .pool_timer(TokioTimer::new())
             .set_host(false)
             .build(connector);
+        let links = mount.rewrite_links.then(|| LinkMap {
+            origin_url: format!("{base}{path}"),
+            origin_path: path.to_string(),
+            mountpoint: mount.mountpoint.clone(),
+        });
         Ok(ProxyRt {
+            links,
             client,
             tls,
             host: HeaderValue::from_str(&host).map_err(|_| "upstream host is not a valid header".to_string())?,
@@ -134,13 +150,29 @@ impl ProxyRt {
         }
         let (mut head, body) = resp.into_parts();
         strip_hop_by_hop(&mut head.headers);
-        let body = body.map_err(|e| Box::new(e) as crate::http::body::BoxError).boxed();
+        let mut body = body.map_err(|e| Box::new(e) as crate::http::body::BoxError).boxed_unsync();
+        if let Some(map) = &self.links
+            && is_plain_html(&head.headers)
+        {
+            head.headers.remove(header::CONTENT_LENGTH);
+            body = Rewritten::new(body, map.clone()).boxed_unsync();
+        }
         Ok(Response::from_parts(head, Body::stream(body)))
     }
 
     pub fn is_tls(&self) -> bool {
         self.tls
     }
+}
+
+/// `text/html` that is not compressed: the only bodies whose links are rewritten.
+fn is_plain_html(h: &HeaderMap) -> bool {
+    let html = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim_start().get(..9).is_some_and(|p| p.eq_ignore_ascii_case("text/html")));
+    let encoded = h.get(header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes() != b"identity");
+    html && !encoded
 }
 
 /// The upstream side of an accepted upgrade, handed from `forward` to the connection through

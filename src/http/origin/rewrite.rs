@@ -1,0 +1,173 @@
+//! D11: links in proxied `text/html` are rewritten so that the origin's URL, or a root-relative
+//! path, points under the mountpoint instead, as the lwsws README describes. Streamed through
+//! lol_html (a real HTML tokenizer), chunk by chunk; never a regex over the document.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use lol_html::send::{HtmlRewriter, Settings};
+use lol_html::{OutputSink, element};
+
+use crate::http::body::{BoxError, StreamBody};
+
+/// What to rewrite: URLs starting with `origin_url` (scheme://authority/path) or `origin_path`.
+#[derive(Debug, Clone)]
+pub struct LinkMap {
+    pub origin_url: String,
+    pub origin_path: String,
+    pub mountpoint: String,
+}
+
+impl LinkMap {
+    pub fn map(&self, url: &str) -> Option<String> {
+        let mp = self.mountpoint.trim_end_matches('/');
+        let base = self.origin_path.trim_end_matches('/');
+        let origin = self.origin_url.trim_end_matches('/');
+        if let Some(rest) = url.strip_prefix(origin).filter(|r| r.is_empty() || r.starts_with(['/', '?', '#'])) {
+            return Some(format!("{mp}{}", if rest.is_empty() { "/" } else { rest }));
+        }
+        if !url.starts_with('/') || url.starts_with("//") || mp.is_empty() {
+            return None;
+        }
+        if !base.is_empty()
+            && let Some(rest) = url.strip_prefix(base).filter(|r| r.is_empty() || r.starts_with(['/', '?', '#']))
+        {
+            return Some(format!("{mp}{}", if rest.is_empty() { "/" } else { rest }));
+        }
+        if url == mp || url.starts_with(&format!("{mp}/")) {
+            return None;
+        }
+        Some(format!("{mp}{url}"))
+    }
+}
+
+struct Sink(Arc<Mutex<Vec<u8>>>);
+
+impl OutputSink for Sink {
+    fn handle_chunk(&mut self, chunk: &[u8]) {
+        self.0.lock().expect("rewrite sink").extend_from_slice(chunk);
+    }
+}
+
+/// The upstream body, rewritten as it streams.
+pub struct Rewritten {
+    upstream: StreamBody,
+    rewriter: Option<HtmlRewriter<'static, Sink>>,
+    out: Arc<Mutex<Vec<u8>>>,
+    pending: VecDeque<Bytes>,
+    done: bool,
+}
+
+impl Rewritten {
+    pub fn new(upstream: StreamBody, map: LinkMap) -> Self {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let attr = |name: &'static str, map: LinkMap| {
+            element!(format!("[{name}]"), move |el| {
+                if let Some(v) = el.get_attribute(name)
+                    && let Some(new) = map.map(&v)
+                {
+                    el.set_attribute(name, &new)?;
+                }
+                Ok(())
+            })
+        };
+        let settings = Settings::new_send()
+            .append_element_content_handler(attr("href", map.clone()))
+            .append_element_content_handler(attr("src", map.clone()))
+            .append_element_content_handler(attr("action", map));
+        let rewriter = HtmlRewriter::new(settings, Sink(out.clone()));
+        Rewritten { upstream, rewriter: Some(rewriter), out, pending: VecDeque::new(), done: false }
+    }
+
+    fn take_output(&mut self) {
+        let mut out = self.out.lock().expect("rewrite sink");
+        if !out.is_empty() {
+            self.pending.push_back(Bytes::from(std::mem::take(&mut *out)));
+        }
+    }
+}
+
+impl http_body::Body for Rewritten {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            if let Some(b) = this.pending.pop_front() {
+                return Poll::Ready(Some(Ok(Frame::data(b))));
+            }
+            if this.done {
+                return Poll::Ready(None);
+            }
+            match Pin::new(&mut this.upstream).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data()
+                        && let Some(r) = this.rewriter.as_mut()
+                    {
+                        r.write(&data).map_err(|e| Box::new(e) as BoxError)?;
+                        this.take_output();
+                    }
+                }
+                Poll::Ready(None) => {
+                    if let Some(r) = this.rewriter.take() {
+                        r.end().map_err(|e| Box::new(e) as BoxError)?;
+                    }
+                    this.take_output();
+                    this.done = true;
+                }
+            }
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map() -> LinkMap {
+        LinkMap {
+            origin_url: "http://127.0.0.1:8080/app".into(),
+            origin_path: "/app".into(),
+            mountpoint: "/proxied".into(),
+        }
+    }
+
+    #[test]
+    fn urls() {
+        let m = map();
+        assert_eq!(m.map("http://127.0.0.1:8080/app/x.css").as_deref(), Some("/proxied/x.css"));
+        assert_eq!(m.map("http://127.0.0.1:8080/app").as_deref(), Some("/proxied/"));
+        assert_eq!(m.map("/app/img.png").as_deref(), Some("/proxied/img.png"));
+        assert_eq!(m.map("/other").as_deref(), Some("/proxied/other"));
+        assert_eq!(m.map("/proxied/already").as_deref(), None);
+        assert_eq!(m.map("//cdn.example/x.js"), None);
+        assert_eq!(m.map("relative.html"), None);
+        assert_eq!(m.map("https://elsewhere.example/"), None);
+        assert_eq!(m.map("http://127.0.0.1:8080/application"), None);
+    }
+
+    #[tokio::test]
+    async fn streams_across_chunk_boundaries() {
+        use http_body_util::BodyExt;
+        let chunks =
+            vec!["<html><a hr", "ef=\"/app/a\">x</a><img src=\"http://127.0.0.1:8080/app/i.png\">", "<a href=\"rel\">"];
+        let stream = futures::stream::iter(chunks.into_iter().map(|c| Ok::<_, BoxError>(Frame::data(Bytes::from(c)))));
+        let body = http_body_util::StreamBody::new(stream).boxed_unsync();
+        let out = Rewritten::new(body, map()).collect().await.unwrap().to_bytes();
+        assert_eq!(
+            String::from_utf8(out.to_vec()).unwrap(),
+            "<html><a href=\"/proxied/a\">x</a><img src=\"/proxied/i.png\"><a href=\"rel\">"
+        );
+    }
+}
