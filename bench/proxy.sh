@@ -228,7 +228,8 @@ EOF
       "mounts": [
         {
           "mountpoint": "/",
-          "origin": "http://127.0.0.1:$BACKEND_PORT/"
+          "origin": "http://127.0.0.1:$BACKEND_PORT/",
+          "rewrite-links": "${REWRITE_LINKS:-1}"
         }
       ]
     }

@@ -2,15 +2,16 @@
 //! path, points under the mountpoint instead, as the lwsws README describes. Streamed through
 //! lol_html (a real HTML tokenizer), chunk by chunk; never a regex over the document.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use lol_html::send::{HtmlRewriter, Settings};
-use lol_html::{OutputSink, element};
+use lol_html::send::{ElementContentHandlers, HtmlRewriter, Settings};
+use lol_html::{OutputSink, Selector};
 
 use crate::http::body::{BoxError, StreamBody};
 
@@ -45,6 +46,11 @@ impl LinkMap {
     }
 }
 
+/// The attributes that carry links, with their selectors parsed once (parsing them per
+/// response showed up in profiles).
+static SELECTORS: LazyLock<[(&str, Selector); 3]> =
+    LazyLock::new(|| ["href", "src", "action"].map(|n| (n, format!("[{n}]").parse().expect("a valid selector"))));
+
 struct Sink(Arc<Mutex<Vec<u8>>>);
 
 impl OutputSink for Sink {
@@ -65,20 +71,22 @@ pub struct Rewritten {
 impl Rewritten {
     pub fn new(upstream: StreamBody, map: LinkMap) -> Self {
         let out = Arc::new(Mutex::new(Vec::new()));
-        let attr = |name: &'static str, map: LinkMap| {
-            element!(format!("[{name}]"), move |el| {
+        let mut settings = Settings::new_send();
+        for (name, selector) in SELECTORS.iter() {
+            let map = map.clone();
+            let handler = move |el: &mut lol_html::send::Element<'_, '_>| -> lol_html::HandlerResult {
                 if let Some(v) = el.get_attribute(name)
                     && let Some(new) = map.map(&v)
                 {
                     el.set_attribute(name, &new)?;
                 }
                 Ok(())
-            })
-        };
-        let settings = Settings::new_send()
-            .append_element_content_handler(attr("href", map.clone()))
-            .append_element_content_handler(attr("src", map.clone()))
-            .append_element_content_handler(attr("action", map));
+            };
+            settings = settings.append_element_content_handler((
+                Cow::Borrowed(selector),
+                ElementContentHandlers::default().element(handler),
+            ));
+        }
         let rewriter = HtmlRewriter::new(settings, Sink(out.clone()));
         Rewritten { upstream, rewriter: Some(rewriter), out, pending: VecDeque::new(), done: false }
     }
