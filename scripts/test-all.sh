@@ -22,3 +22,14 @@ cargo test --all-targets
 echo "[test-all] smoke test of the release binary (the README's run command)"
 cargo build --release
 scripts/smoke-demo.sh target/release/lwsws
+
+# Real peers. Each script installs what it needs and ends with "N passed, M failed"; any
+# failure, or a peer that cannot run, fails this run.
+export ARTEFACT_DIR="${ARTEFACT_DIR:-$PWD/target/artefacts}"
+mkdir -p "$ARTEFACT_DIR"
+echo "[test-all] the demo page in headless Chromium over WebDriver"
+e2e/browser/run.sh target/release/lwsws
+echo "[test-all] libwebsockets-test-client against the ws protocols (ws and wss)"
+e2e/peers/lws-test-client.sh target/release/lwsws
+echo "[test-all] Autobahn|Testsuite fuzzingclient against lws-echo"
+e2e/peers/autobahn.sh target/release/lwsws

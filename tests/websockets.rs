@@ -263,3 +263,53 @@ async fn echo_returns_each_message_as_sent() {
     assert_eq!(next_text(&mut w).await, big);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_mirror_burst_is_paced_not_closed() {
+    let s = TestServer::start("{}", &[&site(ALL, "")]).await;
+    let w = ws(&s, "/?mirror=burst", Some("lws-mirror-protocol"), &[]).await.unwrap();
+    let (mut tx, mut rx) = w.split();
+    let sender = tokio::spawn(async move {
+        for i in 0..2000 {
+            tx.send(Message::text(format!("c #123456 {i} {i} 1;"))).await.unwrap();
+        }
+        tx
+    });
+    let mut got = 0;
+    while got < 2000 {
+        match tokio::time::timeout(Duration::from_secs(10), rx.next()).await.expect("echoes keep coming") {
+            Some(Ok(Message::Text(t))) => {
+                assert_eq!(t.as_str(), format!("c #123456 {got} {got} 1;"), "in order, none lost");
+                got += 1;
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("after {got} echoes: {other:?}"),
+        }
+    }
+    sender.await.unwrap();
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_close_from_the_client_is_answered() {
+    use tokio::io::AsyncReadExt;
+    let s = TestServer::start("{}", &[&site(ALL, "")]).await;
+    for protocol in ["lws-mirror-protocol", "dumb-increment-protocol", "lws-status"] {
+        let mut c = connect(s.addr()).await;
+        c.send(&format!("GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: {protocol}\r\n\r\n")).await;
+        assert_eq!(c.read_response(true).await.unwrap().status, 101);
+        // A masked Close 1000 "bye".
+        let mask = [1u8, 2, 3, 4];
+        let payload = [0x03, 0xe8, b'b', b'y', b'e'];
+        let mut frame = vec![0x88, 0x80 | payload.len() as u8];
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        tokio::io::AsyncWriteExt::write_all(&mut c.s, &frame).await.unwrap();
+        let mut all = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), c.s.read_to_end(&mut all)).await.unwrap().unwrap();
+        // Whatever came before (counter frames, a status document), the last frame is a Close.
+        let close_at = all.windows(2).rposition(|w| w[0] == 0x88 && (w[1] & 0x7f) >= 2).expect("a Close frame back");
+        assert_eq!(&all[close_at + 2..close_at + 4], &[0x03, 0xe8], "{protocol}: code 1000 echoed");
+    }
+    s.stop().await;
+}

@@ -224,7 +224,7 @@ else
     tail -n 20 "$SERVER_LOG" | sed 's/^/      /'
 fi
 
-for f in "$TMP"/*.log; do
+for f in "$TMP"/ws*.log; do
     gzip -c "$f" >"$OUT/$(basename "$f").gz"
 done
 log "client logs: $OUT/*.log.gz"

@@ -8,7 +8,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{BoxFuture, Idle, Protocol, Ws, WsInfo, close};
+use super::{BoxFuture, Idle, Protocol, Rx, Ws, WsInfo, close, receive};
 use crate::model;
 
 const TICK: Duration = Duration::from_millis(50);
@@ -51,11 +51,10 @@ async fn run(mut ws: Ws, info: WsInfo, timer: bool) {
             }
             msg = ws.next() => {
                 idle.on_rx();
-                let data = match msg {
-                    Some(Ok(Message::Text(t))) => t.as_bytes().to_vec(),
-                    Some(Ok(Message::Binary(b))) => b.to_vec(),
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                    Some(Ok(_)) => continue,
+                let data = match receive(&mut ws, msg).await {
+                    Rx::Data(m) => m.into_data(),
+                    Rx::Other => continue,
+                    Rx::End => return,
                 };
                 if data.len() < 6 {
                     continue;

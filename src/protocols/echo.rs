@@ -5,9 +5,8 @@
 use std::sync::Arc;
 
 use futures::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
 
-use super::{BoxFuture, Idle, Protocol, Ws, WsInfo};
+use super::{BoxFuture, Idle, Protocol, Rx, Ws, WsInfo, receive};
 
 #[derive(Debug, Default)]
 pub struct Echo;
@@ -25,14 +24,14 @@ impl Protocol for Echo {
                 tokio::select! {
                     msg = ws.next() => {
                         idle.on_rx();
-                        match msg {
-                            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                        match receive(&mut ws, msg).await {
+                            Rx::Data(m) => {
                                 if ws.send(m).await.is_err() {
                                     return;
                                 }
                             }
-                            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                            Some(Ok(_)) => {}
+                            Rx::Other => {}
+                            Rx::End => return,
                         }
                     }
                     _ = tokio::time::sleep_until(idle.deadline()) => {

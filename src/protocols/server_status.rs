@@ -9,7 +9,7 @@ use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{BoxFuture, Idle, Protocol, VhostSummary, Ws, WsInfo};
+use super::{BoxFuture, Idle, Protocol, Rx, VhostSummary, Ws, WsInfo, receive};
 use crate::model;
 
 /// lws read at most this much of each file.
@@ -91,7 +91,7 @@ impl Protocol for ServerStatus {
                     }
                     msg = ws.next() => {
                         idle.on_rx();
-                        if matches!(msg, Some(Ok(Message::Close(_))) | None | Some(Err(_))) {
+                        if let Rx::End = receive(&mut ws, msg).await {
                             return;
                         }
                     }

@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{BoxFuture, Idle, Protocol, Ws, WsInfo};
+use super::{BoxFuture, Idle, Protocol, Rx, Ws, WsInfo, receive};
 
 #[derive(Debug)]
 struct Conn {
@@ -84,9 +84,8 @@ impl Protocol for Status {
                     }
                     msg = ws.next() => {
                         idle.on_rx();
-                        match msg {
-                            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                            _ => {}
+                        if let Rx::End = receive(&mut ws, msg).await {
+                            break;
                         }
                     }
                     _ = tokio::time::sleep_until(idle.deadline()) => {
