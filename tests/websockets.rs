@@ -286,7 +286,7 @@ async fn a_mirror_burst_is_paced_not_closed() {
             other => panic!("after {got} echoes: {other:?}"),
         }
     }
-    sender.await.unwrap();
+    drop(sender.await.unwrap());
     s.stop().await;
 }
 
