@@ -9,7 +9,7 @@ use http::request::Parts;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 
 use super::auth::{self, AuthOutcome};
 use super::body::Body;
@@ -17,6 +17,12 @@ use super::error::HttpError;
 use super::service::ConnCtx;
 use crate::protocols::WsInfo;
 use crate::table::VhostRt;
+
+/// Small buffers: a websocket mostly waits, and tungstenite's 128 KiB default read buffer made an
+/// idle connection cost 140 KiB (bench/ws-fanout.sh). Messages still grow to what they need.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
+}
 
 /// `Connection: upgrade` + `Upgrade: websocket`.
 pub fn is_websocket(parts: &Parts) -> bool {
@@ -74,7 +80,7 @@ pub fn accept(ctx: &ConnCtx, vhost: &Arc<VhostRt>, parts: &Parts) -> Result<Resp
     };
     ctx.upgrade.set(Box::new(move |io| {
         Box::pin(async move {
-            let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
+            let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).await;
             if let Some(run) = protocol.websocket(ws, info) {
                 run.await;
             }
