@@ -163,7 +163,7 @@ async fn an_upstream_dying_mid_response_ends_the_client_response() {
     })
     .await;
     assert!(ended.is_ok(), "the client connection must not hang");
-    assert!(String::from_utf8_lossy(&got).contains("only a little"));
+    assert!(String::from_utf8_lossy(&got).contains("only a little"), "{:?}", String::from_utf8_lossy(&got));
     s.stop().await;
 }
 

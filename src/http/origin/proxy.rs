@@ -1,10 +1,9 @@
 //! `http://` and `https://` mounts: a reverse proxy (spec 2.5, D13).
 //!
-//! Each proxy mount owns a pooled hyper client whose connector always dials that mount's
-//! upstream (TCP, TLS verified against the system roots or `client-ssl-ca`, or a unix socket),
-//! so the pool never mixes upstreams and TLS settings. Bodies stream both ways.
+//! Each proxy mount owns a pool of upstream connections (`pool.rs`) whose connector always dials
+//! that mount's upstream (TCP, TLS verified against the system roots or `client-ssl-ca`, or a
+//! unix socket), so a pool never mixes upstreams and TLS settings. Bodies stream both ways.
 
-use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -17,14 +16,13 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, Uri, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 
+use super::pool::{self, Driven, Failure, Pool};
 use super::redirect::encode_path;
 use super::rewrite::{LinkMap, Rewritten};
 use crate::http::body::Body;
@@ -33,7 +31,7 @@ use crate::model::{Mount, Upstream, Vhost};
 
 /// A compiled proxy mount.
 pub struct ProxyRt {
-    client: Client<Connector, Incoming>,
+    pool: Arc<Pool>,
     tls: bool,
     /// `Host:` for the upstream: the origin's `host[:port]` (D13).
     host: HeaderValue,
@@ -88,11 +86,7 @@ impl ProxyRt {
             None
         };
         let connector = Connector { target: Arc::new(target), tls: tls_connector, timeout };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_timer(TokioTimer::new())
-            .set_host(false)
-            .build(connector);
+        let pool = Arc::new(Pool::new(connector));
         let links = mount.rewrite_links.then(|| LinkMap {
             origin_url: format!("{base}{path}"),
             origin_path: path.to_string(),
@@ -100,7 +94,7 @@ impl ProxyRt {
         });
         Ok(ProxyRt {
             links,
-            client,
+            pool,
             tls,
             host: HeaderValue::from_str(&host).map_err(|_| "upstream host is not a valid header".to_string())?,
             base,
@@ -118,7 +112,7 @@ impl ProxyRt {
         client: ClientInfo<'_>,
     ) -> Result<Response<Body>, HttpError> {
         let path = upstream_path(&self.path, remainder, parts.uri.query());
-        let uri: Uri = format!("{}{path}", self.base).parse().map_err(|_| HttpError::BadRequest("unusable path"))?;
+        let uri: Uri = path.parse().map_err(|_| HttpError::BadRequest("unusable path"))?;
         let mut req = Request::builder().method(parts.method.clone()).uri(uri).body(body).expect("valid request");
         *req.headers_mut() = forward_headers(&parts.headers, &self.host, &client);
         let upgrade = upgrade_token(&parts.headers);
@@ -127,14 +121,14 @@ impl ProxyRt {
             req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             req.headers_mut().insert(header::UPGRADE, token.clone());
         }
-        let sent = tokio::time::timeout(self.timeout, self.client.request(req)).await;
-        let resp = match sent {
+        let sent = tokio::time::timeout(self.timeout, self.pool.send(req, upgrade.is_some())).await;
+        let (resp, conn) = match sent {
             Err(_) => return Err(HttpError::GatewayTimeout),
-            Ok(Err(e)) if e.is_connect() => {
+            Ok(Err(Failure::Connect(e))) => {
                 tracing::warn!(upstream = %self.base, error = %e, "upstream connect failed");
                 return Err(HttpError::ServiceUnavailable);
             }
-            Ok(Err(e)) => {
+            Ok(Err(Failure::Upstream(e))) => {
                 tracing::warn!(upstream = %self.base, error = %e, "upstream request failed");
                 return Err(HttpError::BadGateway);
             }
@@ -143,6 +137,7 @@ impl ProxyRt {
         if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some() {
             let mut resp = resp;
             let on = hyper::upgrade::on(&mut resp);
+            pool::finish_upgrade(conn);
             let (head, _) = resp.into_parts();
             let mut out = Response::from_parts(head, Body::empty());
             out.extensions_mut().insert(UpstreamUpgrade(Arc::new(std::sync::Mutex::new(Some(on)))));
@@ -150,7 +145,7 @@ impl ProxyRt {
         }
         let (mut head, body) = resp.into_parts();
         strip_hop_by_hop(&mut head.headers);
-        let mut body = body.map_err(|e| Box::new(e) as crate::http::body::BoxError).boxed_unsync();
+        let mut body = Driven::new(body, conn, self.pool.clone()).boxed_unsync();
         if let Some(map) = &self.links
             && is_plain_html(&head.headers)
         {
@@ -331,36 +326,26 @@ pub struct Connector {
     timeout: Duration,
 }
 
-impl tower_service::Service<Uri> for Connector {
-    type Response = UpstreamIo;
-    type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<UpstreamIo>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let connect = async {
-                let stream = match &*this.target {
-                    Target::Tcp(host, port) => {
-                        let s = TcpStream::connect((host.as_str(), *port)).await?;
-                        let _ = s.set_nodelay(true);
-                        match &this.tls {
-                            Some((c, name)) => Stream::Tls(Box::new(c.connect(name.clone(), s).await?)),
-                            None => Stream::Tcp(s),
-                        }
+impl Connector {
+    /// A new connection to the upstream, within the timeout.
+    pub async fn dial(&self) -> io::Result<UpstreamIo> {
+        let connect = async {
+            let stream = match &*self.target {
+                Target::Tcp(host, port) => {
+                    let s = TcpStream::connect((host.as_str(), *port)).await?;
+                    let _ = s.set_nodelay(true);
+                    match &self.tls {
+                        Some((c, name)) => Stream::Tls(Box::new(c.connect(name.clone(), s).await?)),
+                        None => Stream::Tcp(s),
                     }
-                    Target::Unix(p) => Stream::Unix(UnixStream::connect(p).await?),
-                };
-                Ok(UpstreamIo(TokioIo::new(stream)))
+                }
+                Target::Unix(p) => Stream::Unix(UnixStream::connect(p).await?),
             };
-            tokio::time::timeout(this.timeout, connect)
-                .await
-                .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))
-        })
+            Ok(UpstreamIo(TokioIo::new(stream)))
+        };
+        tokio::time::timeout(self.timeout, connect)
+            .await
+            .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))
     }
 }
 
@@ -407,14 +392,8 @@ impl AsyncWrite for Stream {
     }
 }
 
-/// The upstream connection as hyper's client sees it.
+/// The upstream connection as hyper's client connection sees it.
 pub struct UpstreamIo(TokioIo<Stream>);
-
-impl Connection for UpstreamIo {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
 
 impl hyper::rt::Read for UpstreamIo {
     fn poll_read(

@@ -1,0 +1,196 @@
+//! The upstream connections of one proxy mount, driven inline.
+//!
+//! hyper's pooled client runs every upstream connection as a task of its own and spawns another
+//! per request to hand the connection back; this pool instead polls the connection from the
+//! request (until the head arrives) and then from the response body (while it streams), so a
+//! proxied request stays on the client connection's task. A connection goes back to the pool
+//! when its response has been read to the end; a half-read one is closed.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+
+use super::proxy::Connector;
+use crate::http::body::BoxError;
+
+/// How long an idle upstream connection is kept.
+const IDLE_LIMIT: Duration = Duration::from_secs(90);
+/// At most this many idle connections per mount.
+const MAX_IDLE: usize = 256;
+
+type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
+pub struct Conn {
+    sender: http1::SendRequest<Incoming>,
+    driver: Driver,
+    done: bool,
+}
+
+impl Conn {
+    /// Polls the connection once: true while it is still alive.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.done && self.driver.as_mut().poll(cx).is_ready() {
+            self.done = true;
+        }
+        !self.done
+    }
+}
+
+pub enum Failure {
+    Connect(io::Error),
+    Upstream(hyper::Error),
+}
+
+pub struct Pool {
+    idle: Mutex<Vec<(Conn, Instant)>>,
+    connector: Connector,
+}
+
+impl Pool {
+    pub fn new(connector: Connector) -> Self {
+        Pool { idle: Mutex::new(Vec::new()), connector }
+    }
+
+    async fn connect(&self, upgrade: bool) -> Result<Conn, Failure> {
+        let io = self.connector.dial().await.map_err(Failure::Connect)?;
+        let (sender, conn) = http1::handshake(io).await.map_err(Failure::Upstream)?;
+        let driver: Driver = if upgrade { Box::pin(conn.with_upgrades()) } else { Box::pin(conn) };
+        Ok(Conn { sender, driver, done: false })
+    }
+
+    /// An idle connection that is still open and ready.
+    fn checkout(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().expect("upstream pool");
+        while let Some((mut conn, since)) = idle.pop() {
+            // A peer that closed an idle connection shows as a finished driver.
+            // (A connection not yet ready hands the request back, and `send` retries anew.)
+            if since.elapsed() < IDLE_LIMIT && conn.drive(&mut Context::from_waker(Waker::noop())) {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, conn: Conn) {
+        let mut idle = self.idle.lock().expect("upstream pool");
+        if idle.len() < MAX_IDLE {
+            idle.push((conn, Instant::now()));
+        }
+    }
+
+    /// Sends `req` on a pooled connection (retrying once on a fresh one if a reused connection
+    /// turned out closed before the request left), and returns the response with its connection.
+    pub async fn send(&self, req: Request<Incoming>, upgrade: bool) -> Result<(Response<Incoming>, Conn), Failure> {
+        let reused = if upgrade { None } else { self.checkout() };
+        let fresh = reused.is_none();
+        let mut conn = match reused {
+            Some(c) => c,
+            None => self.connect(upgrade).await?,
+        };
+        match exchange(&mut conn, req).await {
+            Ok(resp) => Ok((resp, conn)),
+            Err(mut e) => match e.take_message() {
+                Some(req) if !fresh => {
+                    let mut conn = self.connect(upgrade).await?;
+                    exchange(&mut conn, req).await.map(|r| (r, conn)).map_err(|e| Failure::Upstream(e.into_error()))
+                }
+                _ => Err(Failure::Upstream(e.into_error())),
+            },
+        }
+    }
+}
+
+async fn exchange(
+    conn: &mut Conn,
+    req: Request<Incoming>,
+) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Incoming>>> {
+    let fut = conn.sender.try_send_request(req);
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            r = &mut fut => return r,
+            _ = &mut conn.driver, if !conn.done => conn.done = true,
+        }
+    }
+}
+
+/// An upgraded (101) response's connection finishes its handover on a task of its own.
+pub fn finish_upgrade(conn: Conn) {
+    if !conn.done {
+        tokio::spawn(conn.driver);
+    }
+}
+
+/// The upstream's response body; polling it also drives the connection, which goes back to
+/// the pool once the body has ended.
+pub struct Driven {
+    body: Incoming,
+    conn: Option<Conn>,
+    pool: Arc<Pool>,
+    /// An upstream failure, held back one poll so that hyper flushes what already arrived.
+    failed: Option<BoxError>,
+}
+
+impl Driven {
+    pub fn new(body: Incoming, conn: Conn, pool: Arc<Pool>) -> Self {
+        Driven { body, conn: Some(conn), pool, failed: None }
+    }
+}
+
+impl http_body::Body for Driven {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        // The body first, so that it asks for data; then the connection, which delivers it.
+        let mut polled = Pin::new(&mut this.body).poll_frame(cx);
+        if polled.is_pending()
+            && let Some(conn) = this.conn.as_mut()
+            && !conn.done
+        {
+            conn.drive(cx);
+            polled = Pin::new(&mut this.body).poll_frame(cx);
+        }
+        let ended = matches!(polled, Poll::Ready(None)) || (polled.is_ready() && this.body.is_end_stream());
+        let failed = matches!(polled, Poll::Ready(Some(Err(_))));
+        if (ended || failed)
+            && let Some(mut conn) = this.conn.take()
+            && ended
+            && conn.drive(cx)
+        {
+            // Read to the end and still open: ready for the next request.
+            this.pool.checkin(conn);
+        }
+        match polled {
+            Poll::Ready(Some(Err(e))) => {
+                // hyper drops its unflushed output when a body fails: yield once so that the
+                // bytes the upstream did send reach the client before the response is cut.
+                this.failed = Some(Box::new(e));
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            other => other.map(|f| f.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
