@@ -21,6 +21,13 @@ type Resp = hyper::Response<Full<Bytes>>;
 /// A backend answering with a text description of what it received; counts its connections.
 async fn echo(req: hyper::Request<Incoming>) -> Result<Resp, Infallible> {
     let (parts, body) = req.into_parts();
+    if parts.uri.path().ends_with("/deny") {
+        // Answers before reading the request body, as an upstream refusing an upload does.
+        return Ok(hyper::Response::builder().status(401).body(Full::new(Bytes::from_static(b"no"))).unwrap());
+    }
+    if parts.method == hyper::Method::HEAD || parts.uri.path().ends_with("/empty") {
+        return Ok(hyper::Response::builder().status(204).body(Full::new(Bytes::new())).unwrap());
+    }
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     if parts.uri.path().ends_with("/slow") {
         tokio::time::sleep(Duration::from_secs(3)).await;
@@ -317,5 +324,54 @@ async fn links_in_proxied_html_point_under_the_mount() {
     let s = TestServer::start("{}", &[&v]).await;
     let t = reqwest::get(format!("http://{}/api/page.html", s.addr())).await.unwrap().text().await.unwrap();
     assert!(t.contains("<a href=\"/v1/x\">"), "{t}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_slow_upload_is_not_a_timeout_and_early_answers_keep_things_working() {
+    let (b, conns) = backend().await;
+    let s = TestServer::start(r#"{ "global": { "timeout-secs": "1" } }"#, &[&proxy_vhost(&format!("http://{b}/"), "")])
+        .await;
+    // 3 s of upload, one chunk every 300 ms, with a 1 s timeout.
+    let mut c = connect(s.addr()).await;
+    c.send("POST /api/up HTTP/1.1\r\nHost: site.test\r\nContent-Length: 10000\r\n\r\n").await;
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        c.send(&"a".repeat(1000)).await;
+    }
+    let r = c.read_response(false).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("body-len: 10000\n"), "{}", r.text());
+    let client = reqwest::Client::new();
+    // An upstream that refuses before reading the body: the client gets the answer, and both
+    // connections stay usable.
+    let r = client.post(format!("http://{}/api/deny", s.addr())).body(vec![0u8; 200_000]).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client.get(format!("http://{}/api/after", s.addr())).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // Bodiless answers hand their connection back too.
+    let before = conns.load(Ordering::SeqCst);
+    for _ in 0..5 {
+        assert_eq!(client.get(format!("http://{}/api/empty", s.addr())).send().await.unwrap().status(), 204);
+        assert_eq!(client.head(format!("http://{}/api/x", s.addr())).send().await.unwrap().status(), 204);
+    }
+    assert!(conns.load(Ordering::SeqCst) - before <= 1, "bodiless responses reuse the upstream connection");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn basic_auth_credentials_stay_with_lwsws() {
+    use base64::Engine;
+    let (b, _) = backend().await;
+    let v = format!(
+        r#"{{ "vhosts": [{{ "name": "site.test", "port": "0", "interface": "127.0.0.1",
+            "mounts": [{{ "mountpoint": "/api", "origin": "http://{b}/", "basic-auth": "{{DIR}}/logins" }}] }}] }}"#
+    );
+    let s = TestServer::start("{}", &[&v]).await;
+    put(s.path(), "logins", "u:p\n");
+    let auth = format!("Authorization: Basic {}\r\n", base64::engine::general_purpose::STANDARD.encode("u:p"));
+    let r = get(s.addr(), "/api/x", &auth).await;
+    assert_eq!(r.status, 200);
+    assert!(!r.text().contains("authorization:"), "{}", r.text());
     s.stop().await;
 }

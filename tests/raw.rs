@@ -141,3 +141,35 @@ async fn plain_http_on_a_tls_port_redirects_or_is_served_or_closed() {
     assert_eq!(tls.read_response(false).await.unwrap().status, 200);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn plain_http_on_a_tls_port_does_not_reach_an_mtls_vhost() {
+    let pki = Pki::new("ca");
+    let dir = tempfile::tempdir().unwrap();
+    pki.leaf(dir.path(), "open", &["open.test"], false);
+    pki.leaf(dir.path(), "secure", &["secure.test"], false);
+    pki.write_ca(&dir.path().join("ca.pem"));
+    put(dir.path(), "www/index.html", "page");
+    let d = dir.path().display().to_string();
+    let v = format!(
+        r#"{{ "vhosts": [
+            {{ "name": "open.test", "port": "0", "interface": "127.0.0.1",
+               "host-ssl-cert": "{d}/open.crt", "host-ssl-key": "{d}/open.key",
+               "allow-non-tls": "1", "allow-http-on-https": "1",
+               "mounts": [{{ "mountpoint": "/", "origin": "file://{d}/www" }}] }},
+            {{ "name": "secure.test", "port": "0", "interface": "127.0.0.1",
+               "host-ssl-cert": "{d}/secure.crt", "host-ssl-key": "{d}/secure.key",
+               "host-ssl-ca": "{d}/ca.pem", "client-cert-required": "1",
+               "mounts": [{{ "mountpoint": "/", "origin": "file://{d}/www" }}] }} ] }}"#
+    );
+    std::fs::write(dir.path().join("conf"), "{}").unwrap();
+    std::fs::create_dir_all(dir.path().join("conf.d")).unwrap();
+    std::fs::write(dir.path().join("conf.d/v"), v).unwrap();
+    let s = TestServer::start_dir(dir).await;
+    let mut c = connect(s.addr()).await;
+    c.send("GET / HTTP/1.1\r\nHost: open.test\r\n\r\n").await;
+    assert_eq!(c.read_response(false).await.unwrap().status, 200);
+    c.send("GET / HTTP/1.1\r\nHost: secure.test\r\n\r\n").await;
+    assert_eq!(c.read_response(false).await.unwrap().status, 421);
+    s.stop().await;
+}

@@ -172,6 +172,11 @@ fn respond(ctx: &Arc<ConnCtx>, parts: Parts, body: Incoming) -> Step {
             Step::Later(Box::pin(async move {
                 let m = &vhost.mounts[mount];
                 let proxy = m.proxy.as_ref().expect("a proxy mount has a client");
+                let mut parts = parts;
+                if m.model.basic_auth.is_some() {
+                    // The credentials were lwsws's to check (spec 3), not the upstream's.
+                    parts.headers.remove(header::AUTHORIZATION);
+                }
                 let client =
                     ClientInfo { addr: ctx.peer.map(|p| p.ip().to_canonical()), tls: ctx.tls, host: host.as_deref() };
                 let mut r = proxy.forward(&parts, body, &remainder, client).await;
@@ -243,6 +248,10 @@ fn route<'v>(
     {
         // The client certificate was checked against the handshake vhost's CA, not this one's:
         // SNI for one vhost plus Host for an mTLS vhost must not skip its check.
+        return Err(HttpError::Misdirected);
+    }
+    if !ctx.tls && vhost.client_cert_required {
+        // Plain HTTP let in on a TLS port (allow-http-on-https) has no certificate to show.
         return Err(HttpError::Misdirected);
     }
     let path = path::normalize(parts.uri.path()).map_err(|e| match e {

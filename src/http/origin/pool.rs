@@ -30,7 +30,7 @@ const MAX_IDLE: usize = 256;
 type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 
 pub struct Conn {
-    sender: http1::SendRequest<Incoming>,
+    sender: http1::SendRequest<Upload>,
     driver: Driver,
     done: bool,
 }
@@ -72,24 +72,40 @@ impl Pool {
         let mut idle = self.idle.lock().expect("upstream pool");
         while let Some((mut conn, since)) = idle.pop() {
             // A peer that closed an idle connection shows as a finished driver.
-            // (A connection not yet ready hands the request back, and `send` retries anew.)
-            if since.elapsed() < IDLE_LIMIT && conn.drive(&mut Context::from_waker(Waker::noop())) {
+            if since.elapsed() < IDLE_LIMIT
+                && conn.drive(&mut Context::from_waker(Waker::noop()))
+                && conn.sender.is_ready()
+            {
                 return Some(conn);
             }
         }
         None
     }
 
+    /// Keeps `conn` for the next request if it is ready for one (a connection still writing a
+    /// request body the upstream did not wait for is not). Expired entries go at the same time,
+    /// so a burst's leftovers do not hold sockets open.
     fn checkin(&self, conn: Conn) {
+        if conn.done || !conn.sender.is_ready() {
+            return;
+        }
         let mut idle = self.idle.lock().expect("upstream pool");
+        idle.retain(|(_, since)| since.elapsed() < IDLE_LIMIT);
         if idle.len() < MAX_IDLE {
             idle.push((conn, Instant::now()));
         }
     }
 
+    /// A response with no body to read (HEAD, 204, 304, a zero length): its connection is
+    /// done with at once.
+    pub fn release(&self, mut conn: Conn) {
+        conn.drive(&mut Context::from_waker(Waker::noop()));
+        self.checkin(conn);
+    }
+
     /// Sends `req` on a pooled connection (retrying once on a fresh one if a reused connection
     /// turned out closed before the request left), and returns the response with its connection.
-    pub async fn send(&self, req: Request<Incoming>, upgrade: bool) -> Result<(Response<Incoming>, Conn), Failure> {
+    pub async fn send(&self, req: Request<Upload>, upgrade: bool) -> Result<(Response<Incoming>, Conn), Failure> {
         let reused = if upgrade { None } else { self.checkout() };
         let fresh = reused.is_none();
         let mut conn = match reused {
@@ -111,8 +127,8 @@ impl Pool {
 
 async fn exchange(
     conn: &mut Conn,
-    req: Request<Incoming>,
-) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Incoming>>> {
+    req: Request<Upload>,
+) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Upload>>> {
     let fut = conn.sender.try_send_request(req);
     tokio::pin!(fut);
     loop {
@@ -120,6 +136,63 @@ async fn exchange(
             r = &mut fut => return r,
             _ = &mut conn.driver, if !conn.done => conn.done = true,
         }
+    }
+}
+
+/// The client's request body on its way upstream, noting when bytes last moved: a slow upload
+/// is not a timed-out upstream.
+pub struct Upload {
+    inner: Incoming,
+    progress: Arc<Progress>,
+}
+
+/// When the request last made progress, in milliseconds since it started.
+#[derive(Debug)]
+pub struct Progress {
+    start: Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Progress { start: Instant::now(), last_ms: std::sync::atomic::AtomicU64::new(0) })
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.start.elapsed().as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When the request stalls if nothing moves from now on.
+    pub fn deadline(&self, timeout: Duration) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed)) + timeout
+    }
+}
+
+impl Upload {
+    pub fn new(inner: Incoming, progress: Arc<Progress>) -> Self {
+        Upload { inner, progress }
+    }
+}
+
+impl http_body::Body for Upload {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(_))) = polled {
+            this.progress.touch();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::TlsConnector;
 
-use super::pool::{self, Driven, Failure, Pool};
+use super::pool::{self, Driven, Failure, Pool, Progress, Upload};
 use super::redirect::encode_path;
 use super::rewrite::{LinkMap, Rewritten};
 use crate::http::body::Body;
@@ -113,6 +113,8 @@ impl ProxyRt {
     ) -> Result<Response<Body>, HttpError> {
         let path = upstream_path(&self.path, remainder, parts.uri.query());
         let uri: Uri = path.parse().map_err(|_| HttpError::BadRequest("unusable path"))?;
+        let progress = Progress::new();
+        let body = Upload::new(body, progress.clone());
         let mut req = Request::builder().method(parts.method.clone()).uri(uri).body(body).expect("valid request");
         *req.headers_mut() = forward_headers(&parts.headers, &self.host, &client);
         let upgrade = upgrade_token(&parts.headers);
@@ -121,7 +123,20 @@ impl ProxyRt {
             req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             req.headers_mut().insert(header::UPGRADE, token.clone());
         }
-        let sent = tokio::time::timeout(self.timeout, self.pool.send(req, upgrade.is_some())).await;
+        // The timeout is for the upstream to answer, counted from when the request body last
+        // moved, so a long upload is not cut while it flows.
+        let send = self.pool.send(req, upgrade.is_some());
+        tokio::pin!(send);
+        let sent = loop {
+            tokio::select! {
+                r = &mut send => break Ok(r),
+                _ = tokio::time::sleep_until(progress.deadline(self.timeout).into()) => {
+                    if tokio::time::Instant::now() >= progress.deadline(self.timeout).into() {
+                        break Err(());
+                    }
+                }
+            }
+        };
         let (resp, conn) = match sent {
             Err(_) => return Err(HttpError::GatewayTimeout),
             Ok(Err(Failure::Connect(e))) => {
@@ -145,11 +160,19 @@ impl ProxyRt {
         }
         let (mut head, body) = resp.into_parts();
         strip_hop_by_hop(&mut head.headers);
+        if http_body::Body::is_end_stream(&body) {
+            // hyper would drop such a body unpolled, and the connection with it.
+            self.pool.release(conn);
+            return Ok(Response::from_parts(head, Body::empty()));
+        }
         let mut body = Driven::new(body, conn, self.pool.clone()).boxed_unsync();
         if let Some(map) = &self.links
+            && head.status == http::StatusCode::OK
             && is_plain_html(&head.headers)
         {
+            // The bytes change: their length and validators no longer hold.
             head.headers.remove(header::CONTENT_LENGTH);
+            head.headers.remove(header::ETAG);
             body = Rewritten::new(body, map.clone()).boxed_unsync();
         }
         Ok(Response::from_parts(head, Body::stream(body)))
