@@ -175,3 +175,25 @@ async fn no_zombies_under_concurrent_load() {
     assert_eq!(zombies, 0);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_script_killed_mid_stream_cuts_the_response_and_a_lingering_child_is_killed_too() {
+    let s = cgi_site(r#", "cgi-timeout": "1""#).await;
+    script(
+        s.path(),
+        "bin/run.sh",
+        "printf 'Content-Type: text/plain\\n\\n'\n\
+         if [ \"$QUERY_STRING\" = linger ]; then echo started; sleep 300 & exit 0; fi\n\
+         while true; do echo tick; sleep 0.1; done\n",
+    );
+    let client = reqwest::Client::new();
+    for q in ["stream", "linger"] {
+        let t = std::time::Instant::now();
+        let r = client.get(format!("http://{}/cgi?{q}", s.addr())).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body = tokio::time::timeout(Duration::from_secs(10), r.text()).await.expect("no hang");
+        assert!(body.is_err(), "{q}: a killed script's output must not look complete");
+        assert!(t.elapsed() < Duration::from_secs(5), "{q}: cut at the timeout");
+    }
+    s.stop().await;
+}

@@ -173,3 +173,20 @@ async fn plain_http_on_a_tls_port_does_not_reach_an_mtls_vhost() {
     assert_eq!(c.read_response(false).await.unwrap().status, 421);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_silent_client_on_a_fallback_port_is_closed_not_sent_raw() {
+    let echo = echo_service().await;
+    let v = format!(
+        r#"{{ "vhosts": [{{ "name": "localhost", "port": "0", "interface": "127.0.0.1", "fallback-listen-accept": "1",
+            "mounts": [{{ "mountpoint": "/", "origin": "file://{{DIR}}/www" }}],
+            "ws-protocols": [{{ "raw-proxy": {{ "onward": "ipv4:127.0.0.1:{}", "raw": "1" }} }}] }}] }}"#,
+        echo.port()
+    );
+    let s = TestServer::start(r#"{ "global": { "timeout-secs": "1" } }"#, &[&v]).await;
+    let mut c = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await.unwrap().unwrap_or(0);
+    assert_eq!(n, 0, "closed, and the echo service never saw it");
+    s.stop().await;
+}

@@ -313,3 +313,22 @@ async fn a_close_from_the_client_is_answered() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_oversized_mirror_message_is_refused_not_half_delivered() {
+    let s = TestServer::start("{}", &[&site(ALL, "")]).await;
+    let mut w = ws(&s, "/?mirror=big", Some("lws-mirror-protocol"), &[]).await.unwrap();
+    w.send(Message::text("x".repeat(200_000))).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), w.next()).await.unwrap() {
+            Some(Ok(Message::Close(Some(f)))) => {
+                assert_eq!(u16::from(f.code), 1009);
+                break;
+            }
+            Some(Ok(Message::Text(t))) => panic!("a piece of an oversized message went out ({} bytes)", t.len()),
+            Some(Ok(_)) => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    s.stop().await;
+}

@@ -43,7 +43,8 @@ where
     loop {
         let n = match tokio::time::timeout(timeout, s.read_buf(&mut buf)).await {
             Ok(r) => r?,
-            Err(_) => return Ok((buf, Verdict::No)),
+            // Silence says nothing about what the client speaks: the caller closes it.
+            Err(_) => return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "nothing to tell the protocol by")),
         };
         let verdict = decide(&buf);
         if n == 0 || verdict != Verdict::NeedMore || buf.len() >= 64 {

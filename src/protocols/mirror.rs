@@ -24,6 +24,9 @@ const SLOWEST_GRACE: Duration = Duration::from_secs(3);
 const MAX_INSTANCES: usize = 3;
 /// lws mirrors chunks of at most this size.
 const CHUNK: usize = 4096;
+/// A message that would fill most of the ring at once is refused (1009) rather than let it
+/// overwrite itself: lws never drops mirror data, so neither may this.
+const MAX_MESSAGE: usize = CHUNK * (RING - RESUME_AT_FREE);
 /// How often a paused member looks whether the ring has drained.
 const PAUSED_POLL: Duration = Duration::from_millis(10);
 
@@ -104,6 +107,8 @@ async fn member(mut ws: Ws, tx: broadcast::Sender<Message>, mut rx: broadcast::R
         if rx.len() >= RING - PAUSE_BELOW_FREE {
             let since = *behind_since.get_or_insert_with(Instant::now);
             if since.elapsed() > SLOWEST_GRACE {
+                // Leave the instance first, so nobody waits on this member while it closes.
+                drop(rx);
                 close(&mut ws, 1008, "too slow").await;
                 return;
             }
@@ -114,6 +119,11 @@ async fn member(mut ws: Ws, tx: broadcast::Sender<Message>, mut rx: broadcast::R
             msg = ws.next(), if !paused => {
                 idle.on_rx();
                 match receive(&mut ws, msg).await {
+                    Rx::Data(m) if m.len() > MAX_MESSAGE => {
+                        drop(rx);
+                        close(&mut ws, 1009, "message too big").await;
+                        return;
+                    }
                     Rx::Data(m) => {
                         for piece in chunks(m) {
                             let _ = tx.send(piece);

@@ -94,7 +94,8 @@ pub async fn close(ws: &mut Ws, code: u16, reason: &str) {
     use tokio_tungstenite::tungstenite::protocol::CloseFrame;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
     let frame = CloseFrame { code: CloseCode::from(code), reason: reason.to_string().into() };
-    let _ = ws.close(Some(frame)).await;
+    // A peer that reads nothing must not hold the caller: the close gets a second.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ws.close(Some(frame))).await;
 }
 
 /// What a protocol loop got from its peer.

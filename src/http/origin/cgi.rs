@@ -7,6 +7,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,6 +19,7 @@ use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdout, Command};
+use tokio::sync::watch;
 use tokio_util::io::ReaderStream;
 
 use crate::http::body::{Body, BoxError};
@@ -65,10 +68,20 @@ pub async fn run(
 
     tokio::spawn(feed_stdin(stdin, body));
     tokio::spawn(log_stderr(stderr, name.clone()));
-    // Reaps the child, killing its group at the timeout.
+    // Reaps the child. The deadline holds until the script has exited *and* its output has
+    // ended (a background child may keep stdout open); then the whole group is killed, and
+    // the response is cut with an error rather than ended as if complete.
+    let killed = Arc::new(AtomicBool::new(false));
+    let (eof_tx, mut eof_rx) = watch::channel(false);
+    let killed_flag = killed.clone();
     tokio::spawn(async move {
-        if tokio::time::timeout(timeout, child.wait()).await.is_err() {
+        let finished = async {
+            let _ = child.wait().await;
+            let _ = eof_rx.wait_for(|ended| *ended).await;
+        };
+        if tokio::time::timeout(timeout, finished).await.is_err() {
             tracing::warn!(script = %name, "cgi-timeout reached; killing the process group");
+            killed_flag.store(true, Ordering::SeqCst);
             if let Some(pid) = pid {
                 let _ =
                     nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
@@ -88,8 +101,17 @@ pub async fn run(
     }
     let leftover = Bytes::from(out.buffer().to_vec());
     let rest = ReaderStream::new(out.into_inner());
+    let end = futures::stream::once(async move {
+        eof_tx.send_replace(true);
+        if killed.load(Ordering::SeqCst) {
+            Err(io::Error::new(io::ErrorKind::TimedOut, "the script was killed at cgi-timeout"))
+        } else {
+            Ok(Bytes::new())
+        }
+    });
     let stream = futures::stream::once(async move { Ok::<_, io::Error>(leftover) })
         .chain(rest)
+        .chain(end)
         .try_filter(|b| futures::future::ready(!b.is_empty()))
         .map_ok(Frame::data)
         .map_err(|e| Box::new(e) as BoxError);
