@@ -1,6 +1,11 @@
-//! Wiring: compile the config, bind every listener, drop privileges, serve until told to stop,
-//! then drain. Owns shutdown.
+//! Wiring: compile the config, bind every listener, drop privileges, serve; reload in place;
+//! stop and drain. Owns shutdown.
+//!
+//! A reload (D15) builds the new route table aside and swaps it in: connections keep the table
+//! they started with, new connections get the new one. Only listeners that were added or
+//! removed are bound or closed; a port that stays keeps its socket and its accept queue.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +16,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::http::service::Shared;
 use crate::listen::{self, AppState, Bound};
-use crate::model::{Config, ConfigError, Warning};
-use crate::table::{self, CompileMode};
+use crate::model::{Config, ConfigError, ListenKey, Warning};
+use crate::table::{self, CompileMode, RouteTable};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -24,10 +29,28 @@ pub enum StartError {
     Process(String),
 }
 
-/// A running server: its bound addresses, and the handle to stop it.
-pub struct Server {
-    pub listeners: Vec<(crate::model::ListenKey, Vec<String>)>,
+/// What a reload did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reloaded {
+    /// The new config equals the running one: nothing was rebuilt.
+    Unchanged,
+    Applied {
+        added: usize,
+        removed: usize,
+    },
+}
+
+struct Listening {
+    addrs: Vec<String>,
     tcp: Vec<SocketAddr>,
+    stop: CancellationToken,
+}
+
+/// A running server: its bound addresses, and the handle to reload or stop it.
+pub struct Server {
+    config: Config,
+    listening: HashMap<ListenKey, Listening>,
+    order: Vec<ListenKey>,
     state: Arc<AppState>,
 }
 
@@ -36,18 +59,7 @@ impl Server {
     pub async fn start(config: &Config, warnings: &mut Vec<Warning>) -> Result<Server, StartError> {
         let table = table::compile(config, CompileMode::Serve, warnings)?;
         crate::process::set_nofile(&config.global).map_err(StartError::Process)?;
-        let mut bound: Vec<Bound> = Vec::new();
-        for routes in &table.listeners {
-            let first = config.vhosts.iter().find(|v| v.listen_key() == routes.key).expect("listener from a vhost");
-            let b = listen::bind(&routes.key, &first.socket_options()).map_err(|source| StartError::Bind {
-                loc: first.loc.clone(),
-                vhost: first.name.clone(),
-                what: describe_key(&routes.key),
-                source,
-            })?;
-            tracing::info!(addrs = ?b.addrs, tls = routes.tls, vhosts = ?routes.vhosts.iter().map(|v| &v.name).collect::<Vec<_>>(), "listening");
-            bound.push(b);
-        }
+        let bound = bind_all(config, &table, |_| true)?;
         crate::process::drop_after_bind(&config.global).map_err(StartError::Process)?;
         let state = Arc::new(AppState {
             table: ArcSwap::from_pointee(table),
@@ -55,21 +67,59 @@ impl Server {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });
-        let mut listeners = Vec::new();
-        let mut tcp = Vec::new();
+        let mut server = Server { config: config.clone(), listening: HashMap::new(), order: Vec::new(), state };
+        server.serve(bound);
+        Ok(server)
+    }
+
+    fn serve(&mut self, bound: Vec<Bound>) {
         for b in bound {
-            tcp.extend(b.tcp_addrs());
-            listeners.push((b.key.clone(), b.addrs.clone()));
+            let stop = self.state.shutdown.child_token();
+            let tcp = b.tcp_addrs();
             for socket in b.sockets {
-                tokio::spawn(listen::accept_loop(socket, b.key.clone(), state.clone()));
+                tokio::spawn(listen::accept_loop(socket, b.key.clone(), self.state.clone(), stop.clone()));
+            }
+            self.order.push(b.key.clone());
+            self.listening.insert(b.key, Listening { addrs: b.addrs, tcp, stop });
+        }
+    }
+
+    /// Applies a new config in place. On any error the running config keeps serving untouched.
+    pub async fn reload(&mut self, config: &Config, warnings: &mut Vec<Warning>) -> Result<Reloaded, StartError> {
+        if *config == self.config {
+            return Ok(Reloaded::Unchanged);
+        }
+        let table = table::compile(config, CompileMode::Serve, warnings)?;
+        let wanted: Vec<ListenKey> = table.listeners.iter().map(|l| l.key.clone()).collect();
+        let bound = bind_all(config, &table, |k| !self.listening.contains_key(k))?;
+        let added = bound.len();
+        // New connections see the new table from here on; open ones keep theirs.
+        self.state.table.store(Arc::new(table));
+        self.serve(bound);
+        let gone: Vec<ListenKey> = self.order.iter().filter(|k| !wanted.contains(k)).cloned().collect();
+        for key in &gone {
+            if let Some(l) = self.listening.remove(key) {
+                tracing::info!(addrs = ?l.addrs, "listener removed by reload; closing it");
+                l.stop.cancel();
             }
         }
-        Ok(Server { listeners, tcp, state })
+        self.order.retain(|k| wanted.contains(k));
+        self.config = config.clone();
+        Ok(Reloaded::Applied { added, removed: gone.len() })
     }
 
     /// Every TCP address bound, in config order (useful with port 0).
-    pub fn tcp_addrs(&self) -> &[SocketAddr] {
-        &self.tcp
+    pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
+        self.order.iter().flat_map(|k| self.listening[k].tcp.clone()).collect()
+    }
+
+    /// The listeners and the addresses they are bound to, in config order.
+    pub fn listeners(&self) -> Vec<(ListenKey, Vec<String>)> {
+        self.order.iter().map(|k| (k.clone(), self.listening[k].addrs.clone())).collect()
+    }
+
+    pub fn table(&self) -> Arc<RouteTable> {
+        self.state.table.load_full()
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `grace`, then returns.
@@ -82,11 +132,28 @@ impl Server {
     }
 }
 
-fn describe_key(key: &crate::model::ListenKey) -> String {
+/// Binds the table's listeners that `want` selects, or none: a failure closes what it bound.
+fn bind_all(config: &Config, table: &RouteTable, want: impl Fn(&ListenKey) -> bool) -> Result<Vec<Bound>, StartError> {
+    let mut bound = Vec::new();
+    for routes in table.listeners.iter().filter(|l| want(&l.key)) {
+        let first = config.vhosts.iter().find(|v| v.listen_key() == routes.key).expect("listener from a vhost");
+        let b = listen::bind(&routes.key, &first.socket_options()).map_err(|source| StartError::Bind {
+            loc: first.loc.clone(),
+            vhost: first.name.clone(),
+            what: describe_key(&routes.key),
+            source,
+        })?;
+        tracing::info!(addrs = ?b.addrs, tls = routes.tls, vhosts = ?routes.vhosts.iter().map(|v| &v.name).collect::<Vec<_>>(), "listening");
+        bound.push(b);
+    }
+    Ok(bound)
+}
+
+fn describe_key(key: &ListenKey) -> String {
     match key {
-        crate::model::ListenKey::Tcp { port, interface, .. } => {
+        ListenKey::Tcp { port, interface } => {
             format!("port {port} on {}", interface.as_deref().unwrap_or("all interfaces"))
         }
-        crate::model::ListenKey::Unix { path } => format!("unix socket {}", path.display()),
+        ListenKey::Unix { path } => format!("unix socket {}", path.display()),
     }
 }

@@ -21,5 +21,6 @@ pub mod lwsws;
 pub mod model;
 pub mod process;
 pub mod protocols;
+pub mod reload;
 pub mod table;
 pub mod tls;

@@ -119,7 +119,7 @@ fn serve(dir: &std::path::Path, ddir: &str, grace: Duration) -> ExitCode {
         for w in &warnings {
             tracing::warn!("{w}");
         }
-        let server = match started {
+        let mut server = match started {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("lwsws: error: {e}");
@@ -127,25 +127,59 @@ fn serve(dir: &std::path::Path, ddir: &str, grace: Duration) -> ExitCode {
                 return ExitCode::from(code);
             }
         };
-        wait_for_stop().await;
+        run_until_stopped(&mut server, dir, ddir).await;
         tracing::info!("stopping: no new connections; finishing in-flight requests");
         server.shutdown(grace).await;
         ExitCode::SUCCESS
     })
 }
 
-/// SIGTERM or SIGINT. SIGHUP is caught so it cannot kill the server; reload comes later.
-async fn wait_for_stop() {
+/// Serves until SIGTERM or SIGINT, reloading on SIGHUP and on changes in the config dir (D15).
+async fn run_until_stopped(server: &mut lwsws::app::Server, dir: &std::path::Path, ddir: &str) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    let (_watcher, mut changes) = match lwsws::reload::watch(dir) {
+        Ok((w, rx)) => (Some(w), rx),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the config directory; reload with SIGHUP");
+            (None, tokio::sync::mpsc::unbounded_channel().1)
+        }
+    };
     loop {
-        tokio::select! {
+        let why = tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
-            _ = hup.recv() => tracing::warn!("SIGHUP: configuration reload is not implemented yet; ignoring"),
+            _ = hup.recv() => "SIGHUP",
+            Some(()) = changes.recv() => {
+                lwsws::reload::settle(&mut changes).await;
+                "a change in the config directory"
+            }
+        };
+        reload(server, dir, ddir, why).await;
+    }
+}
+
+/// D2 at reload: any error is logged with its location and the running config keeps serving.
+async fn reload(server: &mut lwsws::app::Server, dir: &std::path::Path, ddir: &str, why: &str) {
+    let loaded = match lwsws::lwsws::load(dir, ddir) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("reload ({why}) refused: {e}; the running config keeps serving");
+            return;
         }
+    };
+    let mut warnings = loaded.warnings;
+    match server.reload(&loaded.config, &mut warnings).await {
+        Ok(lwsws::app::Reloaded::Unchanged) => tracing::info!("reload ({why}): the config did not change"),
+        Ok(lwsws::app::Reloaded::Applied { added, removed }) => {
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
+            tracing::info!(listeners_added = added, listeners_removed = removed, "reload ({why}): new config applied");
+        }
+        Err(e) => tracing::error!("reload ({why}) refused: {e}; the running config keeps serving"),
     }
 }
 

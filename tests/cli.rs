@@ -195,3 +195,79 @@ fn without_a_config_dir_the_builtin_demo_serves_on_7681() {
     let first_line = err.lines().next().unwrap_or("");
     assert!(first_line.contains("built-in demo"), "first log line: {first_line}");
 }
+
+/// GET / on a fresh connection, the body as text.
+fn fetch(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
+}
+
+fn until(addr: SocketAddr, want: &str) -> bool {
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end {
+        if fetch(addr) == want {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn reloads_on_sighup_on_edits_and_on_a_kubelet_swap_and_refuses_broken_edits() {
+    let port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let dir = write_config("{}", &[]);
+    let d = dir.path().to_str().unwrap();
+    put(dir.path(), "www/one/index.html", "one");
+    put(dir.path(), "www/two/index.html", "two");
+    put(dir.path(), "www/three/index.html", "three");
+    let site = |root: &str| {
+        format!(
+            r#"{{ "vhosts": [{{ "name": "localhost", "port": "{port}", "interface": "127.0.0.1",
+                "mounts": [{{ "mountpoint": "/", "origin": "file://{d}/www/{root}" }}] }}] }}"#
+        )
+    };
+    // conf.d/site is a kubelet-style symlink into a timestamped directory.
+    let swap = |stamp: &str, text: &str| {
+        let data = dir.path().join(format!("conf.d/..{stamp}"));
+        std::fs::create_dir_all(&data).unwrap();
+        std::fs::write(data.join("site"), text).unwrap();
+        let tmp = dir.path().join("conf.d/..data_tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(format!("..{stamp}"), &tmp).unwrap();
+        std::fs::rename(&tmp, dir.path().join("conf.d/..data")).unwrap();
+    };
+    swap("2026_11_27_15_00_00.1", &site("one"));
+    std::os::unix::fs::symlink("..data/site", dir.path().join("conf.d/site")).unwrap();
+    let mut child = spawn(&["-c", d], &[]);
+    wait_for_port(addr, &mut child);
+    assert_eq!(fetch(addr), "one");
+
+    // kubelet's atomic swap: no event on conf.d/site itself.
+    swap("2026_11_27_15_01_00.2", &site("two"));
+    assert!(until(addr, "two"), "the ..data swap was picked up");
+
+    // A broken edit is refused; the running config keeps serving.
+    swap("2026_11_27_15_02_00.3", "{ \"vhosts\": [ { \"name\": \"x\", ");
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(fetch(addr), "two");
+
+    // A plain edit of a new file, then SIGHUP as well.
+    std::fs::write(dir.path().join("conf.d/site"), site("three")).unwrap_or_else(|_| {
+        std::fs::remove_file(dir.path().join("conf.d/site")).unwrap();
+        std::fs::write(dir.path().join("conf.d/site"), site("three")).unwrap();
+    });
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGHUP).unwrap();
+    assert!(until(addr, "three"), "the edit applied");
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)).code(), Some(0));
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(err.contains("reload") && err.contains("refused"), "the broken edit was reported: {err}");
+    assert!(err.contains(":1:") || err.contains("conf.d/site"), "with its location: {err}");
+}

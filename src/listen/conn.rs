@@ -32,13 +32,14 @@ pub struct AppState {
     pub tracker: TaskTracker,
 }
 
-pub async fn accept_loop(socket: Socket, key: ListenKey, state: Arc<AppState>) {
+/// Accepts until `stop` (the listener was removed by a reload, or the server is stopping).
+pub async fn accept_loop(socket: Socket, key: ListenKey, state: Arc<AppState>, stop: CancellationToken) {
     match socket {
         Socket::Tcp(l) => {
             let l = tokio::net::TcpListener::from_std(l).expect("listener registers with the runtime");
             loop {
                 let accepted = tokio::select! {
-                    _ = state.shutdown.cancelled() => return,
+                    _ = stop.cancelled() => return,
                     r = l.accept() => r,
                 };
                 match accepted {
@@ -54,7 +55,7 @@ pub async fn accept_loop(socket: Socket, key: ListenKey, state: Arc<AppState>) {
             let l = tokio::net::UnixListener::from_std(l).expect("listener registers with the runtime");
             loop {
                 let accepted = tokio::select! {
-                    _ = state.shutdown.cancelled() => return,
+                    _ = stop.cancelled() => return,
                     r = l.accept() => r,
                 };
                 match accepted {

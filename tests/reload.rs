@@ -1,0 +1,98 @@
+//! In-place reload (D15) through the server API: content and listeners change, ports that stay
+//! keep their sockets, connections keep the table they started with, a websocket survives
+//! reloads, and a config that cannot be served leaves the running one untouched.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{connect, get, put};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+fn vhost(name: &str, iface: &str, docroot: &str) -> String {
+    format!(
+        r#"{{ "name": "{name}", "port": "0", "interface": "{iface}",
+             "mounts": [{{ "mountpoint": "/", "origin": "file://{{DIR}}/{docroot}" }}],
+             "ws-protocols": [{{ "lws-echo": {{}} }}] }}"#
+    )
+}
+
+fn load(dir: &std::path::Path, vhosts: &[String]) -> lwsws::model::Config {
+    let d = dir.display().to_string();
+    let text = format!(r#"{{ "vhosts": [{}] }}"#, vhosts.join(",")).replace("{DIR}", &d);
+    std::fs::write(dir.join("conf.d/v00"), text).unwrap();
+    lwsws::lwsws::load(dir, "/usr/share").unwrap().config
+}
+
+#[tokio::test]
+async fn content_and_listeners_change_in_place() {
+    let mut s =
+        common::TestServer::start("{}", &[&format!(r#"{{ "vhosts": [{}] }}"#, vhost("a", "127.0.0.1", "one"))]).await;
+    put(s.path(), "one/index.html", "one");
+    put(s.path(), "two/index.html", "two");
+    let addr = s.addr();
+    let mut kept = connect(addr).await;
+    assert_eq!(kept.get("/", "").await.text(), "one");
+    let server = s.server.as_mut().unwrap();
+    let mut w = Vec::new();
+
+    let same = load(s.dir.path(), &[vhost("a", "127.0.0.1", "one")]);
+    assert_eq!(server.reload(&same, &mut w).await.unwrap(), lwsws::app::Reloaded::Unchanged);
+
+    let changed = load(s.dir.path(), &[vhost("a", "127.0.0.1", "two"), vhost("b", "127.0.0.2", "one")]);
+    let r = server.reload(&changed, &mut w).await.unwrap();
+    assert_eq!(r, lwsws::app::Reloaded::Applied { added: 1, removed: 0 });
+    assert_eq!(server.tcp_addrs()[0], addr, "a listener that stays keeps its socket");
+    let added = server.tcp_addrs()[1];
+    assert_eq!(get(addr, "/", "").await.text(), "two", "new connections get the new config");
+    assert_eq!(get(added, "/", "").await.text(), "one", "the added listener serves");
+    assert_eq!(kept.get("/", "").await.text(), "one", "an open connection keeps the config it started with");
+
+    let removed = load(s.dir.path(), &[vhost("a", "127.0.0.1", "two")]);
+    let r = server.reload(&removed, &mut w).await.unwrap();
+    assert_eq!(r, lwsws::app::Reloaded::Applied { added: 0, removed: 1 });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(tokio::net::TcpStream::connect(added).await.is_err(), "the removed listener is closed");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_config_that_cannot_be_served_changes_nothing() {
+    let mut s =
+        common::TestServer::start("{}", &[&format!(r#"{{ "vhosts": [{}] }}"#, vhost("a", "127.0.0.1", "one"))]).await;
+    put(s.path(), "one/index.html", "one");
+    let bad_tls = r#"{ "name": "t", "port": "0", "interface": "127.0.0.3",
+        "host-ssl-cert": "/nonexistent.crt", "host-ssl-key": "/nonexistent.key",
+        "mounts": [{ "mountpoint": "/", "origin": "file:///tmp" }] }"#
+        .to_string();
+    let broken = load(s.dir.path(), &[vhost("a", "127.0.0.1", "two"), bad_tls]);
+    let addr = s.addr();
+    let server = s.server.as_mut().unwrap();
+    let e = server.reload(&broken, &mut Vec::new()).await.unwrap_err();
+    assert!(e.to_string().contains("cannot read certificates"), "{e}");
+    assert_eq!(get(addr, "/", "").await.text(), "one", "the last good config keeps serving");
+    assert_eq!(server.tcp_addrs().len(), 1, "nothing was bound for it");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_websocket_stays_open_across_twenty_reloads() {
+    let mut s =
+        common::TestServer::start("{}", &[&format!(r#"{{ "vhosts": [{}] }}"#, vhost("a", "127.0.0.1", "one"))]).await;
+    let tcp = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+    let mut req =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request("ws://localhost/").unwrap();
+    req.headers_mut().insert("sec-websocket-protocol", "lws-echo".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+    let server = s.server.as_mut().unwrap();
+    for i in 0..20 {
+        let root = if i % 2 == 0 { "two" } else { "one" };
+        let cfg = load(s.dir.path(), &[vhost("a", "127.0.0.1", root)]);
+        assert!(matches!(server.reload(&cfg, &mut Vec::new()).await.unwrap(), lwsws::app::Reloaded::Applied { .. }));
+        ws.send(Message::text(format!("after reload {i}"))).await.unwrap();
+        let back = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(back.into_text().unwrap().as_str(), format!("after reload {i}"));
+    }
+    s.stop().await;
+}
