@@ -163,8 +163,22 @@ fn privileges_are_dropped_after_binding_when_root() {
     let mut child = spawn(&["-c", d, "--data-dir", d], &[]);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     wait_for_port(addr, &mut child);
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
-    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string();
+    // The socket is bound a moment before the privileges go: look until they have.
+    let want = nix::unistd::User::from_name("nobody").unwrap().map(|u| u.uid.as_raw().to_string());
+    let uid_line = || {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+        status.lines().find(|l| l.starts_with("Uid:")).unwrap().to_string()
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut line = uid_line();
+    while nix::unistd::getuid().is_root()
+        && Instant::now() < until
+        && !line.split_whitespace().skip(1).all(|u| Some(u.to_string()) == want)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+        line = uid_line();
+    }
+    let uid_line = line;
     sigterm(&child);
     wait_exit(&mut child, Duration::from_secs(10));
     let mut err = String::new();
