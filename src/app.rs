@@ -118,6 +118,16 @@ impl Server {
         self.order.iter().map(|k| (k.clone(), self.listening[k].addrs.clone())).collect()
     }
 
+    /// Counters that live as long as the process, across reloads.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.state.shared.metrics
+    }
+
+    /// Starts the admin listener (`/metrics`, `/healthz`, `/readyz`) on `addr`.
+    pub async fn start_admin(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
+        crate::admin::start(addr, self.state.shared.clone(), self.state.shutdown.clone()).await
+    }
+
     pub fn table(&self) -> Arc<RouteTable> {
         self.state.table.load_full()
     }

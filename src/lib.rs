@@ -12,12 +12,14 @@
 //! - `listen`: binding, accepting, TLS handshakes by SNI; `http`: the request phases and origins.
 //! - `app`: wiring and shutdown. The request path never imports `lwsws`.
 
+pub mod admin;
 pub mod app;
 pub mod check;
 pub mod demo;
 pub mod http;
 pub mod listen;
 pub mod lwsws;
+pub mod metrics;
 pub mod model;
 pub mod process;
 pub mod protocols;

@@ -33,6 +33,9 @@ struct Cli {
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     grace_secs: u64,
+    /// Serve /metrics, /healthz and /readyz on this address (off unless given)
+    #[arg(long, env = "LWSWS_ADMIN_ADDR", value_name = "ADDR")]
+    admin_addr: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -79,7 +82,7 @@ fn run(cli: &Cli, dir: &std::path::Path, ddir: &str, checking: bool) -> ExitCode
         print!("{}", result.text);
         return ExitCode::from(result.code as u8);
     }
-    serve(dir, ddir, Duration::from_secs(cli.grace_secs))
+    serve(dir, ddir, Duration::from_secs(cli.grace_secs), cli.admin_addr)
 }
 
 /// `-c DIR`, else /etc/lwsws when it holds a config, else the built-in demo unpacked.
@@ -97,7 +100,7 @@ fn config_dir(cli: &Cli, checking: bool) -> std::io::Result<(PathBuf, String, bo
     Ok((dir, ddir, true))
 }
 
-fn serve(dir: &std::path::Path, ddir: &str, grace: Duration) -> ExitCode {
+fn serve(dir: &std::path::Path, ddir: &str, grace: Duration, admin: Option<std::net::SocketAddr>) -> ExitCode {
     let loaded = match lwsws::lwsws::load(dir, ddir) {
         Ok(l) => l,
         Err(e) => {
@@ -127,6 +130,15 @@ fn serve(dir: &std::path::Path, ddir: &str, grace: Duration) -> ExitCode {
                 return ExitCode::from(code);
             }
         };
+        if let Some(addr) = admin {
+            match server.start_admin(addr).await {
+                Ok(bound) => tracing::info!(%bound, "admin listener: /metrics /healthz /readyz"),
+                Err(e) => {
+                    eprintln!("lwsws: error: cannot listen on the admin address {addr}: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
         run_until_stopped(&mut server, dir, ddir).await;
         tracing::info!("stopping: no new connections; finishing in-flight requests");
         server.shutdown(grace).await;
@@ -166,6 +178,7 @@ async fn reload(server: &mut lwsws::app::Server, dir: &std::path::Path, ddir: &s
     let loaded = match lwsws::lwsws::load(dir, ddir) {
         Ok(l) => l,
         Err(e) => {
+            server.metrics().reload(false);
             tracing::error!("reload ({why}) refused: {e}; the running config keeps serving");
             return;
         }
@@ -174,12 +187,16 @@ async fn reload(server: &mut lwsws::app::Server, dir: &std::path::Path, ddir: &s
     match server.reload(&loaded.config, &mut warnings).await {
         Ok(lwsws::app::Reloaded::Unchanged) => tracing::info!("reload ({why}): the config did not change"),
         Ok(lwsws::app::Reloaded::Applied { added, removed }) => {
+            server.metrics().reload(true);
             for w in &warnings {
                 tracing::warn!("{w}");
             }
             tracing::info!(listeners_added = added, listeners_removed = removed, "reload ({why}): new config applied");
         }
-        Err(e) => tracing::error!("reload ({why}) refused: {e}; the running config keeps serving"),
+        Err(e) => {
+            server.metrics().reload(false);
+            tracing::error!("reload ({why}) refused: {e}; the running config keeps serving");
+        }
     }
 }
 

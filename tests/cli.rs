@@ -258,7 +258,10 @@ fn reloads_on_sighup_on_edits_and_on_a_kubelet_swap_and_refuses_broken_edits() {
     };
     swap("2026_11_27_15_00_00.1", &site("one"));
     std::os::unix::fs::symlink("..data/site", dir.path().join("conf.d/site")).unwrap();
-    let mut child = spawn(&["-c", d], &[]);
+    let admin_port = free_port();
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let admin_arg = admin.to_string();
+    let mut child = spawn(&["-c", d, "--admin-addr", &admin_arg], &[]);
     wait_for_port(addr, &mut child);
     assert_eq!(fetch(addr), "one");
 
@@ -278,6 +281,13 @@ fn reloads_on_sighup_on_edits_and_on_a_kubelet_swap_and_refuses_broken_edits() {
     });
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGHUP).unwrap();
     assert!(until(addr, "three"), "the edit applied");
+    // The admin listener counts them.
+    let mut m = TcpStream::connect(admin).unwrap();
+    m.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").unwrap();
+    let mut metrics = String::new();
+    m.read_to_string(&mut metrics).unwrap();
+    assert!(metrics.contains("lwsws_config_reloads_total{result=\"failure\"}"), "{metrics}");
+    assert!(metrics.contains("lwsws_config_reloads_total{result=\"success\"}"), "{metrics}");
     sigterm(&child);
     assert_eq!(wait_exit(&mut child, Duration::from_secs(10)).code(), Some(0));
     let mut err = String::new();

@@ -23,6 +23,7 @@ use super::origin::{file, file_cache::FileCache, redirect};
 use super::path;
 use super::upgrade::UpgradeSlot;
 use super::websocket;
+use crate::metrics::Metrics;
 use crate::model::Origin;
 use crate::table::{ListenerRoutes, MountRt, RouteTable, VhostRt};
 
@@ -30,6 +31,7 @@ use crate::table::{ListenerRoutes, MountRt, RouteTable, VhostRt};
 #[derive(Debug, Default)]
 pub struct Shared {
     pub files: FileCache,
+    pub metrics: Metrics,
 }
 
 /// Everything a request on one connection needs; built once per connection.
@@ -54,6 +56,10 @@ impl ConnCtx {
         &self.table.listeners[self.listener]
     }
 }
+
+/// When the request's head was complete, for the duration histogram.
+#[derive(Clone, Copy)]
+struct Started(std::time::Instant);
 
 /// A response still being produced (an upstream's, or one that waits on blocking work).
 pub type LaterResponse = Pin<Box<dyn Future<Output = Response<Body>> + Send>>;
@@ -91,7 +97,8 @@ enum Action {
 
 pub fn handle(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> Reply {
     ctx.activity.begin();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    parts.extensions.insert(Started(std::time::Instant::now()));
     if ctx.redirect_to_https {
         return Reply::Ready(Some(to_https(ctx, &parts)));
     }
@@ -411,6 +418,14 @@ fn finish(
     }
     let activity = ctx.activity.clone();
     body.on_done(Box::new(move |_| activity.finish()));
+    let started = parts.extensions.get::<Started>().map(|s| s.0).unwrap_or_else(std::time::Instant::now);
+    let (shared, name, mountpoint, status) = (
+        ctx.shared.clone(),
+        vhost.name.clone(),
+        mount.map(|m| m.model.mountpoint.clone()).unwrap_or_default(),
+        head.status.as_u16(),
+    );
+    body.on_done(Box::new(move |n| shared.metrics.record_request(&name, &mountpoint, status, n, started.elapsed())));
     if let Some(log) = &vhost.access_log {
         let entry = log_entry(ctx, parts, &head);
         let log = log.clone();

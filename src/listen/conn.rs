@@ -19,6 +19,7 @@ use super::serve::serve;
 use super::sniff::{self, Verdict};
 use crate::http::activity::Activity;
 use crate::http::service::{ConnCtx, Shared};
+use crate::metrics::ResultLabels;
 use crate::model::ListenKey;
 use crate::model::protocols::Onward;
 use crate::protocols::raw_proxy;
@@ -83,6 +84,7 @@ where
     let Some(listener) = table.listeners.iter().position(|l| l.key == key) else {
         return;
     };
+    let _open = OpenConnection::new(&state);
     let routes = &table.listeners[listener];
     let timeout = table.global.timeout;
     let mode = &routes.mode;
@@ -198,13 +200,19 @@ async fn tls_connection<S>(
     let routes = &table.listeners[listener];
     let timeout = table.global.timeout;
     // Boxed so the handshake's state is freed once done, not carried by the connection's task.
+    let handshakes = &state.shared.metrics.tls_handshakes;
     let (tls, vhost) = match Box::pin(tokio::time::timeout(timeout, tls_handshake(stream, routes))).await {
-        Ok(Ok(done)) => done,
+        Ok(Ok(done)) => {
+            handshakes.get_or_create(&ResultLabels { result: "success" }).inc();
+            done
+        }
         Ok(Err(e)) => {
+            handshakes.get_or_create(&ResultLabels { result: "failure" }).inc();
             tracing::debug!(?peer, error = %e, "TLS handshake failed");
             return;
         }
         Err(_) => {
+            handshakes.get_or_create(&ResultLabels { result: "timeout" }).inc();
             tracing::debug!(?peer, "TLS handshake timed out");
             return;
         }
@@ -222,6 +230,22 @@ async fn tls_connection<S>(
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     Box::pin(serve(tls, Bytes::new(), ctx, h2, timeout, &state.shutdown)).await
+}
+
+/// Counts a connection as open for as long as it lives.
+struct OpenConnection(Arc<AppState>);
+
+impl OpenConnection {
+    fn new(state: &Arc<AppState>) -> Self {
+        state.shared.metrics.connections_open.inc();
+        OpenConnection(state.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.shared.metrics.connections_open.dec();
+    }
 }
 
 /// Reads the ClientHello, picks the vhost by SNI (D3; unknown or absent SNI: the first vhost on

@@ -1,0 +1,56 @@
+//! The admin listener, away from the public vhosts: `/metrics` (Prometheus, OpenMetrics text),
+//! `/healthz` (the process serves) and `/readyz` (a config is loaded and its listeners bound,
+//! which is true once `Server::start` returned).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio_util::sync::CancellationToken;
+
+use crate::http::service::Shared;
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Binds `addr` and serves until `stop`; returns the bound address (port 0 picks one).
+pub async fn start(addr: SocketAddr, shared: Arc<Shared>, stop: CancellationToken) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = listener.accept() => match r {
+                    Ok(s) => s,
+                    Err(_) => continue,
+                },
+            };
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| std::future::ready(Ok::<_, Infallible>(answer(&shared, &req))));
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    Ok(bound)
+}
+
+fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let (status, ctype, body) = match req.uri().path() {
+        "/metrics" => (StatusCode::OK, OPENMETRICS, shared.metrics.render()),
+        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        "/readyz" => (StatusCode::OK, "text/plain", "ready\n".to_string()),
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+    };
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, ctype)
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid")
+}

@@ -1,0 +1,151 @@
+//! The Prometheus registry (prometheus-client, the official Rust client; the `prometheus` crate
+//! has had no release since 2025). One instance lives for the whole process, so counters survive
+//! reloads. Labels come from the config only (vhost name, mountpoint, status class), never from
+//! request paths or Host headers, so their number is bounded.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub vhost: String,
+    pub mount: String,
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VhostLabels {
+    pub vhost: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub duration: Family<VhostLabels, Histogram>,
+    pub bytes_out: Family<VhostLabels, Counter>,
+    pub connections_open: Gauge,
+    pub tls_handshakes: Family<ResultLabels, Counter>,
+    pub reloads: Family<ResultLabels, Counter>,
+    pub last_reload_success: Gauge<f64, AtomicU64>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("lwsws");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests answered, by vhost, mount and status class",
+            requests.clone(),
+        );
+        let duration = Family::<VhostLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register_with_unit(
+            "http_request_duration",
+            "Time from the request head to the end of the response body",
+            Unit::Seconds,
+            duration.clone(),
+        );
+        let bytes_out = Family::<VhostLabels, Counter>::default();
+        registry.register_with_unit("http_response_body", "Response body bytes sent", Unit::Bytes, bytes_out.clone());
+        let connections_open = Gauge::default();
+        registry.register("connections_open", "Client connections open now", connections_open.clone());
+        let tls_handshakes = Family::<ResultLabels, Counter>::default();
+        registry.register("tls_handshakes", "TLS handshakes, by result", tls_handshakes.clone());
+        let reloads = Family::<ResultLabels, Counter>::default();
+        registry.register("config_reloads", "Configuration reloads, by result", reloads.clone());
+        let last_reload_success = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the running configuration was applied (Unix time)",
+            last_reload_success.clone(),
+        );
+        let m = Metrics {
+            registry,
+            requests,
+            duration,
+            bytes_out,
+            connections_open,
+            tls_handshakes,
+            reloads,
+            last_reload_success,
+        };
+        m.config_applied();
+        m
+    }
+}
+
+impl Metrics {
+    pub fn record_request(&self, vhost: &str, mount: &str, status: u16, body_bytes: u64, took: Duration) {
+        let status = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.requests
+            .get_or_create(&RequestLabels { vhost: vhost.to_string(), mount: mount.to_string(), status })
+            .inc();
+        let v = VhostLabels { vhost: vhost.to_string() };
+        self.duration.get_or_create(&v).observe(took.as_secs_f64());
+        self.bytes_out.get_or_create(&v).inc_by(body_bytes);
+    }
+
+    pub fn reload(&self, ok: bool) {
+        self.reloads.get_or_create(&ResultLabels { result: if ok { "success" } else { "failure" } }).inc();
+        if ok {
+            self.config_applied();
+        }
+    }
+
+    fn config_applied(&self) {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        self.last_reload_success.set(now);
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_what_was_recorded() {
+        let m = Metrics::default();
+        m.record_request("localhost", "/", 200, 10, Duration::from_millis(3));
+        m.record_request("localhost", "/", 404, 5, Duration::from_millis(1));
+        m.reload(false);
+        let text = m.render();
+        assert!(text.contains("lwsws_http_requests_total{vhost=\"localhost\",mount=\"/\",status=\"2xx\"} 1"), "{text}");
+        assert!(text.contains("lwsws_http_response_body_bytes_total{vhost=\"localhost\"} 15"), "{text}");
+        assert!(text.contains("lwsws_config_reloads_total{result=\"failure\"} 1"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
