@@ -31,5 +31,7 @@ echo "[test-all] the demo page in headless Chromium over WebDriver"
 e2e/browser/run.sh target/release/lwsws
 echo "[test-all] libwebsockets-test-client against the ws protocols (ws and wss)"
 e2e/peers/lws-test-client.sh target/release/lwsws
+echo "[test-all] promtool check metrics on /metrics"
+e2e/peers/promtool.sh target/release/lwsws
 echo "[test-all] Autobahn|Testsuite fuzzingclient against lws-echo"
 e2e/peers/autobahn.sh target/release/lwsws

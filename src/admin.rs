@@ -1,4 +1,5 @@
-//! The admin listener, away from the public vhosts: `/metrics` (Prometheus, OpenMetrics text),
+//! The admin listener, away from the public vhosts: `/metrics` (OpenMetrics when the scraper
+//! asks for it, as Prometheus does; the classic text format otherwise),
 //! `/healthz` (the process serves) and `/readyz` (a config is loaded and its listeners bound,
 //! which is true once `Server::start` returned).
 
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::http::service::Shared;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Binds `addr` and serves until `stop`; returns the bound address (port 0 picks one).
 pub async fn start(addr: SocketAddr, shared: Arc<Shared>, stop: CancellationToken) -> std::io::Result<SocketAddr> {
@@ -42,8 +44,14 @@ pub async fn start(addr: SocketAddr, shared: Arc<Shared>, stop: CancellationToke
 }
 
 fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let openmetrics = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
     let (status, ctype, body) = match req.uri().path() {
-        "/metrics" => (StatusCode::OK, OPENMETRICS, shared.metrics.render()),
+        "/metrics" if openmetrics => (StatusCode::OK, OPENMETRICS, shared.metrics.render()),
+        "/metrics" => (StatusCode::OK, PROMETHEUS_TEXT, shared.metrics.render_text()),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
         "/readyz" => (StatusCode::OK, "text/plain", "ready\n".to_string()),
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),

@@ -124,7 +124,30 @@ impl Metrics {
         self.last_reload_success.set(now);
     }
 
-    /// The text exposition format.
+    /// The Prometheus text format (0.0.4), for scrapers and tools that do not ask for
+    /// OpenMetrics: counters are named with their `_total` in HELP and TYPE, and the
+    /// OpenMetrics-only `# UNIT` and `# EOF` lines are left out.
+    pub fn render_text(&self) -> String {
+        let om = self.render();
+        let counters: Vec<&str> =
+            om.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.strip_suffix(" counter")).collect();
+        let mut out = String::with_capacity(om.len());
+        for line in om.lines() {
+            if line.starts_with("# UNIT ") || line == "# EOF" {
+                continue;
+            }
+            let renamed = ["# HELP ", "# TYPE "].iter().find_map(|p| {
+                let rest = line.strip_prefix(p)?;
+                let (name, tail) = rest.split_once(' ')?;
+                counters.contains(&name).then(|| format!("{p}{name}_total {tail}"))
+            });
+            out.push_str(renamed.as_deref().unwrap_or(line));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// The OpenMetrics text exposition format.
     pub fn render(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
@@ -147,5 +170,9 @@ mod tests {
         assert!(text.contains("lwsws_http_response_body_bytes_total{vhost=\"localhost\"} 15"), "{text}");
         assert!(text.contains("lwsws_config_reloads_total{result=\"failure\"} 1"), "{text}");
         assert!(text.ends_with("# EOF\n"));
+        let plain = m.render_text();
+        assert!(plain.contains("# TYPE lwsws_http_requests_total counter"), "{plain}");
+        assert!(plain.contains("# HELP lwsws_http_requests_total "), "{plain}");
+        assert!(!plain.contains("# EOF") && !plain.contains("# UNIT"));
     }
 }

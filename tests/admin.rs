@@ -16,9 +16,12 @@ async fn metrics_health_and_readiness() {
     assert_eq!(get(s.addr(), "/", "").await.status, 200);
     assert_eq!(get(s.addr(), "/nope.html", "").await.status, 404);
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let r = get(admin, "/metrics", "").await;
+    let r = get(admin, "/metrics", "Accept: application/openmetrics-text; version=1.0.0\r\n").await;
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("application/openmetrics-text"));
+    let plain = get(admin, "/metrics", "").await;
+    assert!(plain.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    assert!(plain.text().contains("# TYPE lwsws_http_requests_total counter"));
     let m = r.text();
     assert!(m.contains(r#"lwsws_http_requests_total{vhost="localhost",mount="/",status="2xx"} 2"#), "{m}");
     assert!(m.contains(r#"lwsws_http_requests_total{vhost="localhost",mount="/",status="4xx"} 1"#), "{m}");
