@@ -96,3 +96,47 @@ async fn a_websocket_stays_open_across_twenty_reloads() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_hundred_reloads_under_load_fail_no_request() {
+    let mut s =
+        common::TestServer::start("{}", &[&format!(r#"{{ "vhosts": [{}] }}"#, vhost("a", "127.0.0.1", "one"))]).await;
+    put(s.path(), "one/index.html", "one");
+    put(s.path(), "two/index.html", "two");
+    let addr = s.addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for worker in 0..4 {
+        let stop = stop.clone();
+        clients.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, 0u32);
+            // Half the workers reuse a keep-alive connection, half open one per request.
+            let mut kept = if worker % 2 == 0 { Some(connect(addr).await) } else { None };
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = match kept.as_mut() {
+                    Some(c) => c.get("/", "").await,
+                    None => get(addr, "/", "").await,
+                };
+                if r.status == 200 && (r.text() == "one" || r.text() == "two") { ok += 1 } else { failed += 1 }
+            }
+            (ok, failed)
+        }));
+    }
+    let server = s.server.as_mut().unwrap();
+    for i in 0..100 {
+        let root = if i % 2 == 0 { "two" } else { "one" };
+        let cfg = load(s.dir.path(), &[vhost("a", "127.0.0.1", root)]);
+        assert!(matches!(server.reload(&cfg, &mut Vec::new()).await.unwrap(), lwsws::app::Reloaded::Applied { .. }));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, 0);
+    for c in clients {
+        let (o, f) = c.await.unwrap();
+        ok += o;
+        failed += f;
+    }
+    assert!(ok > 100, "the load ran: {ok}");
+    assert_eq!(failed, 0, "no request failed across 100 reloads ({ok} served)");
+    s.stop().await;
+}
