@@ -30,6 +30,13 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MountResultLabels {
+    pub vhost: String,
+    pub mount: String,
+    pub result: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<RequestLabels, Counter>,
@@ -39,6 +46,8 @@ pub struct Metrics {
     pub tls_handshakes: Family<ResultLabels, Counter>,
     pub reloads: Family<ResultLabels, Counter>,
     pub last_reload_success: Gauge<f64, AtomicU64>,
+    pub upstream_errors: Family<MountResultLabels, Counter>,
+    pub cgi_runs: Family<MountResultLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -79,7 +88,17 @@ impl Default for Metrics {
             "When the running configuration was applied (Unix time)",
             last_reload_success.clone(),
         );
+        let upstream_errors = Family::<MountResultLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Proxied requests whose upstream failed: connect, timeout or failed",
+            upstream_errors.clone(),
+        );
+        let cgi_runs = Family::<MountResultLabels, Counter>::default();
+        registry.register("cgi_runs", "CGI scripts run, by how they answered", cgi_runs.clone());
         let m = Metrics {
+            upstream_errors,
+            cgi_runs,
             registry,
             requests,
             duration,
@@ -109,6 +128,16 @@ impl Metrics {
         let v = VhostLabels { vhost: vhost.to_string() };
         self.duration.get_or_create(&v).observe(took.as_secs_f64());
         self.bytes_out.get_or_create(&v).inc_by(body_bytes);
+    }
+
+    pub fn upstream_error(&self, vhost: &str, mount: &str, result: &'static str) {
+        let labels = MountResultLabels { vhost: vhost.to_string(), mount: mount.to_string(), result };
+        self.upstream_errors.get_or_create(&labels).inc();
+    }
+
+    pub fn cgi_run(&self, vhost: &str, mount: &str, result: &'static str) {
+        let labels = MountResultLabels { vhost: vhost.to_string(), mount: mount.to_string(), result };
+        self.cgi_runs.get_or_create(&labels).inc();
     }
 
     pub fn reload(&self, ok: bool) {

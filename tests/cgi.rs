@@ -160,6 +160,8 @@ async fn no_zombies_under_concurrent_load() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), "ok");
     }
+    let m = s.server.as_ref().unwrap().metrics().render();
+    assert!(m.contains(r#"lwsws_cgi_runs_total{vhost="cgi.test",mount="/cgi",result="answered"} 60"#), "{m}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let me = std::process::id().to_string();
     let zombies = std::fs::read_dir("/proc")

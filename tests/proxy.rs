@@ -133,6 +133,8 @@ async fn refused_upstream_is_503_and_slow_is_504() {
     let r = get(s.addr(), "/api/x", "").await;
     assert_eq!(r.status, 503);
     assert!(r.text().contains("<h1>503</h1>Service Temporarily Unavailable"), "{}", r.text());
+    let m = s.server.as_ref().unwrap().metrics().render();
+    assert!(m.contains(r#"lwsws_upstream_errors_total{vhost="site.test",mount="/api",result="connect"} 1"#), "{m}");
     s.stop().await;
 
     let (b, _) = backend().await;

@@ -170,6 +170,12 @@ fn respond(ctx: &Arc<ConnCtx>, parts: Parts, body: Incoming) -> Step {
                     server_port: vhost.port,
                 };
                 let r = cgi::run(script, &m.model, req, body).await;
+                let result = match &r {
+                    Ok(_) => "answered",
+                    Err(HttpError::GatewayTimeout) => "timeout",
+                    Err(_) => "failed",
+                };
+                ctx.shared.metrics.cgi_run(&vhost.name, &m.model.mountpoint, result);
                 complete(&ctx, &vhost, Some(m), &parts, r, false)
             }))
         }
@@ -187,6 +193,15 @@ fn respond(ctx: &Arc<ConnCtx>, parts: Parts, body: Incoming) -> Step {
                 let client =
                     ClientInfo { addr: ctx.peer.map(|p| p.ip().to_canonical()), tls: ctx.tls, host: host.as_deref() };
                 let mut r = proxy.forward(&parts, body, &remainder, client).await;
+                let failure = match &r {
+                    Err(HttpError::ServiceUnavailable) => Some("connect"),
+                    Err(HttpError::GatewayTimeout) => Some("timeout"),
+                    Err(HttpError::BadGateway) => Some("failed"),
+                    _ => None,
+                };
+                if let Some(kind) = failure {
+                    ctx.shared.metrics.upstream_error(&vhost.name, &m.model.mountpoint, kind);
+                }
                 if let Ok(resp) = &mut r
                     && let Some(up) = resp.extensions_mut().remove::<UpstreamUpgrade>()
                 {
