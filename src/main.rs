@@ -178,7 +178,7 @@ async fn reload(server: &mut lwsws::app::Server, dir: &std::path::Path, ddir: &s
     let loaded = match lwsws::lwsws::load(dir, ddir) {
         Ok(l) => l,
         Err(e) => {
-            server.metrics().reload(false);
+            server.metrics().reload_refused(&e.to_string());
             tracing::error!("reload ({why}) refused: {e}; the running config keeps serving");
             return;
         }
@@ -194,7 +194,7 @@ async fn reload(server: &mut lwsws::app::Server, dir: &std::path::Path, ddir: &s
             tracing::info!(listeners_added = added, listeners_removed = removed, "reload ({why}): new config applied");
         }
         Err(e) => {
-            server.metrics().reload(false);
+            server.metrics().reload_refused(&e.to_string());
             tracing::error!("reload ({why}) refused: {e}; the running config keeps serving");
         }
     }

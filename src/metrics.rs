@@ -48,6 +48,11 @@ pub struct Metrics {
     pub last_reload_success: Gauge<f64, AtomicU64>,
     pub upstream_errors: Family<MountResultLabels, Counter>,
     pub cgi_runs: Family<MountResultLabels, Counter>,
+    /// Totals for the status page, which reads the same events as `/metrics`.
+    requests_total: Counter,
+    reloads_ok: Counter,
+    reloads_failed: Counter,
+    last_reload_error: std::sync::Mutex<String>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -97,6 +102,10 @@ impl Default for Metrics {
         let cgi_runs = Family::<MountResultLabels, Counter>::default();
         registry.register("cgi_runs", "CGI scripts run, by how they answered", cgi_runs.clone());
         let m = Metrics {
+            requests_total: Counter::default(),
+            reloads_ok: Counter::default(),
+            reloads_failed: Counter::default(),
+            last_reload_error: std::sync::Mutex::new(String::new()),
             upstream_errors,
             cgi_runs,
             registry,
@@ -125,6 +134,7 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels { vhost: vhost.to_string(), mount: mount.to_string(), status })
             .inc();
+        self.requests_total.inc();
         let v = VhostLabels { vhost: vhost.to_string() };
         self.duration.get_or_create(&v).observe(took.as_secs_f64());
         self.bytes_out.get_or_create(&v).inc_by(body_bytes);
@@ -143,8 +153,28 @@ impl Metrics {
     pub fn reload(&self, ok: bool) {
         self.reloads.get_or_create(&ResultLabels { result: if ok { "success" } else { "failure" } }).inc();
         if ok {
+            self.reloads_ok.inc();
             self.config_applied();
+        } else {
+            self.reloads_failed.inc();
         }
+    }
+
+    /// A refused reload, with its message (file:line:col), for the status page.
+    pub fn reload_refused(&self, message: &str) {
+        self.reload(false);
+        *self.last_reload_error.lock().expect("reload error") = message.to_string();
+    }
+
+    /// What the lws-server-status document shows of the server (values as strings, as lws does).
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "requests": self.requests_total.get().to_string(),
+            "connections_open": self.connections_open.get().to_string(),
+            "reloads_ok": self.reloads_ok.get().to_string(),
+            "reloads_failed": self.reloads_failed.get().to_string(),
+            "last_reload_error": self.last_reload_error.lock().expect("reload error").clone(),
+        })
     }
 
     fn config_applied(&self) {

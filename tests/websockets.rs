@@ -332,3 +332,18 @@ async fn an_oversized_mirror_message_is_refused_not_half_delivered() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn server_status_reads_the_same_counters_as_metrics() {
+    let s = TestServer::start("{}", &[&site(ALL, "")]).await;
+    common::put(s.path(), "www/index.html", "x");
+    for _ in 0..3 {
+        common::get(s.addr(), "/", "").await;
+    }
+    let mut w = ws(&s, "/", Some("lws-server-status"), &[]).await.unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&next_text(&mut w).await).unwrap();
+    // Three GETs and this websocket's own upgrade request.
+    assert_eq!(doc["i"]["server"]["requests"], "4", "{doc}");
+    assert!(s.server.as_ref().unwrap().metrics().render().contains(r#"status="2xx"} 3"#));
+    s.stop().await;
+}

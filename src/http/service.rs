@@ -31,7 +31,7 @@ use crate::table::{ListenerRoutes, MountRt, RouteTable, VhostRt};
 #[derive(Debug, Default)]
 pub struct Shared {
     pub files: FileCache,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Everything a request on one connection needs; built once per connection.

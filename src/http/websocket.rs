@@ -77,6 +77,7 @@ pub fn accept(ctx: &ConnCtx, vhost: &Arc<VhostRt>, parts: &Parts) -> Result<Resp
         query: parts.uri.query().map(str::to_string),
         user_agent: parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
         idle: vhost.ws.idle,
+        metrics: ctx.shared.metrics.clone(),
     };
     ctx.upgrade.set(Box::new(move |io| {
         Box::pin(async move {

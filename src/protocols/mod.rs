@@ -39,6 +39,8 @@ pub struct WsInfo {
     pub user_agent: String,
     /// D10: when an idle connection is pinged and closed.
     pub idle: IdlePolicy,
+    /// The server's counters (lws-server-status shows them).
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
 }
 
 /// What the vhost knows that a protocol may report (lws-server-status).

@@ -33,7 +33,7 @@ impl ServerStatus {
         ServerStatus { period: Duration::from_secs(secs), hide_vhosts, files, vhost, started: Instant::now() }
     }
 
-    fn document(&self) -> String {
+    fn document(&self, metrics: &crate::metrics::Metrics) -> String {
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         let mut l = load.split_whitespace();
         let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -45,6 +45,7 @@ impl ServerStatus {
             "l3": l.next().unwrap_or("0"),
             "statm": statm.trim(),
             "contexts": [ { "uptime": self.started.elapsed().as_secs().to_string(), "deprecated": "0" } ],
+            "server": metrics.summary(),
         });
         if !self.hide_vhosts {
             let v = &self.vhost;
@@ -85,7 +86,7 @@ impl Protocol for ServerStatus {
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        if ws.send(Message::text(self.document())).await.is_err() {
+                        if ws.send(Message::text(self.document(&info.metrics))).await.is_err() {
                             return;
                         }
                     }

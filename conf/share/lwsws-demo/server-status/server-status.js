@@ -154,6 +154,11 @@
     }
     text("ss-load", [i.l1, i.l2, i.l3].map(function (v) { return v === undefined ? "–" : v; }).join("  "));
     renderStatm(i.statm);
+    const server = i.server || {};
+    text("ss-requests", server.requests || "–");
+    text("ss-conns", (server.connections_open || "0") + " connections open");
+    text("ss-reloads", (server.reloads_ok || "0") + " applied \u00b7 " + (server.reloads_failed || "0") + " refused");
+    text("ss-reload-error", server.last_reload_error ? "last refused: " + server.last_reload_error : "\u00a0");
     renderVhosts(contexts);
     renderFiles(doc.files);
     text("ss-updated", "Live from lws-server-status \u00b7 updated " + new Date().toLocaleTimeString());
