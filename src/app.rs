@@ -49,6 +49,8 @@ struct Listening {
 /// A running server: its bound addresses, and the handle to reload or stop it.
 pub struct Server {
     config: Config,
+    /// The certificate and key files the running table was built from, and when each changed.
+    certs: Vec<(std::path::PathBuf, Option<std::time::SystemTime>)>,
     listening: HashMap<ListenKey, Listening>,
     order: Vec<ListenKey>,
     state: Arc<AppState>,
@@ -67,7 +69,13 @@ impl Server {
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
         });
-        let mut server = Server { config: config.clone(), listening: HashMap::new(), order: Vec::new(), state };
+        let mut server = Server {
+            config: config.clone(),
+            certs: cert_stamps(config),
+            listening: HashMap::new(),
+            order: Vec::new(),
+            state,
+        };
         server.serve(bound);
         Ok(server)
     }
@@ -86,7 +94,8 @@ impl Server {
 
     /// Applies a new config in place. On any error the running config keeps serving untouched.
     pub async fn reload(&mut self, config: &Config, warnings: &mut Vec<Warning>) -> Result<Reloaded, StartError> {
-        if *config == self.config {
+        let certs = cert_stamps(config);
+        if *config == self.config && certs == self.certs {
             return Ok(Reloaded::Unchanged);
         }
         let table = table::compile(config, CompileMode::Serve, warnings)?;
@@ -105,6 +114,7 @@ impl Server {
         }
         self.order.retain(|k| wanted.contains(k));
         self.config = config.clone();
+        self.certs = certs;
         Ok(Reloaded::Applied { added, removed: gone.len() })
     }
 
@@ -140,6 +150,29 @@ impl Server {
             tracing::warn!(open = self.state.tracker.len(), "grace period over; closing the remaining connections");
         }
     }
+}
+
+impl Server {
+    /// Whether a certificate, key or CA file changed on disk since the running table was built
+    /// (a renewed certificate needs no config change to be picked up).
+    pub fn certificates_changed(&self) -> bool {
+        cert_stamps(&self.config) != self.certs
+    }
+}
+
+/// Every TLS file the config names, with its modification time.
+fn cert_stamps(config: &Config) -> Vec<(std::path::PathBuf, Option<std::time::SystemTime>)> {
+    let mut files: Vec<std::path::PathBuf> = config
+        .vhosts
+        .iter()
+        .flat_map(|v| {
+            [&v.host_ssl_cert, &v.host_ssl_key, &v.host_ssl_ca, &v.client_ssl_ca, &v.client_ssl_cert, &v.client_ssl_key]
+        })
+        .filter_map(|p| p.clone())
+        .collect();
+    files.sort();
+    files.dedup();
+    files.into_iter().map(|p| (p.clone(), std::fs::metadata(&p).and_then(|m| m.modified()).ok())).collect()
 }
 
 /// Binds the table's listeners that `want` selects, or none: a failure closes what it bound.

@@ -159,11 +159,20 @@ async fn run_until_stopped(server: &mut lwsws::app::Server, dir: &std::path::Pat
             (None, tokio::sync::mpsc::unbounded_channel().1)
         }
     };
+    // Certificates usually live outside the config directory: look at them now and then.
+    let mut cert_check = tokio::time::interval(Duration::from_secs(30));
+    cert_check.tick().await;
     loop {
         let why = tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
             _ = hup.recv() => "SIGHUP",
+            _ = cert_check.tick() => {
+                if !server.certificates_changed() {
+                    continue;
+                }
+                "a certificate changed on disk"
+            }
             Some(()) = changes.recv() => {
                 lwsws::reload::settle(&mut changes).await;
                 "a change in the config directory"

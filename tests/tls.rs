@@ -202,3 +202,24 @@ async fn a_client_cert_for_one_mtls_vhost_does_not_open_another() {
     assert_eq!(c.read_response(false).await.unwrap().status, 421);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_renewed_certificate_is_picked_up_by_a_reload_without_a_config_change() {
+    let pki = Pki::new("ca");
+    let mut s = start_with_certs(&pki, &["a.test"], "{}", &[&tls_vhost("a.test", "")], false).await;
+    let leaf_der = |c: &common::Conn<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>| {
+        c.s.get_ref().1.peer_certificates().unwrap()[0].as_ref().to_vec()
+    };
+    let before = leaf_der(&tls_connect(s.addr(), "a.test", pki.roots(), None, &[]).await.unwrap());
+    let config = lwsws::lwsws::load(s.path(), "/usr/share").unwrap().config;
+    let server = s.server.as_mut().unwrap();
+    assert_eq!(server.reload(&config, &mut Vec::new()).await.unwrap(), lwsws::app::Reloaded::Unchanged);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    pki.leaf(s.dir.path(), "a.test", &["a.test"], false);
+    let server = s.server.as_mut().unwrap();
+    assert!(server.certificates_changed());
+    assert!(matches!(server.reload(&config, &mut Vec::new()).await.unwrap(), lwsws::app::Reloaded::Applied { .. }));
+    let after = leaf_der(&tls_connect(s.addr(), "a.test", pki.roots(), None, &[]).await.unwrap());
+    assert_ne!(before, after, "new connections get the renewed certificate");
+    s.stop().await;
+}
