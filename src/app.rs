@@ -48,6 +48,9 @@ struct Listening {
 
 /// A running server: its bound addresses, and the handle to reload or stop it.
 pub struct Server {
+    /// How long HTTP connections of a listener removed by a reload may go on (then they are
+    /// asked to finish and close). Upgraded connections are never cut by a reload.
+    pub drain_limit: Duration,
     config: Config,
     /// The certificate and key files the running table was built from, and when each changed.
     certs: Vec<(std::path::PathBuf, Option<std::time::SystemTime>)>,
@@ -68,8 +71,10 @@ impl Server {
             shared: Arc::new(Shared::default()),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            drains: Default::default(),
         });
         let mut server = Server {
+            drain_limit: Duration::from_secs(60),
             config: config.clone(),
             certs: cert_stamps(config),
             listening: HashMap::new(),
@@ -108,8 +113,16 @@ impl Server {
         let gone: Vec<ListenKey> = self.order.iter().filter(|k| !wanted.contains(k)).cloned().collect();
         for key in &gone {
             if let Some(l) = self.listening.remove(key) {
-                tracing::info!(addrs = ?l.addrs, "listener removed by reload; closing it");
+                tracing::info!(addrs = ?l.addrs, drain = ?self.drain_limit, "listener removed by reload; closing it");
                 l.stop.cancel();
+                let drain = self.state.drains.lock().expect("drain tokens").remove(key);
+                if let Some(drain) = drain {
+                    let limit = self.drain_limit;
+                    tokio::spawn(async move {
+                        tokio::time::sleep(limit).await;
+                        drain.cancel();
+                    });
+                }
             }
         }
         self.order.retain(|k| wanted.contains(k));

@@ -33,6 +33,9 @@ struct Cli {
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     grace_secs: u64,
+    /// Seconds HTTP connections of a listener that a reload removed may go on
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    drain_secs: u64,
     /// Serve /metrics, /healthz and /readyz on this address (off unless given)
     #[arg(long, env = "LWSWS_ADMIN_ADDR", value_name = "ADDR")]
     admin_addr: Option<std::net::SocketAddr>,
@@ -82,7 +85,7 @@ fn run(cli: &Cli, dir: &std::path::Path, ddir: &str, checking: bool) -> ExitCode
         print!("{}", result.text);
         return ExitCode::from(result.code as u8);
     }
-    serve(dir, ddir, Duration::from_secs(cli.grace_secs), cli.admin_addr)
+    serve(dir, ddir, Duration::from_secs(cli.grace_secs), Duration::from_secs(cli.drain_secs), cli.admin_addr)
 }
 
 /// `-c DIR`, else /etc/lwsws when it holds a config, else the built-in demo unpacked.
@@ -100,7 +103,13 @@ fn config_dir(cli: &Cli, checking: bool) -> std::io::Result<(PathBuf, String, bo
     Ok((dir, ddir, true))
 }
 
-fn serve(dir: &std::path::Path, ddir: &str, grace: Duration, admin: Option<std::net::SocketAddr>) -> ExitCode {
+fn serve(
+    dir: &std::path::Path,
+    ddir: &str,
+    grace: Duration,
+    drain: Duration,
+    admin: Option<std::net::SocketAddr>,
+) -> ExitCode {
     let loaded = match lwsws::lwsws::load(dir, ddir) {
         Ok(l) => l,
         Err(e) => {
@@ -130,6 +139,7 @@ fn serve(dir: &std::path::Path, ddir: &str, grace: Duration, admin: Option<std::
                 return ExitCode::from(code);
             }
         };
+        server.drain_limit = drain;
         if let Some(addr) = admin {
             match server.start_admin(addr).await {
                 Ok(bound) => tracing::info!(%bound, "admin listener: /metrics /healthz /readyz"),

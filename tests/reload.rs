@@ -140,3 +140,32 @@ async fn a_hundred_reloads_under_load_fail_no_request() {
     assert_eq!(failed, 0, "no request failed across 100 reloads ({ok} served)");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn connections_of_a_removed_listener_are_drained_after_the_limit() {
+    use tokio::io::AsyncReadExt;
+    let mut s = common::TestServer::start(
+        "{}",
+        &[&format!(r#"{{ "vhosts": [{}, {}] }}"#, vhost("a", "127.0.0.1", "one"), vhost("b", "127.0.0.2", "one"))],
+    )
+    .await;
+    put(s.path(), "one/index.html", "one");
+    let b = s.server.as_ref().unwrap().tcp_addrs()[1];
+    let mut kept = connect(b).await;
+    assert_eq!(kept.get("/", "").await.text(), "one");
+    let server = s.server.as_mut().unwrap();
+    server.drain_limit = Duration::from_millis(300);
+    let cfg = load(s.dir.path(), &[vhost("a", "127.0.0.1", "one")]);
+    assert_eq!(
+        server.reload(&cfg, &mut Vec::new()).await.unwrap(),
+        lwsws::app::Reloaded::Applied { added: 0, removed: 1 }
+    );
+    // Within the limit the connection still serves...
+    assert_eq!(kept.get("/", "").await.text(), "one");
+    // ...and after it the connection is closed.
+    let mut buf = [0u8; 8];
+    let n =
+        tokio::time::timeout(Duration::from_secs(3), kept.s.read(&mut buf)).await.expect("closed in time").unwrap_or(0);
+    assert_eq!(n, 0);
+    s.stop().await;
+}

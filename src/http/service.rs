@@ -55,6 +55,10 @@ impl ConnCtx {
     fn routes(&self) -> &ListenerRoutes {
         &self.table.listeners[self.listener]
     }
+
+    pub fn routes_key(&self) -> crate::model::ListenKey {
+        self.routes().key.clone()
+    }
 }
 
 /// When the request's head was complete, for the duration histogram.

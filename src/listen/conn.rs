@@ -31,6 +31,17 @@ pub struct AppState {
     pub shared: Arc<Shared>,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
+    /// Per listener: cancelled (after the drain limit) when a reload removes the listener, so
+    /// its HTTP connections finish their requests and close. Children of `shutdown`.
+    pub drains: std::sync::Mutex<std::collections::HashMap<ListenKey, CancellationToken>>,
+}
+
+impl AppState {
+    /// The token an HTTP connection on `key` stops on: server shutdown, or its listener drained.
+    pub fn drain_for(&self, key: &ListenKey) -> CancellationToken {
+        let mut drains = self.drains.lock().expect("drain tokens");
+        drains.entry(key.clone()).or_insert_with(|| self.shutdown.child_token()).clone()
+    }
 }
 
 /// Accepts until `stop` (the listener was removed by a reload, or the server is stopping).
@@ -129,7 +140,8 @@ async fn plain<S>(
         upgrade: Default::default(),
         redirect_to_https,
     };
-    serve(stream, first, ctx, false, timeout, &state.shutdown).await
+    let drain = state.drain_for(&ctx.routes_key());
+    serve(stream, first, ctx, false, timeout, &drain).await
 }
 
 /// `fallback-listen-accept` on a plain port: a first token that is not an HTTP method sends
@@ -229,7 +241,8 @@ async fn tls_connection<S>(
         redirect_to_https: false,
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    Box::pin(serve(tls, Bytes::new(), ctx, h2, timeout, &state.shutdown)).await
+    let drain = state.drain_for(&ctx.routes_key());
+    Box::pin(serve(tls, Bytes::new(), ctx, h2, timeout, &drain)).await
 }
 
 /// Counts a connection as open for as long as it lives.
@@ -283,6 +296,7 @@ mod tests {
             shared: Arc::new(Shared::default()),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            drains: Default::default(),
         });
         let key = ListenKey::Unix { path: "/x".into() };
         let ctx = ConnCtx {
