@@ -153,7 +153,7 @@ fn respond(ctx: &Arc<ConnCtx>, parts: Parts, body: Incoming) -> Step {
         Ok(Action::Callback { protocol, remainder }) => {
             let ctx = ctx.clone();
             let vhost = vhost.clone();
-            let mount = mount_used.map(|m| vhost.mounts.iter().position(|x| std::ptr::eq(x, m)).expect("the vhost's"));
+            let mount = mount_used.map(|m| vhost.mount_index(m));
             Step::Later(Box::pin(async move {
                 let r = protocol.http(parts.clone(), body, remainder).await;
                 complete(&ctx, &vhost, mount.map(|i| &vhost.mounts[i]), &parts, r, false)
@@ -326,11 +326,11 @@ fn route<'v>(
         Origin::Gzip => Err(HttpError::NotFound),
         Origin::Redirect(_) => unreachable!("handled above"),
         Origin::Proxy { .. } => {
-            let index = vhost.mounts.iter().position(|m| std::ptr::eq(m, mount)).expect("the mount is the vhost's");
+            let index = vhost.mount_index(mount);
             Ok(Action::Proxy { mount: index, remainder: remainder.to_string() })
         }
         Origin::Cgi(_) => {
-            let index = vhost.mounts.iter().position(|m| std::ptr::eq(m, mount)).expect("the mount is the vhost's");
+            let index = vhost.mount_index(mount);
             Ok(Action::Cgi { mount: index, remainder: remainder.to_string() })
         }
         Origin::Callback(name) => {

@@ -134,6 +134,12 @@ pub fn strip_port(host: &str) -> &str {
 }
 
 impl VhostRt {
+    /// Where `mount` (one of this vhost's, as `select_mount` returned it) stands in `mounts`,
+    /// for work that outlives the borrow and must find it again.
+    pub fn mount_index(&self, mount: &MountRt) -> usize {
+        self.mounts.iter().position(|m| std::ptr::eq(m, mount)).expect("the mount is the vhost's")
+    }
+
     /// Longest matching mountpoint wins; ties go to the earlier mount, except that an
     /// exact-match mount beats a prefix mount of the same length. Mounts marked
     /// `no-ws-upgrades` are skipped for upgrade requests.
