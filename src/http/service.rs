@@ -52,6 +52,27 @@ pub struct ConnCtx {
 }
 
 impl ConnCtx {
+    /// A plain-HTTP connection's context; TLS connections set `tls` and `handshake_vhost`.
+    pub fn new(
+        table: Arc<RouteTable>,
+        listener: usize,
+        peer: Option<SocketAddr>,
+        shared: Arc<Shared>,
+        keepalive: std::time::Duration,
+    ) -> Self {
+        ConnCtx {
+            table,
+            listener,
+            peer,
+            tls: false,
+            handshake_vhost: None,
+            shared,
+            activity: Arc::new(Activity::new(keepalive)),
+            upgrade: UpgradeSlot::default(),
+            redirect_to_https: false,
+        }
+    }
+
     fn routes(&self) -> &ListenerRoutes {
         &self.table.listeners[self.listener]
     }

@@ -17,7 +17,6 @@ use super::bind::Socket;
 use super::io::{Prefixed, Readiness};
 use super::serve::serve;
 use super::sniff::{self, Verdict};
-use crate::http::activity::Activity;
 use crate::http::service::{ConnCtx, Shared};
 use crate::metrics::ResultLabels;
 use crate::model::ListenKey;
@@ -129,17 +128,7 @@ async fn plain<S>(
 {
     let timeout = table.global.timeout;
     let keepalive = table.listeners[listener].first().keepalive;
-    let ctx = ConnCtx {
-        table,
-        listener,
-        peer,
-        tls: false,
-        handshake_vhost: None,
-        shared: state.shared.clone(),
-        activity: Arc::new(Activity::new(keepalive)),
-        upgrade: Default::default(),
-        redirect_to_https,
-    };
+    let ctx = ConnCtx { redirect_to_https, ..ConnCtx::new(table, listener, peer, state.shared.clone(), keepalive) };
     let drain = state.drain_for(&ctx.routes_key());
     serve(stream, first, ctx, false, timeout, &drain).await
 }
@@ -229,16 +218,11 @@ async fn tls_connection<S>(
             return;
         }
     };
+    let keepalive = vhost.keepalive;
     let ctx = ConnCtx {
-        table: table.clone(),
-        listener,
-        peer,
         tls: true,
-        activity: Arc::new(Activity::new(vhost.keepalive)),
         handshake_vhost: Some(vhost),
-        shared: state.shared.clone(),
-        upgrade: Default::default(),
-        redirect_to_https: false,
+        ..ConnCtx::new(table.clone(), listener, peer, state.shared.clone(), keepalive)
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
     let drain = state.drain_for(&ctx.routes_key());
@@ -299,17 +283,7 @@ mod tests {
             drains: Default::default(),
         });
         let key = ListenKey::Unix { path: "/x".into() };
-        let ctx = ConnCtx {
-            table: state.table.load_full(),
-            listener: 0,
-            peer: None,
-            tls: false,
-            handshake_vhost: None,
-            shared: state.shared.clone(),
-            activity: Arc::new(Activity::new(Duration::from_secs(5))),
-            upgrade: Default::default(),
-            redirect_to_https: false,
-        };
+        let ctx = ConnCtx::new(state.table.load_full(), 0, None, state.shared.clone(), Duration::from_secs(5));
         let shutdown = CancellationToken::new();
         let serving = serve(
             tokio::net::TcpStream::connect(l.local_addr().unwrap()).await.unwrap(),
