@@ -82,6 +82,7 @@ impl Server {
             state,
         };
         server.serve(bound);
+        server.metrics().set_cert_expiries(&cert_expiries(config));
         Ok(server)
     }
 
@@ -128,6 +129,7 @@ impl Server {
         self.order.retain(|k| wanted.contains(k));
         self.config = config.clone();
         self.certs = certs;
+        self.metrics().set_cert_expiries(&cert_expiries(config));
         Ok(Reloaded::Applied { added, removed: gone.len() })
     }
 
@@ -171,6 +173,15 @@ impl Server {
     pub fn certificates_changed(&self) -> bool {
         cert_stamps(&self.config) != self.certs
     }
+}
+
+/// Each TLS vhost's certificate expiry, read from its certificate file.
+fn cert_expiries(config: &Config) -> Vec<(String, i64)> {
+    config
+        .vhosts
+        .iter()
+        .filter_map(|v| Some((v.name.clone(), crate::tls::expiry::leaf_not_after(v.host_ssl_cert.as_ref()?)?)))
+        .collect()
 }
 
 /// Every TLS file the config names, with its modification time.

@@ -57,8 +57,8 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli);
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let _telemetry = init_logging(&cli);
     let checking = cli.check || matches!(cli.command, Some(Command::Check));
     let (dir, ddir, demo) = match config_dir(&cli, checking) {
         Ok(v) => v,
@@ -140,7 +140,8 @@ fn serve(
             }
         };
         server.drain_limit = drain;
-        if let Some(addr) = admin {
+        // The command line wins over the config's `admin-addr` (read once, at startup).
+        if let Some(addr) = admin.or(loaded.config.global.admin_addr) {
             match server.start_admin(addr).await {
                 Ok(bound) => tracing::info!(%bound, "admin listener: /metrics /healthz /readyz"),
                 Err(e) => {
@@ -219,25 +220,23 @@ async fn reload(server: &mut lwsws::app::Server, dir: &std::path::Path, ddir: &s
     }
 }
 
-/// lwsws's `-d` mask onto tracing levels; RUST_LOG, when set, wins.
-fn init_logging(cli: &Cli) {
+/// lwsws's `-d` mask onto tracing levels and modules (`logmask`); RUST_LOG, when set, wins.
+/// Also starts the OpenTelemetry exporter when the `OTEL_*` environment asks for one; the
+/// returned guard flushes it on exit.
+fn init_logging(cli: &Cli) -> Option<lwsws::telemetry::Telemetry> {
     use tracing_subscriber::EnvFilter;
-    let m = cli.log_mask;
-    let level = if m & 16 != 0 {
-        "debug"
-    } else if m & (8 | 4) != 0 {
-        "info"
-    } else if m & 2 != 0 {
-        "warn"
-    } else if m & 1 != 0 {
-        "error"
-    } else {
-        "off"
+    use tracing_subscriber::prelude::*;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(lwsws::logmask::directives(cli.log_mask)));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match cli.log_format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().boxed(),
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(format!("lwsws={level},warn")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    let (telemetry, otel) = match lwsws::telemetry::init() {
+        Some((t, layer)) => (Some(t), Some(layer)),
+        None => (None, None),
+    };
+    tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).init();
+    telemetry
 }

@@ -26,7 +26,28 @@ pub struct VhostLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WsLabels {
+    pub vhost: String,
+    pub protocol: String,
+    pub direction: &'static str,
+}
+
+/// One websocket connection's message counters, resolved once when it starts.
+#[derive(Clone, Debug, Default)]
+pub struct WsCounters {
+    pub received: Counter,
+    pub sent: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AcmeLabels {
+    pub vhost: String,
+    pub kind: &'static str,
     pub result: &'static str,
 }
 
@@ -48,6 +69,9 @@ pub struct Metrics {
     pub last_reload_success: Gauge<f64, AtomicU64>,
     pub upstream_errors: Family<MountResultLabels, Counter>,
     pub cgi_runs: Family<MountResultLabels, Counter>,
+    pub ws_messages: Family<WsLabels, Counter>,
+    pub cert_expiry: Family<VhostLabels, Gauge>,
+    pub acme_orders: Family<AcmeLabels, Counter>,
     /// Totals for the status page, which reads the same events as `/metrics`.
     requests_total: Counter,
     reloads_ok: Counter,
@@ -101,7 +125,28 @@ impl Default for Metrics {
         );
         let cgi_runs = Family::<MountResultLabels, Counter>::default();
         registry.register("cgi_runs", "CGI scripts run, by how they answered", cgi_runs.clone());
+        let ws_messages = Family::<WsLabels, Counter>::default();
+        registry.register(
+            "websocket_messages",
+            "WebSocket messages handled by the built-in protocols, by vhost, protocol and direction",
+            ws_messages.clone(),
+        );
+        let cert_expiry = Family::<VhostLabels, Gauge>::default();
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "When each vhost's serving certificate expires (Unix time)",
+            cert_expiry.clone(),
+        );
+        let acme_orders = Family::<AcmeLabels, Counter>::default();
+        registry.register(
+            "acme_orders",
+            "ACME certificate orders, by vhost, kind (issue or renew) and result",
+            acme_orders.clone(),
+        );
         let m = Metrics {
+            ws_messages,
+            cert_expiry,
+            acme_orders,
             requests_total: Counter::default(),
             reloads_ok: Counter::default(),
             reloads_failed: Counter::default(),
@@ -148,6 +193,34 @@ impl Metrics {
     pub fn cgi_run(&self, vhost: &str, mount: &str, result: &'static str) {
         let labels = MountResultLabels { vhost: vhost.to_string(), mount: mount.to_string(), result };
         self.cgi_runs.get_or_create(&labels).inc();
+    }
+
+    /// The counters of one websocket connection of `protocol` on `vhost`.
+    pub fn ws_counters(&self, vhost: &str, protocol: &str) -> WsCounters {
+        let labels = |direction| WsLabels { vhost: vhost.to_string(), protocol: protocol.to_string(), direction };
+        // One statement each: the family's read guard must be dropped before the next lookup,
+        // which may need its write lock.
+        let received = self.ws_messages.get_or_create(&labels("received")).clone();
+        let sent = self.ws_messages.get_or_create(&labels("sent")).clone();
+        WsCounters { received, sent }
+    }
+
+    /// Replaces the certificate expiry gauges with `expiries` (vhost, Unix time): vhosts that
+    /// went away with a reload stop being reported.
+    pub fn set_cert_expiries(&self, expiries: &[(String, i64)]) {
+        self.cert_expiry.clear();
+        for (vhost, at) in expiries {
+            self.cert_expiry.get_or_create(&VhostLabels { vhost: vhost.clone() }).set(*at);
+        }
+    }
+
+    /// One vhost's certificate changed without a reload (ACME issuance or renewal).
+    pub fn set_cert_expiry(&self, vhost: &str, at: i64) {
+        self.cert_expiry.get_or_create(&VhostLabels { vhost: vhost.to_string() }).set(at);
+    }
+
+    pub fn acme_order(&self, vhost: &str, kind: &'static str, result: &'static str) {
+        self.acme_orders.get_or_create(&AcmeLabels { vhost: vhost.to_string(), kind, result }).inc();
     }
 
     pub fn reload(&self, ok: bool) {
@@ -224,7 +297,26 @@ mod tests {
         m.record_request("localhost", "/", 200, 10, Duration::from_millis(3));
         m.record_request("localhost", "/", 404, 5, Duration::from_millis(1));
         m.reload(false);
+        m.ws_counters("localhost", "lws-echo").received.inc();
+        m.set_cert_expiries(&[("gone".into(), 1), ("localhost".into(), 1_804_118_400)]);
+        m.set_cert_expiries(&[("localhost".into(), 1_804_118_400)]);
+        m.acme_order("localhost", "issue", "success");
         let text = m.render();
+        assert!(
+            text.contains(
+                "lwsws_websocket_messages_total{vhost=\"localhost\",protocol=\"lws-echo\",direction=\"received\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("lwsws_tls_certificate_expiry_timestamp_seconds{vhost=\"localhost\"} 1804118400"),
+            "{text}"
+        );
+        assert!(!text.contains("vhost=\"gone\""), "{text}");
+        assert!(
+            text.contains("lwsws_acme_orders_total{vhost=\"localhost\",kind=\"issue\",result=\"success\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("lwsws_http_requests_total{vhost=\"localhost\",mount=\"/\",status=\"2xx\"} 1"), "{text}");
         assert!(text.contains("lwsws_http_response_body_bytes_total{vhost=\"localhost\"} 15"), "{text}");
         assert!(text.contains("lwsws_config_reloads_total{result=\"failure\"} 1"), "{text}");

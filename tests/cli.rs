@@ -295,3 +295,33 @@ fn reloads_on_sighup_on_edits_and_on_a_kubelet_swap_and_refuses_broken_edits() {
     assert!(err.contains("reload") && err.contains("refused"), "the broken edit was reported: {err}");
     assert!(err.contains(":1:") || err.contains("conf.d/site"), "with its location: {err}");
 }
+
+#[test]
+fn admin_address_comes_from_the_global_config_and_a_bad_one_is_refused() {
+    let port = free_port();
+    let admin = free_port();
+    let global = format!("{{ \"global\": {{ \"admin-addr\": \"127.0.0.1:{admin}\" }} }}");
+    let dir = write_config(&global, &[("site", &site_vhost(port, ""))]);
+    put(dir.path(), "www/index.html", "hi");
+    let mut child = spawn(&["-c", dir.path().to_str().unwrap()], &[]);
+    let admin_addr: SocketAddr = format!("127.0.0.1:{admin}").parse().unwrap();
+    wait_for_port(admin_addr, &mut child);
+    assert!(fetch_path(admin_addr, "/healthz").ends_with("ok\n"));
+    sigterm(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
+
+    let dir = write_config("{ \"global\": {\n  \"admin-addr\": \"everywhere\" } }", &[("site", &site_vhost(port, ""))]);
+    let out = Command::new(BIN).args(["-c", dir.path().to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let conf = format!("{}/conf:2:17: \"admin-addr\"", dir.path().display());
+    assert!(err.contains(&conf) && err.contains("not an address"), "{err}");
+}
+
+fn fetch_path(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}

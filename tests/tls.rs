@@ -49,6 +49,13 @@ async fn sni_chooses_between_two_vhosts_on_one_port() {
     let pki = Pki::new("test ca");
     let s = start_with_certs(&pki, &["a.test", "b.test"], "{}", &[&two_vhosts("")], false).await;
     assert_eq!(s.addrs.len(), 1, "one shared socket");
+    let m = s.server.as_ref().unwrap().metrics().render();
+    for name in ["a.test", "b.test"] {
+        let line = format!("lwsws_tls_certificate_expiry_timestamp_seconds{{vhost=\"{name}\"}} ");
+        let at: i64 =
+            m.lines().find_map(|l| l.strip_prefix(&line)).unwrap_or_else(|| panic!("{line} in {m}")).parse().unwrap();
+        assert!(at > chrono::Utc::now().timestamp(), "the test certificates are valid now");
+    }
     for name in ["a.test", "b.test"] {
         let mut c = tls_connect(s.addr(), name, pki.roots(), None, &["http/1.1"]).await.unwrap();
         c.send(&format!("GET / HTTP/1.1\r\nHost: {name}\r\n\r\n")).await;

@@ -261,6 +261,13 @@ async fn echo_returns_each_message_as_sent() {
     let big = "é".repeat(100_000);
     w.send(Message::text(big.clone())).await.unwrap();
     assert_eq!(next_text(&mut w).await, big);
+    let m = s.server.as_ref().unwrap().metrics().render();
+    for dir in ["received", "sent"] {
+        let line = format!(
+            "lwsws_websocket_messages_total{{vhost=\"localhost\",protocol=\"lws-echo\",direction=\"{dir}\"}} 2"
+        );
+        assert!(m.contains(&line), "{line} in {m}");
+    }
     s.stop().await;
 }
 

@@ -124,6 +124,11 @@ pub fn handle(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> Reply {
     ctx.activity.begin();
     let (mut parts, body) = req.into_parts();
     parts.extensions.insert(Started(std::time::Instant::now()));
+    if crate::telemetry::enabled() {
+        let scheme = if ctx.tls { "https" } else { "http" };
+        let span = crate::telemetry::request_span(&parts.method, parts.uri.path(), scheme, &parts.headers);
+        parts.extensions.insert(span);
+    }
     if ctx.redirect_to_https {
         return Reply::Ready(Some(to_https(ctx, &parts)));
     }
@@ -465,6 +470,13 @@ fn finish(
         mount.map(|m| m.model.mountpoint.clone()).unwrap_or_default(),
         head.status.as_u16(),
     );
+    if let Some(span) = parts.extensions.get::<tracing::Span>() {
+        let mount = mount.map(|m| m.model.mountpoint.as_str());
+        crate::telemetry::record_response(span, &parts.method, &vhost.name, mount, status, ctx.peer.map(|p| p.ip()));
+        // The span ends when the last of the body has gone out.
+        let span = span.clone();
+        body.on_done(Box::new(move |_| drop(span)));
+    }
     body.on_done(Box::new(move |n| shared.metrics.record_request(&name, &mountpoint, status, n, started.elapsed())));
     if let Some(log) = &vhost.access_log {
         let entry = log_entry(ctx, parts, &head);

@@ -78,6 +78,7 @@ pub fn accept(ctx: &ConnCtx, vhost: &Arc<VhostRt>, parts: &Parts) -> Result<Resp
         user_agent: parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("").to_string(),
         idle: vhost.ws.idle,
         metrics: ctx.shared.metrics.clone(),
+        messages: ctx.shared.metrics.ws_counters(&vhost.name, protocol.name()),
     };
     ctx.upgrade.set(Box::new(move |io| {
         Box::pin(async move {

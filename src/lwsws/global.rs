@@ -62,6 +62,14 @@ fn apply_key(ctx: &mut Ctx, g: &mut Global, k: &Key, v: &Node) -> Result<(), Con
                 ctx.warn(k.pos, format!("\"{}\" is parsed but per-IP limits are not enforced yet", k.name));
             }
         }
+        // This project's own key: where /metrics, /healthz and /readyz are served.
+        "admin-addr" => {
+            let text = ctx.text(k, v)?;
+            let addr = text
+                .parse()
+                .map_err(|_| ctx.err(v.pos, &k.name, format!("{text:?} is not an address such as 127.0.0.1:9090")))?;
+            g.admin_addr = Some(addr);
+        }
         "rlimit-nofile" => g.rlimit_nofile = Some(ctx.uint(k, v)?),
         "cpd-bypass" => g.cpd_bypass |= ctx.flag(k, v)?,
         "allow-early-data" => g.allow_early_data |= ctx.flag(k, v)?,

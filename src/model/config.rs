@@ -88,6 +88,8 @@ pub struct Global {
     pub rlimit_nofile: Option<u64>,
     pub cpd_bypass: bool,
     pub allow_early_data: bool,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`); `--admin-addr` wins.
+    pub admin_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for Global {
@@ -110,6 +112,7 @@ impl Default for Global {
             ip_limit_ah: 0,
             ip_limit_wsi: 0,
             rlimit_nofile: None,
+            admin_addr: None,
             cpd_bypass: false,
             allow_early_data: false,
         }

@@ -44,6 +44,7 @@ async fn run(mut ws: Ws, info: WsInfo, timer: bool) {
     loop {
         tokio::select! {
             _ = tick.tick(), if timer => {
+                info.messages.sent.inc();
                 if ws.send(Message::text(counter.to_string())).await.is_err() {
                     return;
                 }
@@ -51,7 +52,7 @@ async fn run(mut ws: Ws, info: WsInfo, timer: bool) {
             }
             msg = ws.next() => {
                 idle.on_rx();
-                let data = match receive(&mut ws, msg).await {
+                let data = match receive(&mut ws, msg, &info.messages).await {
                     Rx::Data(m) => m.into_data(),
                     Rx::Other => continue,
                     Rx::End => return,

@@ -24,8 +24,9 @@ impl Protocol for Echo {
                 tokio::select! {
                     msg = ws.next() => {
                         idle.on_rx();
-                        match receive(&mut ws, msg).await {
+                        match receive(&mut ws, msg, &info.messages).await {
                             Rx::Data(m) => {
+                                info.messages.sent.inc();
                                 if ws.send(m).await.is_err() {
                                     return;
                                 }

@@ -118,7 +118,7 @@ async fn member(mut ws: Ws, tx: broadcast::Sender<Message>, mut rx: broadcast::R
         tokio::select! {
             msg = ws.next(), if !paused => {
                 idle.on_rx();
-                match receive(&mut ws, msg).await {
+                match receive(&mut ws, msg, &info.messages).await {
                     Rx::Data(m) if m.len() > MAX_MESSAGE => {
                         drop(rx);
                         close(&mut ws, 1009, "message too big").await;
@@ -137,6 +137,7 @@ async fn member(mut ws: Ws, tx: broadcast::Sender<Message>, mut rx: broadcast::R
                 Ok(m) => {
                     // A member whose socket takes no more for the grace period is the slowest
                     // reader lws would close: it must not hold the whole instance paused.
+                    info.messages.sent.inc();
                     match tokio::time::timeout(SLOWEST_GRACE, ws.send(m)).await {
                         Ok(Ok(())) => {}
                         _ => return,

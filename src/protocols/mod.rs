@@ -41,6 +41,8 @@ pub struct WsInfo {
     pub idle: IdlePolicy,
     /// The server's counters (lws-server-status shows them).
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// This connection's message counters (`lwsws_websocket_messages_total`).
+    pub messages: crate::metrics::WsCounters,
 }
 
 /// What the vhost knows that a protocol may report (lws-server-status).
@@ -115,11 +117,15 @@ pub enum Rx {
 pub async fn receive(
     ws: &mut Ws,
     got: Option<Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>>,
+    counters: &crate::metrics::WsCounters,
 ) -> Rx {
     use futures::StreamExt;
     use tokio_tungstenite::tungstenite::{Error, Message};
     match got {
-        Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => Rx::Data(m),
+        Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+            counters.received.inc();
+            Rx::Data(m)
+        }
         Some(Ok(Message::Close(_))) => {
             // The library queued the Close reply; reading on writes it and sees the end.
             let drain = async { while let Some(Ok(_)) = ws.next().await {} };

@@ -86,13 +86,14 @@ impl Protocol for ServerStatus {
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
+                        info.messages.sent.inc();
                         if ws.send(Message::text(self.document(&info.metrics))).await.is_err() {
                             return;
                         }
                     }
                     msg = ws.next() => {
                         idle.on_rx();
-                        if let Rx::End = receive(&mut ws, msg).await {
+                        if let Rx::End = receive(&mut ws, msg, &info.messages).await {
                             return;
                         }
                     }

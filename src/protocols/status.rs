@@ -78,13 +78,14 @@ impl Protocol for Status {
             loop {
                 tokio::select! {
                     r = rx.changed() => {
+                        info.messages.sent.inc();
                         if r.is_err() || ws.send(Message::text(self.document(id))).await.is_err() {
                             break;
                         }
                     }
                     msg = ws.next() => {
                         idle.on_rx();
-                        if let Rx::End = receive(&mut ws, msg).await {
+                        if let Rx::End = receive(&mut ws, msg, &info.messages).await {
                             break;
                         }
                     }

@@ -2,6 +2,7 @@
 //! ciphers and ALPN), chosen per connection from the ClientHello's SNI in `listen`.
 
 mod ciphers;
+pub mod expiry;
 mod server;
 
 pub use server::server_config;

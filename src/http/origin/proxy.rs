@@ -117,6 +117,7 @@ impl ProxyRt {
         let body = Upload::new(body, progress.clone());
         let mut req = Request::builder().method(parts.method.clone()).uri(uri).body(body).expect("valid request");
         *req.headers_mut() = forward_headers(&parts.headers, &self.host, &client);
+        crate::telemetry::inject(parts.extensions.get::<tracing::Span>(), req.headers_mut());
         let upgrade = upgrade_token(&parts.headers);
         if let Some(token) = &upgrade {
             // A websocket handshake: the upgrade is what is being forwarded (spec 2.5).

@@ -1,0 +1,85 @@
+//! lwsws's `-d` log mask onto `tracing` filter directives. The low five bits are levels
+//! (1 err, 2 warn, 4 notice, 8 info, 16 debug); the higher bits are lws's log categories, each
+//! of which turns on debug output for the modules that do that job here.
+
+/// lws's category bits and the modules that carry out the same work in this server.
+const CATEGORIES: &[(u32, &str, &[&str])] = &[
+    (32, "parser", &["lwsws::lwsws", "lwsws::http::path"]),
+    (64, "header", &["lwsws::http::service"]),
+    (128, "ext", &["lwsws::http::websocket"]),
+    (256, "client", &["lwsws::http::origin::proxy", "lwsws::http::origin::pool", "lwsws::protocols::raw_proxy"]),
+    (512, "latency", &["lwsws::listen"]),
+    (1024, "user", &["lwsws::protocols"]),
+    (2048, "thread", &["lwsws::app"]),
+];
+
+/// The `EnvFilter` directives for a mask: the level for all of lwsws, then per-module debug
+/// (or, for "user", info) for each category bit set; other crates log warnings only.
+pub fn directives(mask: u32) -> String {
+    let level = if mask & 16 != 0 {
+        "debug"
+    } else if mask & (8 | 4) != 0 {
+        "info"
+    } else if mask & 2 != 0 {
+        "warn"
+    } else if mask & 1 != 0 {
+        "error"
+    } else {
+        "off"
+    };
+    let mut out = format!("warn,lwsws={level}");
+    for (bit, name, modules) in CATEGORIES {
+        if mask & bit == 0 {
+            continue;
+        }
+        // "user" is what the protocols report at their normal level; the rest are debugging aids.
+        let wanted = if *name == "user" { "info" } else { "debug" };
+        if rank(wanted) <= rank(level) {
+            continue;
+        }
+        for m in *modules {
+            out.push_str(&format!(",{m}={wanted}"));
+        }
+    }
+    out
+}
+
+fn rank(level: &str) -> u8 {
+    match level {
+        "off" => 0,
+        "error" => 1,
+        "warn" => 2,
+        "info" => 3,
+        _ => 4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::directives;
+
+    #[test]
+    fn levels_follow_the_low_bits() {
+        assert_eq!(directives(1031), "warn,lwsws=info");
+        assert_eq!(directives(7), "warn,lwsws=info");
+        assert_eq!(directives(3), "warn,lwsws=warn");
+        assert_eq!(directives(1), "warn,lwsws=error");
+        assert_eq!(directives(0), "warn,lwsws=off");
+        assert_eq!(directives(31), "warn,lwsws=debug");
+    }
+
+    #[test]
+    fn category_bits_turn_on_their_modules() {
+        assert_eq!(directives(3 | 64), "warn,lwsws=warn,lwsws::http::service=debug");
+        assert_eq!(
+            directives(7 | 256),
+            "warn,lwsws=info,lwsws::http::origin::proxy=debug,lwsws::http::origin::pool=debug,lwsws::protocols::raw_proxy=debug"
+        );
+        assert_eq!(directives(3 | 1024), "warn,lwsws=warn,lwsws::protocols=info");
+        // Already at debug: the categories add nothing.
+        assert_eq!(directives(31 | 64 | 2048), "warn,lwsws=debug");
+        for d in [directives(u32::MAX), directives(2047)] {
+            assert!(d.parse::<tracing_subscriber::EnvFilter>().is_ok(), "{d}");
+        }
+    }
+}
