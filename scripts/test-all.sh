@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 missing=()
 need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
 need curl curl
+need pebble pebble
 if ((${#missing[@]})); then
   echo "[test-all] installing: ${missing[*]}"
   apt-get update -qq
@@ -19,6 +20,8 @@ echo "[test-all] cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "[test-all] cargo test"
 cargo test --all-targets
+echo "[test-all] ACME against Pebble (the tests cargo test leaves out: they need Pebble)"
+cargo test --test acme -- --ignored
 echo "[test-all] smoke test of the release binary (the README's run command)"
 cargo build --release
 scripts/smoke-demo.sh target/release/lwsws

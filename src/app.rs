@@ -56,6 +56,7 @@ pub struct Server {
     certs: Vec<(std::path::PathBuf, Option<std::time::SystemTime>)>,
     listening: HashMap<ListenKey, Listening>,
     order: Vec<ListenKey>,
+    acme: crate::acme::Managers,
     state: Arc<AppState>,
 }
 
@@ -79,10 +80,12 @@ impl Server {
             certs: cert_stamps(config),
             listening: HashMap::new(),
             order: Vec::new(),
+            acme: Default::default(),
             state,
         };
         server.serve(bound);
         server.metrics().set_cert_expiries(&cert_expiries(config));
+        server.acme.apply(config, &server.state.shared.metrics, &server.state.shutdown);
         Ok(server)
     }
 
@@ -130,6 +133,7 @@ impl Server {
         self.config = config.clone();
         self.certs = certs;
         self.metrics().set_cert_expiries(&cert_expiries(config));
+        self.acme.apply(config, &self.state.shared.metrics, &self.state.shutdown);
         Ok(Reloaded::Applied { added, removed: gone.len() })
     }
 

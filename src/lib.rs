@@ -12,6 +12,7 @@
 //! - `listen`: binding, accepting, TLS handshakes by SNI; `http`: the request phases and origins.
 //! - `app`: wiring and shutdown. The request path never imports `lwsws`.
 
+pub mod acme;
 pub mod admin;
 pub mod app;
 pub mod check;

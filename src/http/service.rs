@@ -129,6 +129,10 @@ pub fn handle(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> Reply {
         let span = crate::telemetry::request_span(&parts.method, parts.uri.path(), scheme, &parts.headers);
         parts.extensions.insert(span);
     }
+    if let Some(answer) = crate::acme::http01_answer(parts.uri.path()) {
+        // An ACME http-01 validation, on whichever plain listener the CA reached.
+        return Reply::Ready(Some(acme_answer(answer)));
+    }
     if ctx.redirect_to_https {
         return Reply::Ready(Some(to_https(ctx, &parts)));
     }
@@ -165,6 +169,14 @@ pub fn handle(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> Reply {
         Step::Now(r) => Reply::Ready(Some(r)),
         Step::Later(f) => Reply::Later(f),
     }
+}
+
+fn acme_answer(key_authorization: String) -> Response<Body> {
+    Response::builder()
+        .header(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"))
+        .header(header::CONTENT_LENGTH, key_authorization.len())
+        .body(Body::full(bytes::Bytes::from(key_authorization)))
+        .expect("valid response")
 }
 
 fn respond(ctx: &Arc<ConnCtx>, parts: Parts, body: Incoming) -> Step {

@@ -253,6 +253,14 @@ where
 {
     let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
     let sni = start.client_hello().server_name().map(str::to_string);
+    let acme_validation =
+        start.client_hello().alpn().is_some_and(|mut offered| offered.any(|p| p == crate::acme::ACME_TLS_ALPN));
+    if acme_validation && let Some(config) = sni.as_deref().and_then(crate::acme::alpn_challenge_config) {
+        // A CA validating tls-alpn-01: the handshake itself is the answer (RFC 8737).
+        let mut tls = start.into_stream(config).await?;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+        return Err(std::io::Error::other("tls-alpn-01 challenge answered"));
+    }
     let vhost = sni.as_deref().and_then(|n| routes.find_vhost(n)).unwrap_or_else(|| routes.first()).clone();
     let config = vhost.tls.clone().expect("a TLS listener's vhosts all have TLS");
     let tls = start.into_stream(config).await?;

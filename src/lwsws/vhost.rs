@@ -30,6 +30,28 @@ pub fn adapt(ctx: &mut Ctx, node: &Node) -> Result<Vhost, ConfigError> {
             format!("vhost \"{}\": unix-socket needs the socket path in \"interface\"", v.name),
         ));
     }
+    if v.acme.is_none()
+        && let Some(p) = v.ws_protocols.iter().find(|p| p.name == "lws-acme-client")
+    {
+        v.acme = crate::model::acme::from_pvos(p);
+    }
+    if let Some(a) = &mut v.acme {
+        let dir = crate::model::acme::default_dir(&v.name);
+        for (path, file) in
+            [(&mut a.cert_path, "cert.pem"), (&mut a.key_path, "key.pem"), (&mut a.account_path, "account.json")]
+        {
+            if path.as_os_str().is_empty() {
+                *path = dir.join(file);
+            }
+        }
+        if a.domains.is_empty() {
+            a.domains.push(v.name.clone());
+        }
+        // The managed certificate is the vhost's: TLS is on, and serving starts before it exists.
+        v.host_ssl_cert.get_or_insert_with(|| a.cert_path.clone());
+        v.host_ssl_key.get_or_insert_with(|| a.key_path.clone());
+        v.ignore_missing_cert = true;
+    }
     if v.host_ssl_cert.is_some() != v.host_ssl_key.is_some() {
         return Err(ConfigError::new(
             v.loc.clone(),
@@ -50,6 +72,55 @@ pub fn adapt(ctx: &mut Ctx, node: &Node) -> Result<Vhost, ConfigError> {
 fn path(ctx: &Ctx, k: &Key, val: &Node) -> Result<Option<PathBuf>, ConfigError> {
     let s = ctx.text_ddir(k, val)?;
     Ok((!s.is_empty()).then(|| PathBuf::from(s)))
+}
+
+/// The short form: `"acme": { "email": ..., "directory-url": ... }`; the vhost's name is the
+/// domain unless `domains` (or `subject-alt-name`) says more. Paths left empty here get their
+/// defaults once the vhost's name is known.
+fn acme(ctx: &mut Ctx, v: &Vhost, k: &Key, val: &Node) -> Result<crate::model::acme::Acme, ConfigError> {
+    use crate::model::acme::{Acme, Challenge, split_names};
+    let mut a = Acme {
+        domains: Vec::new(),
+        email: String::new(),
+        directory: String::new(),
+        challenge: Challenge::Http01,
+        cert_path: PathBuf::new(),
+        key_path: PathBuf::new(),
+        account_path: PathBuf::new(),
+        ca_file: v.acme.as_ref().and_then(|a| a.ca_file.clone()),
+    };
+    for (ak, av) in ctx.object(k, val)? {
+        match ak.name.as_str() {
+            "email" => a.email = ctx.text(ak, av)?,
+            "directory-url" | "directory" => a.directory = ctx.text(ak, av)?,
+            "challenge" | "challenge-type" => {
+                let text = ctx.text(ak, av)?;
+                a.challenge = Challenge::parse(&text)
+                    .ok_or_else(|| ctx.err(av.pos, &ak.name, format!("{text:?} is not http-01 or tls-alpn-01")))?;
+            }
+            "domains" | "subject-alt-name" => {
+                for n in split_names(&ctx.text(ak, av)?) {
+                    if !a.domains.contains(&n) {
+                        a.domains.push(n);
+                    }
+                }
+            }
+            "cert-path" => a.cert_path = path(ctx, ak, av)?.unwrap_or_default(),
+            "key-path" => a.key_path = path(ctx, ak, av)?.unwrap_or_default(),
+            "auth-path" | "account-path" => a.account_path = path(ctx, ak, av)?.unwrap_or_default(),
+            "ca-file" => a.ca_file = path(ctx, ak, av)?,
+            other => ctx.warn(ak.pos, format!("unknown key \"{other}\" in \"acme\"")),
+        }
+    }
+    for (field, value) in [("email", &a.email), ("directory-url", &a.directory)] {
+        if value.trim().is_empty() {
+            return Err(ctx.err(val.pos, "acme", format!("vhost \"{}\": \"acme\" needs \"{field}\"", v.name)));
+        }
+    }
+    if !a.directory.starts_with("https://") {
+        return Err(ctx.err(val.pos, "acme", format!("the directory-url {:?} must be https://", a.directory)));
+    }
+    Ok(a)
 }
 
 fn opt(ctx: &Ctx, k: &Key, val: &Node) -> Result<Option<String>, ConfigError> {
@@ -95,6 +166,7 @@ fn apply_key(ctx: &mut Ctx, v: &mut Vhost, k: &Key, val: &Node) -> Result<(), Co
         // set-only in lwsws
         "client-cert-required" => v.client_cert_required |= ctx.flag(k, val)?,
         "ignore-missing-cert" => v.ignore_missing_cert = ctx.flag(k, val)?,
+        "acme" => v.acme = Some(acme(ctx, v, k, val)?),
         "strict-host-check" => v.strict_host_check = ctx.flag(k, val)?,
         "alpn" => v.alpn = opt(ctx, k, val)?,
         "fo-listen-queue" => v.fo_listen_queue = ctx.uint(k, val)?,
@@ -192,6 +264,7 @@ fn empty(ctx: &Ctx, node: &Node) -> Vhost {
         error_document_404: None,
         client_cert_required: false,
         ignore_missing_cert: false,
+        acme: None,
         strict_host_check: false,
         alpn: None,
         fo_listen_queue: 0,

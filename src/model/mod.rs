@@ -4,6 +4,7 @@
 //! nothing downstream knows where a config came from. Every type derives `PartialEq` so a
 //! reload can skip a config that did not change.
 
+pub mod acme;
 mod config;
 mod mount;
 pub mod protocols;

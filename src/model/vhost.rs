@@ -70,6 +70,8 @@ pub struct Vhost {
     pub error_document_404: Option<String>,
     pub client_cert_required: bool,
     pub ignore_missing_cert: bool,
+    /// The certificate is obtained over ACME (the `acme` object or lws-acme-client pvos).
+    pub acme: Option<super::acme::Acme>,
     pub strict_host_check: bool,
     pub alpn: Option<String>,
     pub fo_listen_queue: u32,

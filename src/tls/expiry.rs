@@ -17,6 +17,20 @@ pub fn validity(der: &[u8]) -> Option<(i64, i64)> {
     Some((cert.validity().not_before.timestamp(), cert.validity().not_after.timestamp()))
 }
 
+/// The DNS names a certificate is valid for (its subjectAltName entries).
+pub fn dns_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else { return Vec::new() };
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return Vec::new() };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The `notAfter` of the first (leaf) certificate of a PEM file.
 pub fn leaf_not_after(path: &Path) -> Option<i64> {
     let leaf = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;
@@ -37,6 +51,7 @@ mod tests {
         let (nb, na) = validity(cert.der()).unwrap();
         assert_eq!(nb, 1_767_312_000);
         assert_eq!(na, 1_804_118_400);
+        assert_eq!(dns_names(cert.der()), vec!["example.test".to_string()]);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.pem");
         std::fs::write(&path, cert.pem()).unwrap();

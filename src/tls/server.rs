@@ -70,19 +70,34 @@ pub fn server_config(v: &Vhost, g: &Global, warnings: &mut Vec<Warning>) -> Resu
     };
     let cert_path = v.host_ssl_cert.as_deref().expect("a TLS vhost has a cert");
     let key_path = v.host_ssl_key.as_deref().expect("a TLS vhost has a key");
-    let mut config = match load_key_pair(cert_path, key_path, &provider) {
-        Ok(ck) => builder.with_cert_resolver(Arc::new(Fixed(Some(Arc::new(ck))))),
-        Err(msg) if v.ignore_missing_cert && (!cert_path.exists() || !key_path.exists()) => {
-            warnings.push(Warning {
+    let mut config = if v.acme.is_some() {
+        // Managed: the slot keeps the certificate across reloads and takes renewals live; what
+        // is on disk now (edited by hand, or stored by an earlier run) goes in first.
+        let slot = crate::acme::slot(cert_path);
+        match load_key_pair(cert_path, key_path, &provider) {
+            Ok(ck) => slot.store(Some(Arc::new(ck))),
+            Err(msg) if slot.load().is_none() => warnings.push(Warning {
                 loc: v.loc.clone(),
-                msg: format!(
-                    "vhost \"{}\": {msg}; handshakes fail until a certificate exists (ignore-missing-cert)",
-                    v.name
-                ),
-            });
-            builder.with_cert_resolver(Arc::new(Fixed(None)))
+                msg: format!("vhost \"{}\": {msg}; serving TLS once ACME has issued a certificate", v.name),
+            }),
+            Err(_) => {}
         }
-        Err(msg) => return Err(err("host-ssl-cert", msg)),
+        builder.with_cert_resolver(Arc::new(crate::acme::ManagedCert(slot)))
+    } else {
+        match load_key_pair(cert_path, key_path, &provider) {
+            Ok(ck) => builder.with_cert_resolver(Arc::new(Fixed(Some(Arc::new(ck))))),
+            Err(msg) if v.ignore_missing_cert && (!cert_path.exists() || !key_path.exists()) => {
+                warnings.push(Warning {
+                    loc: v.loc.clone(),
+                    msg: format!(
+                        "vhost \"{}\": {msg}; handshakes fail until a certificate exists (ignore-missing-cert)",
+                        v.name
+                    ),
+                });
+                builder.with_cert_resolver(Arc::new(Fixed(None)))
+            }
+            Err(msg) => return Err(err("host-ssl-cert", msg)),
+        }
     };
     let alpn = v.alpn.as_deref().or(g.default_alpn.as_deref()).unwrap_or("h2,http/1.1");
     config.alpn_protocols = alpn

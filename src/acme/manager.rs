@@ -1,0 +1,311 @@
+//! One task per ACME vhost: load what is stored, order a certificate when there is none (or
+//! it does not cover the configured names), renew when a third of its lifetime is left, and
+//! back off with jitter when the CA fails. A certificate that is still valid is never removed
+//! or replaced by a failed attempt.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
+    RetryPolicy,
+};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_util::sync::CancellationToken;
+
+use super::challenge::{self, Published};
+use super::client::http_client;
+use super::slot::slot;
+use super::store::{CertStore, FileStore};
+use crate::metrics::Metrics;
+use crate::model::Config;
+use crate::model::acme::{Acme, Challenge};
+
+/// First retry after a failure; doubles per failure up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// A CA that says "rate limited" is not asked again sooner than this.
+const RATE_LIMITED_BACKOFF: Duration = Duration::from_secs(900);
+
+/// The running managers, by vhost name; `apply` brings them in line with a config.
+#[derive(Default)]
+pub struct Managers {
+    running: HashMap<String, (Acme, CancellationToken)>,
+}
+
+impl Managers {
+    /// Starts a manager for each ACME vhost that is new or whose ACME settings changed, and
+    /// stops those of vhosts that went away. The certificates they obtained stay in their slots.
+    pub fn apply(&mut self, config: &Config, metrics: &Arc<Metrics>, parent: &CancellationToken) {
+        let wanted: HashMap<&str, &Acme> =
+            config.vhosts.iter().filter_map(|v| Some((v.name.as_str(), v.acme.as_ref()?))).collect();
+        self.running.retain(|name, (acme, stop)| {
+            let keep = wanted.get(name.as_str()).is_some_and(|a| *a == acme);
+            if !keep {
+                stop.cancel();
+            }
+            keep
+        });
+        for (name, acme) in wanted {
+            if self.running.contains_key(name) {
+                continue;
+            }
+            let stop = parent.child_token();
+            let task = Manager {
+                vhost: name.to_string(),
+                acme: acme.clone(),
+                store: Box::new(FileStore::new(acme)),
+                metrics: metrics.clone(),
+            };
+            tokio::spawn(task.run(stop.clone()));
+            self.running.insert(name.to_string(), (acme.clone(), stop));
+        }
+    }
+}
+
+struct Manager {
+    vhost: String,
+    acme: Acme,
+    store: Box<dyn CertStore>,
+    metrics: Arc<Metrics>,
+}
+
+/// When a certificate valid from `not_before` to `not_after` is renewed: when a third of its
+/// lifetime is left.
+pub fn renew_at(not_before: i64, not_after: i64) -> i64 {
+    not_after - (not_after - not_before) / 3
+}
+
+fn now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// `FIRST_BACKOFF` doubled per earlier failure, capped, with ±25 % jitter so that many
+/// servers that failed together do not come back together.
+fn backoff(failures: u32, rate_limited: bool) -> Duration {
+    use std::hash::BuildHasher;
+    let base = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(MAX_BACKOFF);
+    let base = if rate_limited { base.max(RATE_LIMITED_BACKOFF) } else { base };
+    let noise = std::collections::hash_map::RandomState::new().hash_one((failures, now())) % 1000;
+    base.mul_f64(0.75 + noise as f64 / 2000.0)
+}
+
+/// A certificate in use: what it is and when it should be replaced.
+struct Current {
+    not_after: i64,
+    renew_at: i64,
+}
+
+impl Manager {
+    async fn run(self, stop: CancellationToken) {
+        let slot = slot(&self.acme.cert_path);
+        let mut current = self.load_stored(&slot);
+        let mut failures = 0u32;
+        loop {
+            let due = current.as_ref().map(|c| c.renew_at).unwrap_or(0);
+            let wait = Duration::from_secs(due.saturating_sub(now()).max(0) as u64);
+            if !wait.is_zero() {
+                tracing::info!(vhost = %self.vhost, in_secs = wait.as_secs(), "ACME: next renewal scheduled");
+            }
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let kind = if current.is_some() { "renew" } else { "issue" };
+            tracing::info!(vhost = %self.vhost, domains = ?self.acme.domains, kind, "ACME: ordering a certificate");
+            let result = tokio::select! {
+                _ = stop.cancelled() => return,
+                r = self.order() => r,
+            };
+            match result.and_then(|(chain, key)| self.install(&slot, &chain, &key)) {
+                Ok(c) => {
+                    self.metrics.acme_order(&self.vhost, kind, "success");
+                    tracing::info!(vhost = %self.vhost, not_after = c.not_after, "ACME: certificate installed");
+                    current = Some(c);
+                    failures = 0;
+                }
+                Err(e) => {
+                    self.metrics.acme_order(&self.vhost, kind, "failure");
+                    failures += 1;
+                    let delay = backoff(failures, e.rate_limited);
+                    tracing::warn!(vhost = %self.vhost, error = %e.message, retry_in_secs = delay.as_secs(),
+                        "ACME: order failed; the current certificate (if any) keeps serving");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    // Renewal stays due; an expired certificate is still served rather than none.
+                    if let Some(c) = &mut current {
+                        c.renew_at = c.renew_at.min(now());
+                    }
+                }
+            }
+        }
+    }
+
+    /// The stored certificate, put in the slot if it is usable and covers the configured names.
+    fn load_stored(&self, slot: &arc_swap::ArcSwapOption<CertifiedKey>) -> Option<Current> {
+        let (chain, key) = self.store.load_cert()?;
+        match self.certified(&chain, &key) {
+            Ok((ck, c)) => {
+                if slot.load().is_none() {
+                    slot.store(Some(Arc::new(ck)));
+                }
+                self.metrics.set_cert_expiry(&self.vhost, c.not_after);
+                tracing::info!(vhost = %self.vhost, not_after = c.not_after, "ACME: using the stored certificate");
+                Some(c)
+            }
+            Err(e) => {
+                tracing::warn!(vhost = %self.vhost, error = %e, "ACME: the stored certificate is not usable; ordering one");
+                None
+            }
+        }
+    }
+
+    fn install(
+        &self,
+        slot: &arc_swap::ArcSwapOption<CertifiedKey>,
+        chain: &str,
+        key: &str,
+    ) -> Result<Current, Failure> {
+        let (ck, c) = self.certified(chain, key).map_err(Failure::from)?;
+        self.store.save_cert(chain, key).map_err(|e| Failure::from(format!("cannot store the certificate: {e}")))?;
+        slot.store(Some(Arc::new(ck)));
+        self.metrics.set_cert_expiry(&self.vhost, c.not_after);
+        Ok(c)
+    }
+
+    /// Parses a PEM chain and key into what rustls serves, and when to renew it. A chain that
+    /// does not name every configured domain counts as due now.
+    fn certified(&self, chain: &str, key: &str) -> Result<(CertifiedKey, Current), String> {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("bad certificate PEM: {e}"))?;
+        let leaf = certs.first().ok_or("no certificate in the chain")?;
+        let (not_before, not_after) = crate::tls::expiry::validity(leaf).ok_or("unreadable certificate")?;
+        let names = crate::tls::expiry::dns_names(leaf);
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| format!("bad key PEM: {e}"))?;
+        let provider = rustls::crypto::aws_lc_rs::default_provider();
+        let ck = CertifiedKey::from_der(certs, key, &provider).map_err(|e| format!("certificate and key: {e}"))?;
+        let covers = self.acme.domains.iter().all(|d| names.iter().any(|n| n.eq_ignore_ascii_case(d)));
+        let renew = if covers { renew_at(not_before, not_after) } else { 0 };
+        Ok((ck, Current { not_after, renew_at: renew }))
+    }
+
+    /// One ACME order, start to finish: account, order, challenges, CSR, certificate.
+    async fn order(&self) -> Result<(String, String), Failure> {
+        let account = self.account().await?;
+        let ids: Vec<Identifier> = self.acme.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
+        let mut order = account.new_order(&NewOrder::new(&ids)).await?;
+        let mut published: Vec<Published> = Vec::new();
+        {
+            let mut authzs = order.authorizations();
+            while let Some(authz) = authzs.next().await {
+                let mut authz = authz?;
+                match authz.status {
+                    AuthorizationStatus::Pending => {}
+                    AuthorizationStatus::Valid => continue,
+                    other => return Err(format!("authorization is {other:?}").into()),
+                }
+                let kind = match self.acme.challenge {
+                    Challenge::Http01 => ChallengeType::Http01,
+                    Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+                };
+                let mut ch =
+                    authz.challenge(kind.clone()).ok_or_else(|| format!("the CA offers no {kind:?} challenge"))?;
+                let key_auth = ch.key_authorization();
+                let domain = match ch.identifier().identifier {
+                    Identifier::Dns(d) => d.clone(),
+                    other => return Err(format!("unexpected identifier {other:?}").into()),
+                };
+                published.push(match self.acme.challenge {
+                    Challenge::Http01 => challenge::publish_http01(&ch.token, key_auth.as_str()),
+                    Challenge::TlsAlpn01 => challenge::publish_alpn(&domain, key_auth.digest().as_ref())?,
+                });
+                ch.set_ready().await?;
+            }
+        }
+        let patience = RetryPolicy::new().timeout(Duration::from_secs(90));
+        let status = order.poll_ready(&patience).await?;
+        if status != OrderStatus::Ready {
+            return Err(format!("the order is {status:?}, not ready: a challenge failed").into());
+        }
+        drop(published);
+        let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+        let mut params = rcgen::CertificateParams::new(self.acme.domains.clone()).map_err(|e| e.to_string())?;
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params.distinguished_name.push(rcgen::DnType::CommonName, self.acme.domains[0].clone());
+        let csr = params.serialize_request(&key).map_err(|e| e.to_string())?;
+        order.finalize_csr(csr.der()).await?;
+        let chain = order.poll_certificate(&patience).await?;
+        Ok((chain, key.serialize_pem()))
+    }
+
+    /// The stored account, or a new one (stored) when there is none or the CA forgot it.
+    async fn account(&self) -> Result<Account, Failure> {
+        let http = || http_client(self.acme.ca_file.as_deref()).map_err(Failure::from);
+        if let Some(json) = self.store.load_account()
+            && let Ok(creds) = serde_json::from_str::<AccountCredentials>(&json)
+        {
+            return Account::builder_with_http(http()?).from_credentials(creds).await.map_err(Failure::from);
+        }
+        let contact = format!("mailto:{}", self.acme.email);
+        let new = NewAccount { contact: &[&contact], terms_of_service_agreed: true, only_return_existing: false };
+        let (account, creds) =
+            Account::builder_with_http(http()?).create(&new, self.acme.directory.clone(), None).await?;
+        let json = serde_json::to_string(&creds).map_err(|e| e.to_string())?;
+        self.store.save_account(&json).map_err(|e| format!("cannot store the ACME account: {e}"))?;
+        Ok(account)
+    }
+}
+
+/// Why an order failed, and whether the CA asked to be left alone for a while.
+struct Failure {
+    message: String,
+    rate_limited: bool,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Failure { message, rate_limited: false }
+    }
+}
+
+impl From<&str> for Failure {
+    fn from(message: &str) -> Self {
+        Failure { message: message.to_string(), rate_limited: false }
+    }
+}
+
+impl From<instant_acme::Error> for Failure {
+    fn from(e: instant_acme::Error) -> Self {
+        let kind = match &e {
+            instant_acme::Error::Api(p) => p.r#type.clone().unwrap_or_default(),
+            _ => String::new(),
+        };
+        Failure { message: e.to_string(), rate_limited: kind.ends_with(":rateLimited") }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_is_due_with_a_third_of_the_lifetime_left() {
+        assert_eq!(renew_at(0, 90 * 86_400), 60 * 86_400);
+        assert_eq!(renew_at(1_000, 1_030), 1_020);
+    }
+
+    #[test]
+    fn backoff_doubles_is_capped_and_jittered() {
+        for (n, base) in [(1u32, 2.0f64), (2, 4.0), (3, 8.0), (40, 3600.0)] {
+            let d = backoff(n, false).as_secs_f64();
+            assert!(d >= base * 0.75 && d <= base * 1.25, "{n}: {d}");
+        }
+        assert!(backoff(1, true) >= Duration::from_secs(675));
+    }
+}

@@ -1,0 +1,16 @@
+//! Certificates that appear by themselves (spec 7, D14): ACME (RFC 8555) through instant-acme.
+//! A vhost with an `acme` object (or lws-acme-client pvos) serves TLS from a slot that starts
+//! with the certificate on disk, if any, and that a manager task fills and renews. Challenges
+//! are answered by the running listeners: http-01 on any plain port, tls-alpn-01 on the TLS
+//! port itself.
+
+mod challenge;
+mod client;
+mod manager;
+mod slot;
+mod store;
+
+pub use challenge::{ACME_TLS_ALPN, alpn_challenge_config, http01_answer};
+pub use manager::{Managers, renew_at};
+pub use slot::{ManagedCert, slot};
+pub use store::{CertStore, FileStore};

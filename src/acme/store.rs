@@ -1,0 +1,130 @@
+//! Where certificates, keys and the ACME account are kept between runs. Files now (0600,
+//! written atomically, so a crash leaves the old or the new file, never half of one).
+
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::model::acme::Acme;
+
+pub trait CertStore: Send + Sync {
+    /// The certificate chain and its private key, both PEM.
+    fn load_cert(&self) -> Option<(String, String)>;
+    fn save_cert(&self, chain_pem: &str, key_pem: &str) -> io::Result<()>;
+    /// The ACME account's credentials (JSON).
+    fn load_account(&self) -> Option<String>;
+    fn save_account(&self, json: &str) -> io::Result<()>;
+    fn forget_account(&self) -> io::Result<()>;
+}
+
+#[derive(Debug, Clone)]
+pub struct FileStore {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub account: PathBuf,
+}
+
+impl FileStore {
+    pub fn new(a: &Acme) -> FileStore {
+        FileStore { cert: a.cert_path.clone(), key: a.key_path.clone(), account: a.account_path.clone() }
+    }
+}
+
+impl CertStore for FileStore {
+    fn load_cert(&self) -> Option<(String, String)> {
+        Some((std::fs::read_to_string(&self.cert).ok()?, std::fs::read_to_string(&self.key).ok()?))
+    }
+
+    fn save_cert(&self, chain_pem: &str, key_pem: &str) -> io::Result<()> {
+        // Both are staged first, so a failure leaves the pair that was there.
+        let key_tmp = stage(&self.key, key_pem.as_bytes())?;
+        let cert_tmp = match stage(&self.cert, chain_pem.as_bytes()) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = std::fs::remove_file(&key_tmp);
+                return Err(e);
+            }
+        };
+        std::fs::rename(&key_tmp, &self.key)?;
+        std::fs::rename(&cert_tmp, &self.cert)
+    }
+
+    fn load_account(&self) -> Option<String> {
+        std::fs::read_to_string(&self.account).ok()
+    }
+
+    fn save_account(&self, json: &str) -> io::Result<()> {
+        let tmp = stage(&self.account, json.as_bytes())?;
+        std::fs::rename(tmp, &self.account)
+    }
+
+    fn forget_account(&self) -> io::Result<()> {
+        match std::fs::remove_file(&self.account) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Writes `data` to a fresh 0600 file beside `path` and syncs it; returns its name.
+fn stage(path: &Path, data: &[u8]) -> io::Result<PathBuf> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".tmp{}", std::process::id()));
+    let tmp = PathBuf::from(name);
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    Ok(tmp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_private_and_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore {
+            cert: dir.path().join("new/sub/cert.pem"),
+            key: dir.path().join("new/sub/key.pem"),
+            account: dir.path().join("new/sub/account.json"),
+        };
+        assert!(store.load_cert().is_none() && store.load_account().is_none());
+        store.save_cert("CHAIN", "KEY").unwrap();
+        store.save_account("{}").unwrap();
+        assert_eq!(store.load_cert(), Some(("CHAIN".into(), "KEY".into())));
+        for p in [&store.cert, &store.key, &store.account] {
+            assert_eq!(std::fs::metadata(p).unwrap().permissions().mode() & 0o777, 0o600, "{}", p.display());
+        }
+        let sub = dir.path().join("new/sub");
+        assert_eq!(std::fs::metadata(&sub).unwrap().permissions().mode() & 0o777, 0o700);
+        store.save_cert("CHAIN2", "KEY2").unwrap();
+        assert_eq!(store.load_cert(), Some(("CHAIN2".into(), "KEY2".into())));
+        let left: Vec<_> = std::fs::read_dir(&sub).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left.len(), 3, "no temp files left: {left:?}");
+        store.forget_account().unwrap();
+        store.forget_account().unwrap();
+        assert!(store.load_account().is_none());
+    }
+
+    #[test]
+    fn a_failed_save_keeps_the_old_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore {
+            cert: dir.path().join("cert.pem"),
+            key: dir.path().join("key.pem"),
+            account: dir.path().join("account.json"),
+        };
+        store.save_cert("OLD", "OLDKEY").unwrap();
+        // A directory where the certificate's temp file would go makes the second write fail.
+        let mut blocker = store.cert.as_os_str().to_owned();
+        blocker.push(format!(".tmp{}", std::process::id()));
+        std::fs::create_dir(&blocker).unwrap();
+        assert!(store.save_cert("NEW", "NEWKEY").is_err());
+        assert_eq!(store.load_cert(), Some(("OLD".into(), "OLDKEY".into())));
+    }
+}

@@ -1,0 +1,75 @@
+//! A vhost whose certificate this server obtains itself over ACME (spec 7, D14). Two ways to
+//! ask for it, one model: the lws-acme-client pvos, or the short `"acme"` object on the vhost.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::vhost::Protocol;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Challenge {
+    #[serde(rename = "http-01")]
+    Http01,
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+impl Challenge {
+    pub fn parse(s: &str) -> Option<Challenge> {
+        match s.trim() {
+            "http-01" => Some(Challenge::Http01),
+            "tls-alpn-01" => Some(Challenge::TlsAlpn01),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Acme {
+    /// The certificate's names: the common name first, then the subject alternative names.
+    pub domains: Vec<String>,
+    pub email: String,
+    pub directory: String,
+    pub challenge: Challenge,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    /// The ACME account's credentials (lws's `auth-path`).
+    pub account_path: PathBuf,
+    /// Extra trust for reaching the CA, besides the system roots and `SSL_CERT_FILE`.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Where certificates go when the config names no paths: `$LWSWS_STATE_DIR/acme/<vhost>/`
+/// (default `/var/lib/lwsws`).
+pub fn default_dir(vhost: &str) -> PathBuf {
+    let base = std::env::var_os("LWSWS_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| "/var/lib/lwsws".into());
+    base.join("acme").join(vhost)
+}
+
+/// Names from lws's `subject-alt-name` (commas or spaces between them).
+pub fn split_names(s: &str) -> impl Iterator<Item = String> + '_ {
+    s.split([',', ' ']).map(str::trim).filter(|n| !n.is_empty()).map(str::to_string)
+}
+
+/// The lws-acme-client pvos as an `Acme`; `None` while any required pvo is missing (the
+/// protocol check reports which).
+pub fn from_pvos(p: &Protocol) -> Option<Acme> {
+    let mut domains = vec![p.pvo("common-name")?.trim().to_string()];
+    for n in split_names(p.pvo("subject-alt-name").unwrap_or("")) {
+        if !domains.contains(&n) {
+            domains.push(n);
+        }
+    }
+    Some(Acme {
+        domains,
+        email: p.pvo("email")?.to_string(),
+        directory: p.pvo("directory-url")?.to_string(),
+        challenge: p.pvo("challenge-type").and_then(Challenge::parse).unwrap_or(Challenge::Http01),
+        cert_path: p.pvo("cert-path")?.into(),
+        key_path: p.pvo("key-path")?.into(),
+        account_path: p.pvo("auth-path")?.into(),
+        ca_file: p.pvo("ca-file").map(PathBuf::from),
+    })
+}
