@@ -18,6 +18,7 @@ pub mod app;
 pub mod check;
 pub mod demo;
 pub mod http;
+pub mod k8s;
 pub mod listen;
 pub mod logmask;
 pub mod lwsws;

@@ -39,6 +39,12 @@ struct Cli {
     /// Serve /metrics, /healthz and /readyz on this address (off unless given)
     #[arg(long, env = "LWSWS_ADMIN_ADDR", value_name = "ADDR")]
     admin_addr: Option<std::net::SocketAddr>,
+    /// Also read LwswsConfig resources and their TLS Secrets from the Kubernetes API
+    #[arg(long, env = "LWSWS_KUBERNETES")]
+    kubernetes: bool,
+    /// The namespace watched in Kubernetes mode
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default", value_name = "NS")]
+    namespace: String,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -85,7 +91,8 @@ fn run(cli: &Cli, dir: &std::path::Path, ddir: &str, checking: bool) -> ExitCode
         print!("{}", result.text);
         return ExitCode::from(result.code as u8);
     }
-    serve(dir, ddir, Duration::from_secs(cli.grace_secs), Duration::from_secs(cli.drain_secs), cli.admin_addr)
+    let kube = cli.kubernetes.then(|| cli.namespace.clone());
+    serve(dir, ddir, Duration::from_secs(cli.grace_secs), Duration::from_secs(cli.drain_secs), cli.admin_addr, kube)
 }
 
 /// `-c DIR`, else /etc/lwsws when it holds a config, else the built-in demo unpacked.
@@ -109,8 +116,14 @@ fn serve(
     grace: Duration,
     drain: Duration,
     admin: Option<std::net::SocketAddr>,
+    kube_namespace: Option<String>,
 ) -> ExitCode {
-    let loaded = match lwsws::lwsws::load(dir, ddir) {
+    // In Kubernetes mode the files may hold no vhost: the resources can bring them all.
+    let files = match &kube_namespace {
+        Some(_) => lwsws::k8s::controller::file_sources(dir).and_then(|s| lwsws::lwsws::load_sources(&s, ddir)),
+        None => lwsws::lwsws::load(dir, ddir),
+    };
+    let loaded = match files {
         Ok(l) => l,
         Err(e) => {
             eprintln!("lwsws: error: {e}");
@@ -127,7 +140,37 @@ fn serve(
         }
     };
     runtime.block_on(async move {
-        let started = lwsws::app::Server::start(&loaded.config, &mut warnings).await;
+        let mut config = loaded.config;
+        let mut kube = None;
+        let mut verdicts = Vec::new();
+        if let Some(ns) = &kube_namespace {
+            let (ctl, changes) = match lwsws::k8s::Controller::connect(ns).await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("lwsws: error: cannot reach the Kubernetes API: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            if !ctl.synced(Duration::from_secs(30)).await {
+                tracing::warn!(
+                    "the Kubernetes resources are not listed yet; starting with the files, adding them as they come"
+                );
+            }
+            let built = ctl.build(dir, ddir);
+            match built.loaded {
+                Ok(l) => {
+                    config = l.config;
+                    warnings = l.warnings;
+                }
+                Err(e) => {
+                    eprintln!("lwsws: error: {e}");
+                    return ExitCode::from(EXIT_CONFIG as u8);
+                }
+            }
+            verdicts = built.verdicts;
+            kube = Some((ctl, changes));
+        }
+        let started = lwsws::app::Server::start(&config, &mut warnings).await;
         for w in &warnings {
             tracing::warn!("{w}");
         }
@@ -141,7 +184,7 @@ fn serve(
         };
         server.drain_limit = drain;
         // The command line wins over the config's `admin-addr` (read once, at startup).
-        if let Some(addr) = admin.or(loaded.config.global.admin_addr) {
+        if let Some(addr) = admin.or(config.global.admin_addr) {
             match server.start_admin(addr).await {
                 Ok(bound) => tracing::info!(%bound, "admin listener: /metrics /healthz /readyz"),
                 Err(e) => {
@@ -150,7 +193,10 @@ fn serve(
                 }
             }
         }
-        run_until_stopped(&mut server, dir, ddir).await;
+        if let Some((ctl, _)) = &kube {
+            ctl.report(&verdicts, &Ok(())).await;
+        }
+        run_until_stopped(&mut server, dir, ddir, kube).await;
         tracing::info!("stopping: no new connections; finishing in-flight requests");
         server.shutdown(grace).await;
         ExitCode::SUCCESS
@@ -158,7 +204,16 @@ fn serve(
 }
 
 /// Serves until SIGTERM or SIGINT, reloading on SIGHUP and on changes in the config dir (D15).
-async fn run_until_stopped(server: &mut lwsws::app::Server, dir: &std::path::Path, ddir: &str) {
+async fn run_until_stopped(
+    server: &mut lwsws::app::Server,
+    dir: &std::path::Path,
+    ddir: &str,
+    kube: Option<(lwsws::k8s::Controller, tokio::sync::mpsc::UnboundedReceiver<()>)>,
+) {
+    let (ctl, mut kube_changes) = match kube {
+        Some((c, rx)) => (Some(c), rx),
+        None => (None, tokio::sync::mpsc::unbounded_channel().1),
+    };
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
@@ -188,8 +243,15 @@ async fn run_until_stopped(server: &mut lwsws::app::Server, dir: &std::path::Pat
                 lwsws::reload::settle(&mut changes).await;
                 "a change in the config directory"
             }
+            Some(()) = kube_changes.recv() => {
+                lwsws::reload::settle(&mut kube_changes).await;
+                "a Kubernetes resource changed"
+            }
         };
-        reload(server, dir, ddir, why).await;
+        match &ctl {
+            Some(ctl) => lwsws::k8s::controller::rebuild(server, ctl, dir, ddir, why).await,
+            None => reload(server, dir, ddir, why).await,
+        }
     }
 }
 

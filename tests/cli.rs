@@ -325,3 +325,18 @@ fn fetch_path(addr: SocketAddr, path: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+#[test]
+fn kubernetes_mode_without_a_cluster_fails_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["--kubernetes", "-c", dir.path().to_str().unwrap()])
+        .env("KUBECONFIG", dir.path().join("missing"))
+        .env("HOME", dir.path())
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot reach the Kubernetes API"), "{err}");
+}

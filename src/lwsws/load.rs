@@ -22,12 +22,46 @@ struct Parsed {
     root: Node,
 }
 
+/// One config text and the name errors give for it (a file path, or a custom resource).
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub name: Arc<str>,
+    pub text: String,
+}
+
 /// Loads and validates `dir`. `ddir` replaces `_lws_ddir_` in vhost values.
 pub fn load(dir: &Path, ddir: &str) -> Result<Loaded, ConfigError> {
     let files = config_files(dir)?;
-    let mut parsed = Vec::with_capacity(files.len());
-    for path in &files {
-        parsed.push(parse_file(path)?);
+    let sources = files.iter().map(|p| read_source(p)).collect::<Result<Vec<_>, _>>()?;
+    let mut loaded = load_sources(&sources, ddir)?;
+    // Files must define a site; in Kubernetes mode the resources may bring every vhost later.
+    if loaded.config.vhosts.is_empty() {
+        let loc = Loc { file: sources[0].name.clone(), line: 1, col: 1 };
+        return Err(ConfigError::new(loc, Some("vhosts"), "no vhosts are defined"));
+    }
+    loaded.files = files;
+    Ok(loaded)
+}
+
+/// Reads one file as a `Source`.
+pub fn read_source(path: &Path) -> Result<Source, ConfigError> {
+    let name: Arc<str> = path.display().to_string().into();
+    let whole_file = |msg: String| ConfigError::new(Loc { file: name.clone(), line: 0, col: 0 }, None, msg);
+    let bytes = std::fs::read(path).map_err(|e| whole_file(format!("cannot read: {e}")))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| whole_file(format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to())))?;
+    Ok(Source { name, text })
+}
+
+/// Loads and validates config texts in order, as if they were `conf` then `conf.d/*`: the
+/// one adapter behind both the files and the Kubernetes resources.
+pub fn load_sources(sources: &[Source], ddir: &str) -> Result<Loaded, ConfigError> {
+    let mut parsed = Vec::with_capacity(sources.len());
+    for s in sources {
+        parsed.push(parse_source(s)?);
+    }
+    if parsed.is_empty() {
+        return Err(ConfigError::new(Loc { file: "".into(), line: 0, col: 0 }, None, "no config given"));
     }
     let mut warnings = Vec::new();
     let mut config = Config::default();
@@ -51,9 +85,8 @@ pub fn load(dir: &Path, ddir: &str) -> Result<Loaded, ConfigError> {
             }
         }
     }
-    let conf_loc = Loc { file: parsed[0].name.clone(), line: 1, col: 1 };
-    model::validate(&config, &conf_loc, &mut warnings)?;
-    Ok(Loaded { config, warnings, files })
+    model::validate(&config, &mut warnings)?;
+    Ok(Loaded { config, warnings, files: Vec::new() })
 }
 
 fn top_level<'p>(ctx: &Ctx, p: &'p Parsed) -> Result<&'p [(lexer::Key, Node)], ConfigError> {
@@ -63,15 +96,52 @@ fn top_level<'p>(ctx: &Ctx, p: &'p Parsed) -> Result<&'p [(lexer::Key, Node)], C
     }
 }
 
-fn parse_file(path: &Path) -> Result<Parsed, ConfigError> {
-    let name: Arc<str> = path.display().to_string().into();
-    let whole_file = |msg: String| ConfigError::new(Loc { file: name.clone(), line: 0, col: 0 }, None, msg);
-    let bytes = std::fs::read(path).map_err(|e| whole_file(format!("cannot read: {e}")))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| whole_file(format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to())))?;
-    let root = lexer::parse(&text)
+fn parse_source(s: &Source) -> Result<Parsed, ConfigError> {
+    let name = s.name.clone();
+    let root = lexer::parse(&s.text)
         .map_err(|e| ConfigError::new(Loc { file: name.clone(), line: e.pos.line, col: e.pos.col }, None, e.msg))?;
     Ok(Parsed { name, root })
+}
+
+/// The JSON path (`vhosts[0].mounts[1].origin`) of the key or value at `line:col` of `text`:
+/// how an error in a custom resource names its field.
+pub fn path_at(text: &str, line: u32, col: u32) -> Option<String> {
+    fn walk(node: &Node, at: lexer::Pos, path: &mut String) -> bool {
+        if node.pos == at {
+            return true;
+        }
+        match &node.kind {
+            Kind::Obj(members) => {
+                for (k, v) in members {
+                    let len = path.len();
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(&k.name);
+                    if k.pos == at || walk(v, at, path) {
+                        return true;
+                    }
+                    path.truncate(len);
+                }
+                false
+            }
+            Kind::Arr(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let len = path.len();
+                    path.push_str(&format!("[{i}]"));
+                    if walk(item, at, path) {
+                        return true;
+                    }
+                    path.truncate(len);
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+    let root = lexer::parse(text).ok()?;
+    let mut path = String::new();
+    walk(&root, lexer::Pos { line, col }, &mut path).then_some(path)
 }
 
 /// `DIR/conf` (required) and the `conf.d` entries lwsws would read, in byte order. D1: symlinks

@@ -11,10 +11,10 @@
 
 mod global;
 pub mod lexer;
-mod load;
+pub mod load;
 mod mount;
 mod value;
 mod vhost;
 
-pub use load::{Loaded, load};
+pub use load::{Loaded, Source, load, load_sources, path_at};
 pub use mount::origin_from_str;

@@ -44,8 +44,12 @@ pub struct Acme {
 /// Where certificates go when the config names no paths: `$LWSWS_STATE_DIR/acme/<vhost>/`
 /// (default `/var/lib/lwsws`).
 pub fn default_dir(vhost: &str) -> PathBuf {
-    let base = std::env::var_os("LWSWS_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| "/var/lib/lwsws".into());
-    base.join("acme").join(vhost)
+    state_dir().join("acme").join(vhost)
+}
+
+/// Where the server keeps what it makes at run time: `$LWSWS_STATE_DIR`, default `/var/lib/lwsws`.
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("LWSWS_STATE_DIR").map(PathBuf::from).unwrap_or_else(|| "/var/lib/lwsws".into())
 }
 
 /// Names from lws's `subject-alt-name` (commas or spaces between them).

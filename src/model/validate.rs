@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Config, ConfigError, ListenKey, Loc, Vhost, Warning};
+use super::{Config, ConfigError, ListenKey, Vhost, Warning};
 
 /// The protocols compiled into this server (D18).
 pub const BUILTIN_PROTOCOLS: &[&str] = &[
@@ -17,10 +17,7 @@ pub const BUILTIN_PROTOCOLS: &[&str] = &[
     "lws-echo",
 ];
 
-pub fn validate(cfg: &Config, conf: &Loc, warnings: &mut Vec<Warning>) -> Result<(), ConfigError> {
-    if cfg.vhosts.is_empty() {
-        return Err(ConfigError::new(conf.clone(), Some("vhosts"), "no vhosts are defined"));
-    }
+pub fn validate(cfg: &Config, warnings: &mut Vec<Warning>) -> Result<(), ConfigError> {
     let mut groups: BTreeMap<ListenKey, Vec<&Vhost>> = BTreeMap::new();
     for v in &cfg.vhosts {
         groups.entry(v.listen_key()).or_default().push(v);

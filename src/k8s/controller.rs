@@ -1,0 +1,203 @@
+//! Watches `LwswsConfig` resources and Secrets in one namespace (kube-runtime reflectors), and
+//! after each burst of changes rebuilds the config exactly as a file reload does (zero drop),
+//! then writes each resource's `Accepted` and `Programmed` conditions. A status is written only
+//! when it changes, so the watch events that status writes cause settle at once.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::mpsc;
+
+use super::crd::{Condition, LwswsConfig, LwswsConfigStatus};
+use super::source::{self, Build, TlsPair, Verdict};
+use crate::app::{Reloaded, Server};
+use crate::lwsws::Source;
+
+pub struct Controller {
+    client: kube::Client,
+    namespace: String,
+    configs: Store<LwswsConfig>,
+    secrets: Store<Secret>,
+    secret_dir: PathBuf,
+}
+
+impl Controller {
+    /// Starts watching `namespace`; every change sends `()` on the returned channel.
+    pub fn start(
+        client: kube::Client,
+        namespace: &str,
+        secret_dir: PathBuf,
+    ) -> (Controller, mpsc::UnboundedReceiver<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let configs: Api<LwswsConfig> = Api::namespaced(client.clone(), namespace);
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+        let (config_store, config_writer) = reflector::store();
+        let (secret_store, secret_writer) = reflector::store();
+        spawn_reflector(
+            "lwswsconfigs",
+            reflector::reflector(config_writer, watcher(configs, Default::default())),
+            tx.clone(),
+        );
+        spawn_reflector("secrets", reflector::reflector(secret_writer, watcher(secrets, Default::default())), tx);
+        let ctl = Controller {
+            client,
+            namespace: namespace.to_string(),
+            configs: config_store,
+            secrets: secret_store,
+            secret_dir,
+        };
+        (ctl, rx)
+    }
+
+    /// Connects with the in-cluster service account (or the kubeconfig outside a cluster).
+    pub async fn connect(namespace: &str) -> Result<(Controller, mpsc::UnboundedReceiver<()>), kube::Error> {
+        let client = kube::Client::try_default().await?;
+        let secret_dir = crate::model::acme::state_dir().join("secrets");
+        Ok(Controller::start(client, namespace, secret_dir))
+    }
+
+    /// Waits for the first full list of both kinds (or gives up after `limit`).
+    pub async fn synced(&self, limit: Duration) -> bool {
+        let both = async {
+            let _ = self.configs.wait_until_ready().await;
+            let _ = self.secrets.wait_until_ready().await;
+        };
+        tokio::time::timeout(limit, both).await.is_ok()
+    }
+
+    /// The config from the files in `dir` (when it has a `conf`) and the resources seen now.
+    pub fn build(&self, dir: &Path, ddir: &str) -> Build {
+        let files = match file_sources(dir) {
+            Ok(f) => f,
+            Err(e) => return Build { loaded: Err(e), verdicts: Vec::new() },
+        };
+        let lookup = |ns: &str, name: &str| self.tls_pair(ns, name);
+        source::build(&files, &self.configs.state(), &lookup, &self.secret_dir, ddir)
+    }
+
+    fn tls_pair(&self, namespace: &str, name: &str) -> Option<TlsPair> {
+        let s = self.secrets.get(&reflector::ObjectRef::new(name).within(namespace))?;
+        if s.type_.as_deref() != Some("kubernetes.io/tls") {
+            return None;
+        }
+        let data = s.data.as_ref()?;
+        Some(TlsPair { cert: data.get("tls.crt")?.0.clone(), key: data.get("tls.key")?.0.clone() })
+    }
+
+    /// Writes the conditions that changed: `Accepted` from the verdict, `Programmed` from
+    /// whether the merged config is now serving.
+    pub async fn report(&self, verdicts: &[Verdict], programmed: &Result<(), String>) {
+        let api: Api<LwswsConfig> = Api::namespaced(self.client.clone(), &self.namespace);
+        for v in verdicts {
+            let current = self.configs.get(&reflector::ObjectRef::new(&v.name).within(&v.namespace));
+            let old = current.as_ref().and_then(|r| r.status.clone()).unwrap_or_default();
+            let accepted = match &v.problem {
+                None => ("True", "Accepted", "the resource is valid".to_string()),
+                Some(p) => ("False", "Invalid", p.clone()),
+            };
+            let programmed = match (&v.problem, programmed) {
+                (Some(_), _) => ("False", "Invalid", "not applied: the resource was refused".to_string()),
+                (None, Ok(())) => ("True", "Programmed", "serving".to_string()),
+                (None, Err(e)) => ("False", "NotApplied", format!("the merged config was refused: {e}")),
+            };
+            let conditions = vec![
+                condition(&old, "Accepted", accepted, v.generation),
+                condition(&old, "Programmed", programmed, v.generation),
+            ];
+            if conditions == old.conditions {
+                continue;
+            }
+            let patch = serde_json::json!({ "status": LwswsConfigStatus { conditions } });
+            if let Err(e) = api.patch_status(&v.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                tracing::warn!(resource = %v.name, error = %e, "cannot write the resource's status");
+            }
+        }
+    }
+}
+
+/// A condition, keeping its transition time when its status did not change.
+fn condition(
+    old: &LwswsConfigStatus,
+    type_: &str,
+    (status, reason, message): (&str, &str, String),
+    generation: Option<i64>,
+) -> Condition {
+    let same = old.conditions.iter().find(|c| c.type_ == type_ && c.status == status);
+    let last_transition_time = match same {
+        Some(c) => c.last_transition_time.clone(),
+        None => chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+    };
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+fn spawn_reflector<K, S>(what: &'static str, stream: S, tx: mpsc::UnboundedSender<()>)
+where
+    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    K: Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream.default_backoff());
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => {
+                    if tx.send(()).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!(what, error = %e, "watching Kubernetes failed; retrying"),
+            }
+        }
+    });
+}
+
+/// `conf` and `conf.d/*` when `dir` has a `conf`; otherwise an empty global section, since in
+/// Kubernetes mode the resources may hold the whole config.
+pub fn file_sources(dir: &Path) -> Result<Vec<Source>, crate::model::ConfigError> {
+    if !dir.join("conf").is_file() {
+        return Ok(vec![Source { name: "(no conf file)".into(), text: "{}".into() }]);
+    }
+    let files = crate::lwsws::load::config_files(dir)?;
+    files.iter().map(|p| crate::lwsws::load::read_source(p)).collect()
+}
+
+/// One rebuild, whatever set it off: build, reload in place (the last good config keeps
+/// serving on any error), then report to the resources.
+pub async fn rebuild(server: &mut Server, ctl: &Controller, dir: &Path, ddir: &str, why: &str) {
+    let Build { loaded, verdicts } = ctl.build(dir, ddir);
+    for v in verdicts.iter().filter(|v| v.problem.is_some()) {
+        tracing::warn!(resource = %format!("{}/{}", v.namespace, v.name), problem = v.problem.as_deref().unwrap_or(""),
+            "LwswsConfig refused; the others are applied");
+    }
+    let programmed = match loaded {
+        Err(e) => Err(e.to_string()),
+        Ok(loaded) => {
+            let mut warnings = loaded.warnings;
+            match server.reload(&loaded.config, &mut warnings).await {
+                Ok(Reloaded::Unchanged) => Ok(()),
+                Ok(Reloaded::Applied { added, removed }) => {
+                    server.metrics().reload(true);
+                    tracing::info!(listeners_added = added, listeners_removed = removed, "reload ({why}): applied");
+                    Ok(())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    };
+    if let Err(e) = &programmed {
+        server.metrics().reload_refused(e);
+        tracing::error!("reload ({why}) refused: {e}; the running config keeps serving");
+    }
+    ctl.report(&verdicts, &programmed).await;
+}

@@ -1,0 +1,213 @@
+//! Custom resources → lwsws config texts → the model, with one verdict per resource. A resource
+//! that fails on its own (with the files) is left out and told why, naming its field; the
+//! others are merged like `conf.d` files, in namespace/name order.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::crd::LwswsConfig;
+use crate::lwsws::{Loaded, Source, load_sources, path_at};
+use crate::model::ConfigError;
+
+/// What became of one resource in a build.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub namespace: String,
+    pub name: String,
+    pub generation: Option<i64>,
+    /// Why it was refused: the field path and the problem.
+    pub problem: Option<String>,
+}
+
+/// A `kubernetes.io/tls` Secret's certificate chain and key (PEM).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsPair {
+    pub cert: Vec<u8>,
+    pub key: Vec<u8>,
+}
+
+pub struct Build {
+    pub loaded: Result<Loaded, ConfigError>,
+    pub verdicts: Vec<Verdict>,
+}
+
+/// Builds the config from the files' sources and the resources. `secret` finds a TLS Secret by
+/// namespace and name; its files are written under `secret_dir`.
+pub fn build(
+    files: &[Source],
+    resources: &[Arc<LwswsConfig>],
+    secret: &dyn Fn(&str, &str) -> Option<TlsPair>,
+    secret_dir: &Path,
+    ddir: &str,
+) -> Build {
+    let mut ordered: Vec<&Arc<LwswsConfig>> = resources.iter().collect();
+    ordered.sort_by_key(|r| (r.metadata.namespace.clone().unwrap_or_default(), r.metadata.name.clone()));
+    let mut accepted = Vec::new();
+    let mut verdicts = Vec::new();
+    for r in ordered {
+        let namespace = r.metadata.namespace.clone().unwrap_or_default();
+        let name = r.metadata.name.clone().unwrap_or_default();
+        let problem = match render(r, secret, secret_dir) {
+            Err(p) => Some(p),
+            Ok(source) => {
+                let mut alone = files.to_vec();
+                alone.push(source.clone());
+                match load_sources(&alone, ddir) {
+                    Ok(_) => {
+                        accepted.push(source);
+                        None
+                    }
+                    Err(e) => Some(describe(&e, &source)),
+                }
+            }
+        };
+        verdicts.push(Verdict { namespace, name, generation: r.metadata.generation, problem });
+    }
+    let mut all = files.to_vec();
+    all.extend(accepted);
+    Build { loaded: load_sources(&all, ddir), verdicts }
+}
+
+/// The name errors give for a resource's source.
+fn source_name(namespace: &str, name: &str) -> String {
+    format!("lwswsconfig {namespace}/{name}")
+}
+
+/// A resource as lwsws JSON: `tls-secret` becomes `host-ssl-cert`/`host-ssl-key` files.
+fn render(
+    r: &LwswsConfig,
+    secret: &dyn Fn(&str, &str) -> Option<TlsPair>,
+    secret_dir: &Path,
+) -> Result<Source, String> {
+    let namespace = r.metadata.namespace.clone().unwrap_or_default();
+    let name = r.metadata.name.clone().unwrap_or_default();
+    let mut doc = Map::new();
+    if let Some(g) = &r.spec.global {
+        doc.insert("global".into(), g.clone());
+    }
+    let mut vhosts = Vec::new();
+    for (i, v) in r.spec.vhosts.iter().enumerate() {
+        let mut v = v.clone();
+        if let Some(obj) = v.as_object_mut()
+            && let Some(s) = obj.remove("tls-secret")
+        {
+            let field = format!("spec.vhosts[{i}].tls-secret");
+            let secret_name = s.as_str().ok_or_else(|| format!("{field}: must be a Secret's name"))?;
+            let pair = secret(&namespace, secret_name).ok_or_else(|| {
+                format!(
+                    "{field}: no Secret {namespace}/{secret_name} of type kubernetes.io/tls with tls.crt and tls.key"
+                )
+            })?;
+            let (cert, key) = write_pair(secret_dir, &namespace, secret_name, &pair)
+                .map_err(|e| format!("{field}: cannot write the Secret's files: {e}"))?;
+            obj.insert("host-ssl-cert".into(), Value::String(cert.display().to_string()));
+            obj.insert("host-ssl-key".into(), Value::String(key.display().to_string()));
+        }
+        vhosts.push(v);
+    }
+    doc.insert("vhosts".into(), Value::Array(vhosts));
+    let text = serde_json::to_string_pretty(&Value::Object(doc)).expect("JSON values serialise");
+    Ok(Source { name: source_name(&namespace, &name).into(), text })
+}
+
+/// Writes a Secret's pair where the TLS loader reads it; unchanged content is not rewritten,
+/// so an unchanged Secret does not look like a renewed certificate.
+fn write_pair(dir: &Path, namespace: &str, name: &str, pair: &TlsPair) -> std::io::Result<(PathBuf, PathBuf)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let d = dir.join(namespace).join(name);
+    std::fs::create_dir_all(&d)?;
+    let (cert, key) = (d.join("tls.crt"), d.join("tls.key"));
+    for (path, data) in [(&key, &pair.key), (&cert, &pair.cert)] {
+        if std::fs::read(path).ok().as_ref() == Some(data) {
+            continue;
+        }
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        std::io::Write::write_all(&mut f, data)?;
+        std::fs::rename(&tmp, path)?;
+    }
+    Ok((cert, key))
+}
+
+/// A config error in a resource, as `spec.<field path>: <problem>`.
+fn describe(e: &ConfigError, source: &Source) -> String {
+    let what = match &e.key {
+        Some(k) => format!("\"{k}\": {}", e.msg),
+        None => e.msg.clone(),
+    };
+    if *e.loc.file != *source.name {
+        // The resource clashes with the files (a port already taken, say).
+        return format!("{what} (with {})", e.loc);
+    }
+    match path_at(&source.text, e.loc.line, e.loc.col) {
+        Some(p) if !p.is_empty() => format!("spec.{p}: {what}"),
+        _ => format!("spec: {what}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::crd::LwswsConfigSpec;
+
+    fn resource(ns: &str, name: &str, vhosts: Value) -> Arc<LwswsConfig> {
+        let mut r =
+            LwswsConfig::new(name, LwswsConfigSpec { global: None, vhosts: serde_json::from_value(vhosts).unwrap() });
+        r.metadata.namespace = Some(ns.into());
+        r.metadata.generation = Some(3);
+        Arc::new(r)
+    }
+
+    fn files() -> Vec<Source> {
+        vec![Source { name: "conf".into(), text: "{}".into() }]
+    }
+
+    #[test]
+    fn resources_merge_in_namespace_then_name_order() {
+        let a = resource("b-ns", "a", serde_json::json!([{ "name": "two", "port": 8081, "mounts": [] }]));
+        let b = resource("a-ns", "z", serde_json::json!([{ "name": "one", "port": "8080" }]));
+        let dir = tempfile::tempdir().unwrap();
+        let out = build(&files(), &[a, b], &|_, _| None, dir.path(), "/usr/share");
+        let names: Vec<String> = out.loaded.unwrap().config.vhosts.iter().map(|v| v.name.clone()).collect();
+        assert_eq!(names, vec!["one", "two"]);
+        assert!(out.verdicts.iter().all(|v| v.problem.is_none()));
+        assert_eq!(out.verdicts[0].name, "z");
+    }
+
+    #[test]
+    fn a_bad_resource_is_refused_with_its_field_and_the_rest_still_build() {
+        let good = resource("ns", "good", serde_json::json!([{ "name": "ok", "port": "8080" }]));
+        let bad = resource(
+            "ns",
+            "bad",
+            serde_json::json!([{ "name": "x", "port": "8081", "mounts": [{ "mountpoint": "/", "origin": "nope://" }] }]),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let out = build(&files(), &[good, bad], &|_, _| None, dir.path(), "/usr/share");
+        assert_eq!(out.loaded.unwrap().config.vhosts.len(), 1);
+        let bad = out.verdicts.iter().find(|v| v.name == "bad").unwrap();
+        let p = bad.problem.as_deref().unwrap();
+        assert!(p.starts_with("spec.vhosts[0].mounts[0].origin: \"origin\": unknown origin scheme"), "{p}");
+        assert_eq!(bad.generation, Some(3));
+    }
+
+    #[test]
+    fn tls_secrets_become_files_and_a_missing_one_is_named() {
+        let r = resource("ns", "tls", serde_json::json!([{ "name": "s", "port": "8443", "tls-secret": "site" }]));
+        let dir = tempfile::tempdir().unwrap();
+        let out = build(&files(), std::slice::from_ref(&r), &|_, _| None, dir.path(), "/usr/share");
+        let p = out.verdicts[0].problem.clone().unwrap();
+        assert!(p.starts_with("spec.vhosts[0].tls-secret: no Secret ns/site"), "{p}");
+
+        let pki = rcgen::generate_simple_self_signed(vec!["s".to_string()]).unwrap();
+        let pair = TlsPair { cert: pki.cert.pem().into_bytes(), key: pki.signing_key.serialize_pem().into_bytes() };
+        let lookup = |ns: &str, name: &str| (ns == "ns" && name == "site").then(|| pair.clone());
+        let out = build(&files(), &[r], &lookup, dir.path(), "/usr/share");
+        let loaded = out.loaded.unwrap();
+        let v = &loaded.config.vhosts[0];
+        assert_eq!(v.host_ssl_cert.as_deref(), Some(dir.path().join("ns/site/tls.crt").as_path()));
+        assert_eq!(std::fs::read(dir.path().join("ns/site/tls.key")).unwrap(), pair.key);
+    }
+}
