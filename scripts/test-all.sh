@@ -38,3 +38,7 @@ echo "[test-all] promtool check metrics on /metrics"
 e2e/peers/promtool.sh target/release/lwsws
 echo "[test-all] Autobahn|Testsuite fuzzingclient against lws-echo"
 e2e/peers/autobahn.sh target/release/lwsws
+echo "[test-all] the Helm chart: lint, render, kubernetes-validate"
+e2e/chart/check.sh target/release/lwsws
+echo "[test-all] the container image (docker/test.sh) and the e2e scripts' syntax and shellcheck"
+e2e/kind/check.sh target/release/lwsws

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# What CI can run of the container and cluster e2e on a machine with Docker but no image
+# registry (kind needs to pull its node image): `bash -n` and shellcheck on every shell script
+# under docker/ and e2e/, then docker/test.sh on the image built from a host binary. Installs the
+# Debian package shellcheck if missing; fails, never skips. Ends with "N passed, M failed".
+#
+#   e2e/kind/check.sh [LWSWS_BIN]      # default target/release/lwsws
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+bin=${1:-$repo/target/release/lwsws}
+case $bin in /*) ;; *) [ -e "$bin" ] || bin=$repo/$bin ;; esac
+cd "$repo"
+if ! command -v shellcheck >/dev/null 2>&1; then
+  echo "[kind-check] installing shellcheck"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends shellcheck >/dev/null
+fi
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "ok   $1"; }
+bad() { failed=$((failed + 1)); echo "FAIL $1"; }
+
+mapfile -t scripts < <(find docker e2e -name '*.sh' -type f | sort)
+for s in "${scripts[@]}"; do
+  if bash -n "$s"; then ok "bash -n $s"; else bad "bash -n $s"; fi
+done
+# SC2317 ("unreachable") misreads functions that only run through trap or a wrapper.
+if shellcheck -e SC2317 "${scripts[@]}"; then
+  ok "shellcheck on ${#scripts[@]} scripts"
+else
+  bad "shellcheck on ${#scripts[@]} scripts"
+fi
+
+echo "[kind-check] docker/test.sh $bin"
+if docker/test.sh "$bin"; then ok "docker/test.sh"; else bad "docker/test.sh"; fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
