@@ -151,6 +151,8 @@ fn serve(
                     return ExitCode::from(1);
                 }
             };
+            // ACME state outlives the pod only in Secrets.
+            lwsws::k8s::acme_store::use_secrets(ctl.client(), ns);
             if !ctl.synced(Duration::from_secs(30)).await {
                 tracing::warn!(
                     "the Kubernetes resources are not listed yet; starting with the files, adding them as they come"

@@ -171,6 +171,26 @@ impl FakeApi {
                 self.emit(&mut st, Kind::Config, json!({ "type": "MODIFIED", "object": obj }));
                 json_response(StatusCode::OK, obj)
             }
+            ("GET", name) if kind == Kind::Secret => {
+                let st = self.state.lock().unwrap();
+                match st.objects.get(&(Kind::Secret, name.to_string())) {
+                    Some(o) => json_response(StatusCode::OK, o.clone()),
+                    None => json_response(StatusCode::NOT_FOUND, status_doc(404, "NotFound", name)),
+                }
+            }
+            // Server-side apply of a whole Secret (the fields lwsws sets), creating it if new.
+            ("PATCH", name) if kind == Kind::Secret => {
+                let body = req.into_body().collect().await.unwrap().to_bytes();
+                let applied: Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(applied["metadata"]["name"], name, "the applied object names itself");
+                self.put(Kind::Secret, applied);
+                let st = self.state.lock().unwrap();
+                json_response(StatusCode::OK, st.objects[&(Kind::Secret, name.to_string())].clone())
+            }
+            ("DELETE", name) if kind == Kind::Secret => {
+                self.delete(Kind::Secret, name);
+                json_response(StatusCode::OK, json!({ "apiVersion": "v1", "kind": "Status", "status": "Success" }))
+            }
             _ => json_response(StatusCode::METHOD_NOT_ALLOWED, status_doc(405, "MethodNotAllowed", &path)),
         }
     }
@@ -519,4 +539,34 @@ async fn the_binary_in_kubernetes_mode_serves_resources_and_follows_edits() {
     assert_eq!(served.as_deref(), Some("second"));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
     assert!(child.wait().unwrap().success());
+}
+
+/// ACME state in Kubernetes mode: the certificate as a `kubernetes.io/tls` Secret and the
+/// account as an Opaque one, read back through the same store.
+#[tokio::test]
+async fn acme_state_round_trips_through_secrets() {
+    use lwsws::acme::CertStore;
+    common::init();
+    let api = FakeApi::new();
+    let addr = api.clone().serve().await;
+    let mut kconfig = kube::Config::new(format!("http://{addr}").parse().unwrap());
+    kconfig.default_namespace = NS.into();
+    let client = kube::Client::try_from(kconfig).unwrap();
+    let store = lwsws::k8s::acme_store::SecretStore::new(client, NS, "Example.test");
+    assert!(store.load_cert().await.is_none() && store.load_account().await.is_none());
+    store.save_account(r#"{"id":"acct"}"#).await.unwrap();
+    store.save_cert("CHAIN PEM", "KEY PEM").await.unwrap();
+    assert_eq!(store.load_cert().await, Some(("CHAIN PEM".to_string(), "KEY PEM".to_string())));
+    assert_eq!(store.load_account().await.as_deref(), Some(r#"{"id":"acct"}"#));
+    {
+        let st = api.state.lock().unwrap();
+        let cert = &st.objects[&(Kind::Secret, "lwsws-acme-example.test".to_string())];
+        assert_eq!(cert["type"], "kubernetes.io/tls");
+        assert_eq!(cert["metadata"]["labels"]["app.kubernetes.io/managed-by"], "lwsws");
+        let account = &st.objects[&(Kind::Secret, "lwsws-acme-account-example.test".to_string())];
+        assert_eq!(account["type"], "Opaque");
+    }
+    store.forget_account().await.unwrap();
+    assert!(store.load_account().await.is_none());
+    store.forget_account().await.unwrap();
 }

@@ -59,7 +59,7 @@ BAD_VALUES = {
 LEAST_PRIVILEGE = sorted([
     ("lwsws.io", "lwswsconfigs", ("get", "list", "watch")),
     ("lwsws.io", "lwswsconfigs/status", ("get", "patch", "update")),
-    ("", "secrets", ("get", "list", "watch")),
+    ("", "secrets", ("create", "delete", "get", "list", "patch", "watch")),
 ])
 
 
@@ -201,7 +201,7 @@ def check_combination(c, label, values):
                        for rule in (roles[0]["rules"] if roles else [])
                        for g in rule["apiGroups"] for r in rule["resources"])
         binding = by_kind(docs, "RoleBinding")
-        c.check(f"[{label}] Role grants exactly lwswsconfigs r/o, their status, secrets r/o",
+        c.check(f"[{label}] Role grants exactly lwswsconfigs r/o, their status, secrets (read; ACME writes)",
                 rules == LEAST_PRIVILEGE and not by_kind(docs, "ClusterRole"), str(rules))
         c.check(f"[{label}] RoleBinding binds the Role to the pod's ServiceAccount",
                 len(binding) == 1 and binding[0]["subjects"][0]["name"] == pod["serviceAccountName"]

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::challenge::{self, Published};
 use super::client::http_client;
 use super::slot::slot;
-use super::store::{CertStore, FileStore};
+use super::store::CertStore;
 use crate::metrics::Metrics;
 use crate::model::Config;
 use crate::model::acme::{Acme, Challenge};
@@ -57,7 +57,7 @@ impl Managers {
             let task = Manager {
                 vhost: name.to_string(),
                 acme: acme.clone(),
-                store: Box::new(FileStore::new(acme)),
+                store: super::store::store_for(name, acme),
                 metrics: metrics.clone(),
             };
             tokio::spawn(task.run(stop.clone()));
@@ -102,7 +102,7 @@ struct Current {
 impl Manager {
     async fn run(self, stop: CancellationToken) {
         let slot = slot(&self.acme.cert_path);
-        let mut current = self.load_stored(&slot);
+        let mut current = self.load_stored(&slot).await;
         let mut failures = 0u32;
         loop {
             let due = current.as_ref().map(|c| c.renew_at).unwrap_or(0);
@@ -120,7 +120,15 @@ impl Manager {
                 _ = stop.cancelled() => return,
                 r = self.order() => r,
             };
-            match result.and_then(|(chain, key)| self.install(&slot, &chain, &key)) {
+            let result = match result {
+                Ok((chain, key)) => self.install(&slot, &chain, &key).await,
+                Err(e) => Err(e),
+            };
+            if result.as_ref().err().is_some_and(|e| e.account_unknown) {
+                // The CA forgot the account (a test CA restarted, say): make a new one next time.
+                let _ = self.store.forget_account().await;
+            }
+            match result {
                 Ok(c) => {
                     self.metrics.acme_order(&self.vhost, kind, "success");
                     tracing::info!(vhost = %self.vhost, not_after = c.not_after, "ACME: certificate installed");
@@ -147,8 +155,8 @@ impl Manager {
     }
 
     /// The stored certificate, put in the slot if it is usable and covers the configured names.
-    fn load_stored(&self, slot: &arc_swap::ArcSwapOption<CertifiedKey>) -> Option<Current> {
-        let (chain, key) = self.store.load_cert()?;
+    async fn load_stored(&self, slot: &arc_swap::ArcSwapOption<CertifiedKey>) -> Option<Current> {
+        let (chain, key) = self.store.load_cert().await?;
         match self.certified(&chain, &key) {
             Ok((ck, c)) => {
                 if slot.load().is_none() {
@@ -165,14 +173,17 @@ impl Manager {
         }
     }
 
-    fn install(
+    async fn install(
         &self,
         slot: &arc_swap::ArcSwapOption<CertifiedKey>,
         chain: &str,
         key: &str,
     ) -> Result<Current, Failure> {
         let (ck, c) = self.certified(chain, key).map_err(Failure::from)?;
-        self.store.save_cert(chain, key).map_err(|e| Failure::from(format!("cannot store the certificate: {e}")))?;
+        self.store
+            .save_cert(chain, key)
+            .await
+            .map_err(|e| Failure::from(format!("cannot store the certificate: {e}")))?;
         slot.store(Some(Arc::new(ck)));
         self.metrics.set_cert_expiry(&self.vhost, c.not_after);
         Ok(c)
@@ -247,7 +258,7 @@ impl Manager {
     /// The stored account, or a new one (stored) when there is none or the CA forgot it.
     async fn account(&self) -> Result<Account, Failure> {
         let http = || http_client(self.acme.ca_file.as_deref()).map_err(Failure::from);
-        if let Some(json) = self.store.load_account()
+        if let Some(json) = self.store.load_account().await
             && let Ok(creds) = serde_json::from_str::<AccountCredentials>(&json)
         {
             return Account::builder_with_http(http()?).from_credentials(creds).await.map_err(Failure::from);
@@ -257,7 +268,7 @@ impl Manager {
         let (account, creds) =
             Account::builder_with_http(http()?).create(&new, self.acme.directory.clone(), None).await?;
         let json = serde_json::to_string(&creds).map_err(|e| e.to_string())?;
-        self.store.save_account(&json).map_err(|e| format!("cannot store the ACME account: {e}"))?;
+        self.store.save_account(&json).await.map_err(|e| format!("cannot store the ACME account: {e}"))?;
         Ok(account)
     }
 }
@@ -266,17 +277,18 @@ impl Manager {
 struct Failure {
     message: String,
     rate_limited: bool,
+    account_unknown: bool,
 }
 
 impl From<String> for Failure {
     fn from(message: String) -> Self {
-        Failure { message, rate_limited: false }
+        Failure { message, rate_limited: false, account_unknown: false }
     }
 }
 
 impl From<&str> for Failure {
     fn from(message: &str) -> Self {
-        Failure { message: message.to_string(), rate_limited: false }
+        Failure::from(message.to_string())
     }
 }
 
@@ -286,7 +298,11 @@ impl From<instant_acme::Error> for Failure {
             instant_acme::Error::Api(p) => p.r#type.clone().unwrap_or_default(),
             _ => String::new(),
         };
-        Failure { message: e.to_string(), rate_limited: kind.ends_with(":rateLimited") }
+        Failure {
+            message: e.to_string(),
+            rate_limited: kind.ends_with(":rateLimited"),
+            account_unknown: kind.ends_with(":accountDoesNotExist"),
+        }
     }
 }
 

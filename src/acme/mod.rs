@@ -13,4 +13,4 @@ mod store;
 pub use challenge::{ACME_TLS_ALPN, alpn_challenge_config, http01_answer};
 pub use manager::{Managers, renew_at};
 pub use slot::{ManagedCert, slot};
-pub use store::{CertStore, FileStore};
+pub use store::{CertStore, FileStore, StoreFactory, StoreFuture, set_store_factory};

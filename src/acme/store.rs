@@ -1,20 +1,44 @@
-//! Where certificates, keys and the ACME account are kept between runs. Files now (0600,
-//! written atomically, so a crash leaves the old or the new file, never half of one).
+//! Where certificates, keys and the ACME account are kept between runs: files (0600, written
+//! atomically, so a crash leaves the old or the new file, never half of one), or in Kubernetes
+//! mode Secrets (`k8s::acme_store`), so that a pod that restarts finds what it had.
 
+use std::future::Future;
 use std::io::{self, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 
 use crate::model::acme::Acme;
 
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
 pub trait CertStore: Send + Sync {
     /// The certificate chain and its private key, both PEM.
-    fn load_cert(&self) -> Option<(String, String)>;
-    fn save_cert(&self, chain_pem: &str, key_pem: &str) -> io::Result<()>;
+    fn load_cert(&self) -> StoreFuture<'_, Option<(String, String)>>;
+    fn save_cert<'a>(&'a self, chain_pem: &'a str, key_pem: &'a str) -> StoreFuture<'a, io::Result<()>>;
     /// The ACME account's credentials (JSON).
-    fn load_account(&self) -> Option<String>;
-    fn save_account(&self, json: &str) -> io::Result<()>;
-    fn forget_account(&self) -> io::Result<()>;
+    fn load_account(&self) -> StoreFuture<'_, Option<String>>;
+    fn save_account<'a>(&'a self, json: &'a str) -> StoreFuture<'a, io::Result<()>>;
+    /// Drops stored credentials the CA no longer knows.
+    fn forget_account(&self) -> StoreFuture<'_, io::Result<()>>;
+}
+
+/// Makes the store for one ACME vhost.
+pub type StoreFactory = dyn Fn(&str, &Acme) -> Box<dyn CertStore> + Send + Sync;
+
+static FACTORY: std::sync::OnceLock<Box<StoreFactory>> = std::sync::OnceLock::new();
+
+/// Keeps ACME state somewhere other than files from now on (set once, before serving).
+pub fn set_store_factory(f: Box<StoreFactory>) {
+    let _ = FACTORY.set(f);
+}
+
+/// The store for `vhost`: the one set by `set_store_factory`, else files.
+pub fn store_for(vhost: &str, a: &Acme) -> Box<dyn CertStore> {
+    match FACTORY.get() {
+        Some(f) => f(vhost, a),
+        None => Box::new(FileStore::new(a)),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -31,11 +55,33 @@ impl FileStore {
 }
 
 impl CertStore for FileStore {
-    fn load_cert(&self) -> Option<(String, String)> {
+    fn load_cert(&self) -> StoreFuture<'_, Option<(String, String)>> {
+        Box::pin(async move { self.read_cert() })
+    }
+
+    fn save_cert<'a>(&'a self, chain_pem: &'a str, key_pem: &'a str) -> StoreFuture<'a, io::Result<()>> {
+        Box::pin(async move { self.write_cert(chain_pem, key_pem) })
+    }
+
+    fn load_account(&self) -> StoreFuture<'_, Option<String>> {
+        Box::pin(async move { self.read_account() })
+    }
+
+    fn save_account<'a>(&'a self, json: &'a str) -> StoreFuture<'a, io::Result<()>> {
+        Box::pin(async move { self.write_account(json) })
+    }
+
+    fn forget_account(&self) -> StoreFuture<'_, io::Result<()>> {
+        Box::pin(async move { self.remove_account() })
+    }
+}
+
+impl FileStore {
+    fn read_cert(&self) -> Option<(String, String)> {
         Some((std::fs::read_to_string(&self.cert).ok()?, std::fs::read_to_string(&self.key).ok()?))
     }
 
-    fn save_cert(&self, chain_pem: &str, key_pem: &str) -> io::Result<()> {
+    fn write_cert(&self, chain_pem: &str, key_pem: &str) -> io::Result<()> {
         // Both are staged first, so a failure leaves the pair that was there.
         let key_tmp = stage(&self.key, key_pem.as_bytes())?;
         let cert_tmp = match stage(&self.cert, chain_pem.as_bytes()) {
@@ -49,16 +95,16 @@ impl CertStore for FileStore {
         std::fs::rename(&cert_tmp, &self.cert)
     }
 
-    fn load_account(&self) -> Option<String> {
+    fn read_account(&self) -> Option<String> {
         std::fs::read_to_string(&self.account).ok()
     }
 
-    fn save_account(&self, json: &str) -> io::Result<()> {
+    fn write_account(&self, json: &str) -> io::Result<()> {
         let tmp = stage(&self.account, json.as_bytes())?;
         std::fs::rename(tmp, &self.account)
     }
 
-    fn forget_account(&self) -> io::Result<()> {
+    fn remove_account(&self) -> io::Result<()> {
         match std::fs::remove_file(&self.account) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
@@ -93,22 +139,22 @@ mod tests {
             key: dir.path().join("new/sub/key.pem"),
             account: dir.path().join("new/sub/account.json"),
         };
-        assert!(store.load_cert().is_none() && store.load_account().is_none());
-        store.save_cert("CHAIN", "KEY").unwrap();
-        store.save_account("{}").unwrap();
-        assert_eq!(store.load_cert(), Some(("CHAIN".into(), "KEY".into())));
+        assert!(store.read_cert().is_none() && store.read_account().is_none());
+        store.write_cert("CHAIN", "KEY").unwrap();
+        store.write_account("{}").unwrap();
+        assert_eq!(store.read_cert(), Some(("CHAIN".into(), "KEY".into())));
         for p in [&store.cert, &store.key, &store.account] {
             assert_eq!(std::fs::metadata(p).unwrap().permissions().mode() & 0o777, 0o600, "{}", p.display());
         }
         let sub = dir.path().join("new/sub");
         assert_eq!(std::fs::metadata(&sub).unwrap().permissions().mode() & 0o777, 0o700);
-        store.save_cert("CHAIN2", "KEY2").unwrap();
-        assert_eq!(store.load_cert(), Some(("CHAIN2".into(), "KEY2".into())));
+        store.write_cert("CHAIN2", "KEY2").unwrap();
+        assert_eq!(store.read_cert(), Some(("CHAIN2".into(), "KEY2".into())));
         let left: Vec<_> = std::fs::read_dir(&sub).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left.len(), 3, "no temp files left: {left:?}");
-        store.forget_account().unwrap();
-        store.forget_account().unwrap();
-        assert!(store.load_account().is_none());
+        store.remove_account().unwrap();
+        store.remove_account().unwrap();
+        assert!(store.read_account().is_none());
     }
 
     #[test]
@@ -119,12 +165,12 @@ mod tests {
             key: dir.path().join("key.pem"),
             account: dir.path().join("account.json"),
         };
-        store.save_cert("OLD", "OLDKEY").unwrap();
+        store.write_cert("OLD", "OLDKEY").unwrap();
         // A directory where the certificate's temp file would go makes the second write fail.
         let mut blocker = store.cert.as_os_str().to_owned();
         blocker.push(format!(".tmp{}", std::process::id()));
         std::fs::create_dir(&blocker).unwrap();
-        assert!(store.save_cert("NEW", "NEWKEY").is_err());
-        assert_eq!(store.load_cert(), Some(("OLD".into(), "OLDKEY".into())));
+        assert!(store.write_cert("NEW", "NEWKEY").is_err());
+        assert_eq!(store.read_cert(), Some(("OLD".into(), "OLDKEY".into())));
     }
 }

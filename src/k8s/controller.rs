@@ -61,6 +61,10 @@ impl Controller {
         Ok(Controller::start(client, namespace, secret_dir))
     }
 
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
     /// Waits for the first full list of both kinds (or gives up after `limit`).
     pub async fn synced(&self, limit: Duration) -> bool {
         let both = async {

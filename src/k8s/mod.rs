@@ -8,6 +8,7 @@
 //!                                              └► verdicts ─► status conditions (Accepted, Programmed)
 //! ```
 
+pub mod acme_store;
 pub mod controller;
 pub mod crd;
 pub mod source;

@@ -1,0 +1,129 @@
+//! ACME state in Secrets of the server's namespace, for Kubernetes mode: a pod's file system
+//! goes away with the pod, a Secret does not, so a restarted pod serves the certificate it had
+//! and asks the CA nothing. The certificate is a `kubernetes.io/tls` Secret
+//! (`lwsws-acme-<vhost>`, usable by other workloads too); the account is an Opaque Secret
+//! (`lwsws-acme-account-<vhost>`). Both are written with server-side apply.
+
+use std::collections::BTreeMap;
+use std::io;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+
+use crate::acme::{CertStore, StoreFuture};
+
+const MANAGER: &str = "lwsws";
+
+pub struct SecretStore {
+    api: Api<Secret>,
+    cert: String,
+    account: String,
+}
+
+impl SecretStore {
+    pub fn new(client: kube::Client, namespace: &str, vhost: &str) -> SecretStore {
+        let id = secret_suffix(vhost);
+        SecretStore {
+            api: Api::namespaced(client, namespace),
+            cert: format!("lwsws-acme-{id}"),
+            account: format!("lwsws-acme-account-{id}"),
+        }
+    }
+
+    async fn read(&self, name: &str) -> Option<BTreeMap<String, ByteString>> {
+        match self.api.get_opt(name).await {
+            Ok(s) => s?.data,
+            Err(e) => {
+                tracing::warn!(secret = name, error = %e, "cannot read the ACME Secret");
+                None
+            }
+        }
+    }
+
+    async fn write(&self, name: &str, type_: &str, data: BTreeMap<String, ByteString>) -> io::Result<()> {
+        let mut labels = BTreeMap::new();
+        labels.insert("app.kubernetes.io/managed-by".to_string(), MANAGER.to_string());
+        let secret = Secret {
+            metadata: ObjectMeta { name: Some(name.to_string()), labels: Some(labels), ..Default::default() },
+            type_: Some(type_.to_string()),
+            data: Some(data),
+            ..Default::default()
+        };
+        let params = PatchParams::apply(MANAGER).force();
+        self.api.patch(name, &params, &Patch::Apply(&secret)).await.map(|_| ()).map_err(io::Error::other)
+    }
+}
+
+/// A Secret name part from a vhost name: lower case letters, digits, `-` and `.`.
+fn secret_suffix(vhost: &str) -> String {
+    let s: String = vhost
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
+        .collect();
+    s.trim_matches(|c| c == '-' || c == '.').chars().take(200).collect()
+}
+
+fn text(data: &BTreeMap<String, ByteString>, key: &str) -> Option<String> {
+    String::from_utf8(data.get(key)?.0.clone()).ok()
+}
+
+impl CertStore for SecretStore {
+    fn load_cert(&self) -> StoreFuture<'_, Option<(String, String)>> {
+        Box::pin(async move {
+            let data = self.read(&self.cert).await?;
+            Some((text(&data, "tls.crt")?, text(&data, "tls.key")?))
+        })
+    }
+
+    fn save_cert<'a>(&'a self, chain_pem: &'a str, key_pem: &'a str) -> StoreFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            let mut data = BTreeMap::new();
+            data.insert("tls.crt".to_string(), ByteString(chain_pem.as_bytes().to_vec()));
+            data.insert("tls.key".to_string(), ByteString(key_pem.as_bytes().to_vec()));
+            self.write(&self.cert, "kubernetes.io/tls", data).await
+        })
+    }
+
+    fn load_account(&self) -> StoreFuture<'_, Option<String>> {
+        Box::pin(async move { text(&self.read(&self.account).await?, "account.json") })
+    }
+
+    fn save_account<'a>(&'a self, json: &'a str) -> StoreFuture<'a, io::Result<()>> {
+        Box::pin(async move {
+            let mut data = BTreeMap::new();
+            data.insert("account.json".to_string(), ByteString(json.as_bytes().to_vec()));
+            self.write(&self.account, "Opaque", data).await
+        })
+    }
+
+    fn forget_account(&self) -> StoreFuture<'_, io::Result<()>> {
+        Box::pin(async move {
+            match self.api.delete(&self.account, &DeleteParams::default()).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+                Err(e) => Err(io::Error::other(e)),
+            }
+        })
+    }
+}
+
+/// From now on, ACME vhosts keep their state in Secrets of `namespace`.
+pub fn use_secrets(client: kube::Client, namespace: &str) {
+    let namespace = namespace.to_string();
+    crate::acme::set_store_factory(Box::new(move |vhost, _| {
+        Box::new(SecretStore::new(client.clone(), &namespace, vhost))
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secret_names_are_valid() {
+        assert_eq!(super::secret_suffix("Example.COM"), "example.com");
+        assert_eq!(super::secret_suffix("*.example.com"), "example.com");
+        assert_eq!(super::secret_suffix("a_b:c"), "a-b-c");
+    }
+}
