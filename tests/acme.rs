@@ -275,18 +275,16 @@ async fn a_restart_reuses_the_stored_certificate_without_asking_the_ca() {
     common::put(dir.path(), "www/index.html", "hello over acme");
     let ca = dir.path().join("pebble-ca.pem");
     let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_lwsws"))
+        let child = Command::new(env!("CARGO_BIN_EXE_lwsws"))
             .args(["-c", &d])
             .env("SSL_CERT_FILE", &ca)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap()
+            .unwrap();
+        common::ChildGuard::new(child)
     };
-    let stop = |mut c: Child| {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
-        c.wait().unwrap();
-    };
+    let stop = |c: common::ChildGuard| assert!(c.terminate().success());
     let roots = pebble.issuing_root().await;
     std::fs::copy(pebble.ca_pem(), &ca).unwrap();
     let first_run = spawn();

@@ -505,15 +505,17 @@ async fn the_binary_in_kubernetes_mode_serves_resources_and_follows_edits() {
     )
     .unwrap();
     let conf_dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_lwsws"))
-        .args(["--kubernetes", "--namespace", NS, "-c", conf_dir.path().to_str().unwrap()])
-        .env("KUBECONFIG", &kubeconfig)
-        .env("LWSWS_STATE_DIR", home.path())
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = common::ChildGuard::new(
+        std::process::Command::new(env!("CARGO_BIN_EXE_lwsws"))
+            .args(["--kubernetes", "--namespace", NS, "-c", conf_dir.path().to_str().unwrap()])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("LWSWS_STATE_DIR", home.path())
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut served = None;
     for _ in 0..100 {
         served = page(port, "site.test").await;
@@ -537,8 +539,7 @@ async fn the_binary_in_kubernetes_mode_serves_resources_and_follows_edits() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(served.as_deref(), Some("second"));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
-    assert!(child.wait().unwrap().success());
+    assert!(child.terminate().success());
 }
 
 /// ACME state in Kubernetes mode: the certificate as a `kubernetes.io/tls` Secret and the

@@ -142,18 +142,20 @@ fn a_request_span_is_exported_over_otlp_and_its_context_goes_upstream() {
             "mounts": [{{ "mountpoint": "/api", "origin": "http://{upstream_addr}/" }}] }}] }}"#
     );
     let dir = write_config("{}", &[("traced", &vhost)]);
-    let mut child = Command::new(BIN)
-        .args(["-c", dir.path().to_str().unwrap()])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector_addr}"))
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
-        .env("OTEL_SERVICE_NAME", "edge-test")
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::ChildGuard::new(
+        Command::new(BIN)
+            .args(["-c", dir.path().to_str().unwrap()])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector_addr}"))
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+            .env("OTEL_SERVICE_NAME", "edge-test")
+            .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_for_port(addr, &mut child);
+    wait_for_port(addr, child.get());
 
     let mut s = TcpStream::connect(addr).unwrap();
     let traceparent = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");
@@ -201,6 +203,5 @@ fn a_request_span_is_exported_over_otlp_and_its_context_goes_upstream() {
     assert_eq!(attr_text(&span, "client.address"), "127.0.0.1");
     assert_eq!(attr_text(&span, "user_agent.original"), "otel-test");
 
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
-    let _ = child.wait();
+    assert!(child.terminate().success());
 }

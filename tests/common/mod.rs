@@ -269,3 +269,34 @@ pub async fn tls_connect(
     s.flush().await?;
     Ok(Conn::new(s))
 }
+
+/// A spawned server process that is killed when the test ends, even by a failed assertion,
+/// so no test leaves a server running.
+pub struct ChildGuard(pub Option<std::process::Child>);
+
+impl ChildGuard {
+    pub fn new(child: std::process::Child) -> Self {
+        ChildGuard(Some(child))
+    }
+
+    pub fn get(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().expect("a running child")
+    }
+
+    /// SIGTERM, then waits: how a clean stop is asked for and checked.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let mut child = self.0.take().expect("a running child");
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
