@@ -102,7 +102,7 @@ struct Current {
 impl Manager {
     async fn run(self, stop: CancellationToken) {
         let slot = slot(&self.acme.cert_path);
-        let mut current = self.load_stored(&slot).await;
+        let mut current = self.load_stored(&slot, false).await;
         let mut failures = 0u32;
         loop {
             let due = current.as_ref().map(|c| c.renew_at).unwrap_or(0);
@@ -113,6 +113,14 @@ impl Manager {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(wait) => {}
+            }
+            // Someone may have renewed meanwhile (another replica sharing the Secret, a restart,
+            // an operator): what is stored now and not yet due is taken instead of ordering.
+            if let Some(fresh) = self.load_stored(&slot, true).await
+                && fresh.renew_at > now()
+            {
+                current = Some(fresh);
+                continue;
             }
             let kind = if current.is_some() { "renew" } else { "issue" };
             tracing::info!(vhost = %self.vhost, domains = ?self.acme.domains, kind, "ACME: ordering a certificate");
@@ -154,16 +162,17 @@ impl Manager {
         }
     }
 
-    /// The stored certificate, put in the slot if it is usable and covers the configured names.
-    async fn load_stored(&self, slot: &arc_swap::ArcSwapOption<CertifiedKey>) -> Option<Current> {
+    /// The stored certificate, if it is usable; it goes in the slot when the slot is empty, or
+    /// with `fresh` when it is not due for renewal (then it is newer than what is served).
+    async fn load_stored(&self, slot: &arc_swap::ArcSwapOption<CertifiedKey>, fresh: bool) -> Option<Current> {
         let (chain, key) = self.store.load_cert().await?;
         match self.certified(&chain, &key) {
             Ok((ck, c)) => {
-                if slot.load().is_none() {
+                if slot.load().is_none() || (fresh && c.renew_at > now()) {
                     slot.store(Some(Arc::new(ck)));
+                    self.metrics.set_cert_expiry(&self.vhost, c.not_after);
+                    tracing::info!(vhost = %self.vhost, not_after = c.not_after, "ACME: using the stored certificate");
                 }
-                self.metrics.set_cert_expiry(&self.vhost, c.not_after);
-                tracing::info!(vhost = %self.vhost, not_after = c.not_after, "ACME: using the stored certificate");
                 Some(c)
             }
             Err(e) => {

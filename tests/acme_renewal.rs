@@ -1,0 +1,61 @@
+//! The ACME manager without a CA: a certificate that is stored and valid is served and no order
+//! is made; when renewal falls due and the store already holds a newer certificate (another
+//! replica renewed, or an operator put one there), that one is taken and the CA is not asked.
+//! The directory URL points at a closed port, so any order would show as a failure.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Pki, TestServer};
+
+fn write_pair(pki: &Pki, dir: &std::path::Path, lifetime_secs: i64) -> Vec<u8> {
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let now = time_now();
+    params.not_before = now - time::Duration::seconds(2);
+    params.not_after = now + time::Duration::seconds(lifetime_secs);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &pki.ca_issuer).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    cert.der().to_vec()
+}
+
+fn time_now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+async fn served(addr: std::net::SocketAddr, pki: &Pki) -> Option<Vec<u8>> {
+    let c = common::tls_connect(addr, "localhost", pki.roots(), None, &["http/1.1"]).await.ok()?;
+    let (_, session) = c.s.get_ref();
+    Some(session.peer_certificates()?[0].to_vec())
+}
+
+#[tokio::test]
+async fn a_newer_stored_certificate_is_taken_instead_of_ordering() {
+    let pki = Pki::new("acme renewal test ca");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // 10 s in all: renewal falls due with a third left, about 4.7 s from now.
+    let short = write_pair(&pki, &state, 8);
+    let vhost = format!(
+        r#"{{ "vhosts": [{{ "name": "localhost", "port": "0", "interface": "127.0.0.1",
+            "acme": {{ "email": "a@example.test", "directory-url": "https://127.0.0.1:1/dir",
+                       "cert-path": "{0}/cert.pem", "key-path": "{0}/key.pem", "auth-path": "{0}/account.json" }},
+            "mounts": [{{ "mountpoint": "/", "origin": "file://{0}" }}] }}] }}"#,
+        state.display()
+    );
+    let s = TestServer::start("{}", &[&vhost]).await;
+    assert_eq!(served(s.addr(), &pki).await.as_deref(), Some(&short[..]), "the stored certificate is served");
+
+    let long = write_pair(&pki, &state, 3600);
+    let until = Instant::now() + Duration::from_secs(15);
+    while served(s.addr(), &pki).await.as_deref() != Some(&long[..]) {
+        assert!(Instant::now() < until, "the newer stored certificate was not taken");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let m = s.server.as_ref().unwrap().metrics().render();
+    assert!(!m.contains("lwsws_acme_orders_total{"), "no order was made: {m}");
+    s.stop().await;
+}
