@@ -97,15 +97,24 @@ fn backoff(failures: u32, rate_limited: bool) -> Duration {
 struct Current {
     not_after: i64,
     renew_at: i64,
+    /// notAfter − notBefore, in seconds.
+    lifetime: i64,
 }
 
 impl Manager {
     async fn run(self, stop: CancellationToken) {
         let slot = slot(&self.acme.cert_path);
-        let mut current = self.load_stored(&slot, false).await;
+        let mut current = self.load_stored(&slot, None).await;
         let mut failures = 0u32;
+        // Replicas sharing a certificate would all fall due at the same second: each renews up
+        // to 1/30 of the lifetime early, at its own point, and the later ones find the renewed
+        // certificate in the store.
+        let spread = {
+            use std::hash::BuildHasher;
+            (std::collections::hash_map::RandomState::new().hash_one(&self.vhost) % 1000) as i64
+        };
         loop {
-            let due = current.as_ref().map(|c| c.renew_at).unwrap_or(0);
+            let due = current.as_ref().map(|c| c.renew_at - c.lifetime / 30 * spread / 1000).unwrap_or(0);
             let wait = Duration::from_secs(due.saturating_sub(now()).max(0) as u64);
             if !wait.is_zero() {
                 tracing::info!(vhost = %self.vhost, in_secs = wait.as_secs(), "ACME: next renewal scheduled");
@@ -116,7 +125,9 @@ impl Manager {
             }
             // Someone may have renewed meanwhile (another replica sharing the Secret, a restart,
             // an operator): what is stored now and not yet due is taken instead of ordering.
-            if let Some(fresh) = self.load_stored(&slot, true).await
+            let served_until = current.as_ref().map(|c| c.not_after).unwrap_or(i64::MIN);
+            if let Some(fresh) = self.load_stored(&slot, Some(served_until)).await
+                && fresh.not_after > served_until
                 && fresh.renew_at > now()
             {
                 current = Some(fresh);
@@ -163,12 +174,17 @@ impl Manager {
     }
 
     /// The stored certificate, if it is usable; it goes in the slot when the slot is empty, or
-    /// with `fresh` when it is not due for renewal (then it is newer than what is served).
-    async fn load_stored(&self, slot: &arc_swap::ArcSwapOption<CertifiedKey>, fresh: bool) -> Option<Current> {
+    /// when it outlives what is served (`served_until`) and is not due for renewal itself.
+    async fn load_stored(
+        &self,
+        slot: &arc_swap::ArcSwapOption<CertifiedKey>,
+        served_until: Option<i64>,
+    ) -> Option<Current> {
         let (chain, key) = self.store.load_cert().await?;
         match self.certified(&chain, &key) {
             Ok((ck, c)) => {
-                if slot.load().is_none() || (fresh && c.renew_at > now()) {
+                let newer = served_until.is_some_and(|t| c.not_after > t && c.renew_at > now());
+                if slot.load().is_none() || newer {
                     slot.store(Some(Arc::new(ck)));
                     self.metrics.set_cert_expiry(&self.vhost, c.not_after);
                     tracing::info!(vhost = %self.vhost, not_after = c.not_after, "ACME: using the stored certificate");
@@ -212,7 +228,7 @@ impl Manager {
         let ck = CertifiedKey::from_der(certs, key, &provider).map_err(|e| format!("certificate and key: {e}"))?;
         let covers = self.acme.domains.iter().all(|d| names.iter().any(|n| n.eq_ignore_ascii_case(d)));
         let renew = if covers { renew_at(not_before, not_after) } else { 0 };
-        Ok((ck, Current { not_after, renew_at: renew }))
+        Ok((ck, Current { not_after, renew_at: renew, lifetime: not_after - not_before }))
     }
 
     /// One ACME order, start to finish: account, order, challenges, CSR, certificate.
