@@ -179,13 +179,17 @@ impl Server {
     }
 }
 
-/// Each TLS vhost's certificate expiry, read from its certificate file.
+/// Each TLS vhost's certificate expiry: an ACME vhost's from what it serves (its certificate
+/// may live in a Secret, not on disk), the others' from their certificate file.
 fn cert_expiries(config: &Config) -> Vec<(String, i64)> {
-    config
-        .vhosts
-        .iter()
-        .filter_map(|v| Some((v.name.clone(), crate::tls::expiry::leaf_not_after(v.host_ssl_cert.as_ref()?)?)))
-        .collect()
+    let expiry = |v: &crate::model::Vhost| match &v.acme {
+        Some(a) => crate::acme::slot(&a.cert_path)
+            .load()
+            .as_deref()
+            .and_then(|ck| crate::tls::expiry::not_after(ck.cert.first()?)),
+        None => crate::tls::expiry::leaf_not_after(v.host_ssl_cert.as_ref()?),
+    };
+    config.vhosts.iter().filter_map(|v| Some((v.name.clone(), expiry(v)?))).collect()
 }
 
 /// Every TLS file the config names, with its modification time.

@@ -51,7 +51,11 @@ pub fn watch(dir: &Path) -> notify::Result<(ConfigWatcher, mpsc::UnboundedReceiv
     Ok((watcher, rx))
 }
 
-/// Waits out a burst: returns once no event has come for `DEBOUNCE`.
+/// A steady stream of events does not hold a reload back longer than this.
+pub const SETTLE_LIMIT: Duration = Duration::from_secs(2);
+
+/// Waits out a burst: returns once no event has come for `DEBOUNCE`, or after `SETTLE_LIMIT`.
 pub async fn settle(rx: &mut mpsc::UnboundedReceiver<()>) {
-    while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+    let quiet = async { while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {} };
+    let _ = tokio::time::timeout(SETTLE_LIMIT, quiet).await;
 }

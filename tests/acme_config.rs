@@ -39,7 +39,7 @@ fn the_short_form_needs_an_email_and_a_directory() {
     .unwrap();
     let a = v.acme.unwrap();
     assert_eq!(a.challenge, Challenge::TlsAlpn01);
-    assert_eq!(a.domains, vec!["www.example.test", "example.test"]);
+    assert_eq!(a.domains, vec!["example.test", "www.example.test"]);
     assert_eq!(a.cert_path, PathBuf::from("/x/c.pem"));
     assert_eq!(a.ca_file, Some(PathBuf::from("/x/ca.pem")));
 }

@@ -48,6 +48,8 @@ struct State {
     history: Vec<Change>,
     /// How many list requests were answered (a re-list after 410 shows here).
     lists: usize,
+    /// How many status patches were written.
+    status_patches: usize,
 }
 
 #[derive(Clone)]
@@ -165,6 +167,7 @@ impl FakeApi {
                     return json_response(StatusCode::NOT_FOUND, status_doc(404, "NotFound", &name));
                 };
                 st.rv += 1;
+                st.status_patches += 1;
                 obj["status"] = patch["status"].clone();
                 obj["metadata"]["resourceVersion"] = st.rv.to_string().into();
                 st.objects.insert((Kind::Config, name), obj.clone());
@@ -426,6 +429,30 @@ async fn resources_are_served_refused_with_their_field_edited_and_relisted_after
     }
     assert_eq!(served.as_deref(), Some("edited"));
 
+    // Edited into a bad state: refused, and the version before keeps serving.
+    api.put(
+        Kind::Config,
+        config(
+            "site",
+            json!([{ "name": "site.test", "port": port, "interface": "127.0.0.1",
+                     "mounts": [{ "mountpoint": "/", "origin": "gopher://nowhere" }] }]),
+        ),
+    );
+    eventually("the bad edit is refused", || {
+        api.condition("site", "Accepted")
+            .is_some_and(|(s, m)| s == "False" && m.contains("spec.vhosts[0].mounts[0].origin"))
+    })
+    .await;
+    assert_eq!(page(port, "site.test").await.as_deref(), Some("edited"), "the last accepted version serves");
+    let programmed = api.status_of("site")["conditions"][1].clone();
+    assert_eq!(programmed["reason"], "PreviousVersionServes", "{programmed}");
+
+    // Status writes settle: nothing changes, so nothing more is written.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let patches = api.state.lock().unwrap().status_patches;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(api.state.lock().unwrap().status_patches, patches, "status writes do not feed on themselves");
+
     // 410 Gone: history is compacted and the watches end; a change made meanwhile is still
     // seen because the controller re-lists.
     let lists_before = api.state.lock().unwrap().lists;
@@ -561,10 +588,13 @@ async fn acme_state_round_trips_through_secrets() {
     assert_eq!(store.load_account().await.as_deref(), Some(r#"{"id":"acct"}"#));
     {
         let st = api.state.lock().unwrap();
-        let cert = &st.objects[&(Kind::Secret, "lwsws-acme-example.test".to_string())];
+        let name = |prefix: &str| {
+            st.objects.keys().find(|(k, n)| *k == Kind::Secret && n.starts_with(prefix)).unwrap().1.clone()
+        };
+        let cert = &st.objects[&(Kind::Secret, name("lwsws-acme-example-test-"))];
         assert_eq!(cert["type"], "kubernetes.io/tls");
         assert_eq!(cert["metadata"]["labels"]["app.kubernetes.io/managed-by"], "lwsws");
-        let account = &st.objects[&(Kind::Secret, "lwsws-acme-account-example.test".to_string())];
+        let account = &st.objects[&(Kind::Secret, name("lwsws-acme-account-example-test-"))];
         assert_eq!(account["type"], "Opaque");
     }
     store.forget_account().await.unwrap();

@@ -205,12 +205,14 @@ impl Manager {
         key: &str,
     ) -> Result<Current, Failure> {
         let (ck, c) = self.certified(chain, key).map_err(Failure::from)?;
-        self.store
-            .save_cert(chain, key)
-            .await
-            .map_err(|e| Failure::from(format!("cannot store the certificate: {e}")))?;
-        slot.store(Some(Arc::new(ck)));
+        // Served first: a certificate the CA issued is never thrown away because it could not
+        // be stored (ordering it again would spend the CA's rate limit).
         self.metrics.set_cert_expiry(&self.vhost, c.not_after);
+        slot.store(Some(Arc::new(ck)));
+        if let Err(e) = self.store.save_cert(chain, key).await {
+            tracing::error!(vhost = %self.vhost, error = %e,
+                "ACME: cannot store the new certificate; it is served from memory and a restart will order again");
+        }
         Ok(c)
     }
 
@@ -284,18 +286,33 @@ impl Manager {
     async fn account(&self) -> Result<Account, Failure> {
         let http = || http_client(self.acme.ca_file.as_deref()).map_err(Failure::from);
         if let Some(json) = self.store.load_account().await
-            && let Ok(creds) = serde_json::from_str::<AccountCredentials>(&json)
+            && let Ok(stored) = serde_json::from_str::<StoredAccount>(&json)
         {
-            return Account::builder_with_http(http()?).from_credentials(creds).await.map_err(Failure::from);
+            // An account belongs to one CA: after a change of directory-url a new one is made.
+            if stored.directory == self.acme.directory {
+                return Account::builder_with_http(http()?)
+                    .from_credentials(stored.credentials)
+                    .await
+                    .map_err(Failure::from);
+            }
+            tracing::info!(vhost = %self.vhost, "ACME: the directory changed; making an account with the new CA");
         }
         let contact = format!("mailto:{}", self.acme.email);
         let new = NewAccount { contact: &[&contact], terms_of_service_agreed: true, only_return_existing: false };
         let (account, creds) =
             Account::builder_with_http(http()?).create(&new, self.acme.directory.clone(), None).await?;
-        let json = serde_json::to_string(&creds).map_err(|e| e.to_string())?;
+        let stored = StoredAccount { directory: self.acme.directory.clone(), credentials: creds };
+        let json = serde_json::to_string(&stored).map_err(|e| e.to_string())?;
         self.store.save_account(&json).await.map_err(|e| format!("cannot store the ACME account: {e}"))?;
         Ok(account)
     }
+}
+
+/// The account's credentials with the directory they belong to.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredAccount {
+    directory: String,
+    credentials: AccountCredentials,
 }
 
 /// Why an order failed, and whether the CA asked to be left alone for a while.

@@ -118,10 +118,13 @@ fn stage(path: &Path, data: &[u8]) -> io::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
+    // Unique per write, so two writers in one process never share a temp file.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut name = path.as_os_str().to_owned();
-    name.push(format!(".tmp{}", std::process::id()));
+    name.push(format!(".tmp{}.{seq}", std::process::id()));
     let tmp = PathBuf::from(name);
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
     f.write_all(data)?;
     f.sync_all()?;
     Ok(tmp)
@@ -166,11 +169,10 @@ mod tests {
             account: dir.path().join("account.json"),
         };
         store.write_cert("OLD", "OLDKEY").unwrap();
-        // A directory where the certificate's temp file would go makes the second write fail.
-        let mut blocker = store.cert.as_os_str().to_owned();
-        blocker.push(format!(".tmp{}", std::process::id()));
-        std::fs::create_dir(&blocker).unwrap();
-        assert!(store.write_cert("NEW", "NEWKEY").is_err());
+        // A certificate path whose directory cannot be written makes the second write fail.
+        let ro = FileStore { cert: dir.path().join("missing-dir/cert.pem"), ..store.clone() };
+        std::fs::write(dir.path().join("missing-dir"), "a file where a directory should be").unwrap();
+        assert!(ro.write_cert("NEW", "NEWKEY").is_err());
         assert_eq!(store.read_cert(), Some(("OLD".into(), "OLDKEY".into())));
     }
 }

@@ -131,7 +131,10 @@ pub fn handle(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> Reply {
     }
     if let Some(answer) = crate::acme::http01_answer(parts.uri.path()) {
         // An ACME http-01 validation, on whichever plain listener the CA reached.
-        return Reply::Ready(Some(acme_answer(answer)));
+        let mut r = acme_answer(answer);
+        let activity = ctx.activity.clone();
+        r.body_mut().on_done(Box::new(move |_| activity.finish()));
+        return Reply::Ready(Some(r));
     }
     if ctx.redirect_to_https {
         return Reply::Ready(Some(to_https(ctx, &parts)));

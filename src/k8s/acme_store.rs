@@ -56,14 +56,18 @@ impl SecretStore {
     }
 }
 
-/// A Secret name part from a vhost name: lower case letters, digits, `-` and `.`.
+/// A Secret name part from a vhost name: the name in lower case with anything else than letters,
+/// digits and `-` made `-`, then a short hash of the exact name, so that `*.example.com` and
+/// `example.com` (or `a_b` and `a-b`) never share a Secret and the result is a valid DNS label
+/// sequence.
 fn secret_suffix(vhost: &str) -> String {
-    let s: String = vhost
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '-' })
-        .collect();
-    s.trim_matches(|c| c == '-' || c == '.').chars().take(200).collect()
+    let readable: String =
+        vhost.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let readable: String = readable.trim_matches('-').chars().take(180).collect();
+    // FNV-1a: stable across runs and builds, unlike the std hasher.
+    let hash = vhost.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let short = format!("{:08x}", hash as u32);
+    if readable.is_empty() { short } else { format!("{readable}-{short}") }
 }
 
 fn text(data: &BTreeMap<String, ByteString>, key: &str) -> Option<String> {
@@ -122,8 +126,15 @@ pub fn use_secrets(client: kube::Client, namespace: &str) {
 mod tests {
     #[test]
     fn secret_names_are_valid() {
-        assert_eq!(super::secret_suffix("Example.COM"), "example.com");
-        assert_eq!(super::secret_suffix("*.example.com"), "example.com");
-        assert_eq!(super::secret_suffix("a_b:c"), "a-b-c");
+        let s = super::secret_suffix;
+        assert!(s("Example.COM").starts_with("example-com-"));
+        assert_ne!(s("*.example.com"), s("example.com"));
+        assert_ne!(s("a_b"), s("a-b"));
+        assert_eq!(s("example.com"), s("example.com"), "stable");
+        for name in ["*", "_", "a..b", "x".repeat(300).as_str()] {
+            let n = format!("lwsws-acme-account-{}", s(name));
+            assert!(n.len() <= 253 && !n.ends_with('-'), "{n}");
+            assert!(n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'), "{n}");
+        }
     }
 }

@@ -24,6 +24,7 @@ pub struct Controller {
     configs: Store<LwswsConfig>,
     secrets: Store<Secret>,
     secret_dir: PathBuf,
+    last_good: std::sync::Mutex<source::LastGood>,
 }
 
 impl Controller {
@@ -43,13 +44,16 @@ impl Controller {
             reflector::reflector(config_writer, watcher(configs, Default::default())),
             tx.clone(),
         );
-        spawn_reflector("secrets", reflector::reflector(secret_writer, watcher(secrets, Default::default())), tx);
+        // Only TLS Secrets matter here (not Helm's release records or tokens).
+        let tls_only = watcher::Config::default().fields("type=kubernetes.io/tls");
+        spawn_reflector("secrets", reflector::reflector(secret_writer, watcher(secrets, tls_only)), tx);
         let ctl = Controller {
             client,
             namespace: namespace.to_string(),
             configs: config_store,
             secrets: secret_store,
             secret_dir,
+            last_good: Default::default(),
         };
         (ctl, rx)
     }
@@ -81,7 +85,8 @@ impl Controller {
             Err(e) => return Build { loaded: Err(e), verdicts: Vec::new() },
         };
         let lookup = |ns: &str, name: &str| self.tls_pair(ns, name);
-        source::build(&files, &self.configs.state(), &lookup, &self.secret_dir, ddir)
+        let mut last_good = self.last_good.lock().expect("last good resources");
+        source::build(&files, &self.configs.state(), &lookup, &self.secret_dir, ddir, &mut last_good)
     }
 
     fn tls_pair(&self, namespace: &str, name: &str) -> Option<TlsPair> {
@@ -105,6 +110,11 @@ impl Controller {
                 Some(p) => ("False", "Invalid", p.clone()),
             };
             let programmed = match (&v.problem, programmed) {
+                (Some(_), _) if v.previous_serves => (
+                    "False",
+                    "PreviousVersionServes",
+                    "this version was refused; the last accepted version keeps serving".to_string(),
+                ),
                 (Some(_), _) => ("False", "Invalid", "not applied: the resource was refused".to_string()),
                 (None, Ok(())) => ("True", "Programmed", "serving".to_string()),
                 (None, Err(e)) => ("False", "NotApplied", format!("the merged config was refused: {e}")),

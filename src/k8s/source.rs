@@ -1,7 +1,10 @@
-//! Custom resources → lwsws config texts → the model, with one verdict per resource. A resource
-//! that fails on its own (with the files) is left out and told why, naming its field; the
-//! others are merged like `conf.d` files, in namespace/name order.
+//! Custom resources → lwsws config texts → the model, with one verdict per resource. Resources
+//! join the config one at a time, in namespace/name order, like `conf.d` files: one that does
+//! not fit (on its own, or with the files and the resources before it: a port taken, a
+//! certificate that does not load) is refused and told why, naming its field, and the version of
+//! it that was accepted last keeps serving in its place.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,7 +22,13 @@ pub struct Verdict {
     pub generation: Option<i64>,
     /// Why it was refused: the field path and the problem.
     pub problem: Option<String>,
+    /// Refused, but an earlier accepted version of it still serves.
+    pub previous_serves: bool,
 }
+
+/// The last accepted version of each resource (by namespace/name, with its uid), kept across
+/// builds so that a bad edit does not take a working site down.
+pub type LastGood = HashMap<String, (Option<String>, Source)>;
 
 /// A `kubernetes.io/tls` Secret's certificate chain and key (PEM).
 #[derive(Debug, Clone, PartialEq)]
@@ -41,33 +50,55 @@ pub fn build(
     secret: &dyn Fn(&str, &str) -> Option<TlsPair>,
     secret_dir: &Path,
     ddir: &str,
+    last_good: &mut LastGood,
 ) -> Build {
     let mut ordered: Vec<&Arc<LwswsConfig>> = resources.iter().collect();
     ordered.sort_by_key(|r| (r.metadata.namespace.clone().unwrap_or_default(), r.metadata.name.clone()));
-    let mut accepted = Vec::new();
+    let mut all = files.to_vec();
     let mut verdicts = Vec::new();
+    let mut present = Vec::new();
     for r in ordered {
         let namespace = r.metadata.namespace.clone().unwrap_or_default();
         let name = r.metadata.name.clone().unwrap_or_default();
+        let key = format!("{namespace}/{name}");
+        let uid = r.metadata.uid.clone();
+        present.push(key.clone());
         let problem = match render(r, secret, secret_dir) {
             Err(p) => Some(p),
-            Ok(source) => {
-                let mut alone = files.to_vec();
-                alone.push(source.clone());
-                match load_sources(&alone, ddir) {
-                    Ok(_) => {
-                        accepted.push(source);
-                        None
-                    }
-                    Err(e) => Some(describe(&e, &source)),
+            Ok(source) => match fits(&all, &source, ddir) {
+                Ok(()) => {
+                    last_good.insert(key.clone(), (uid.clone(), source.clone()));
+                    all.push(source);
+                    None
                 }
-            }
+                Err(e) => Some(describe(&e, &source)),
+            },
         };
-        verdicts.push(Verdict { namespace, name, generation: r.metadata.generation, problem });
+        let mut previous_serves = false;
+        if problem.is_some()
+            && let Some((good_uid, previous)) = last_good.get(&key)
+            && *good_uid == uid
+            && fits(&all, previous, ddir).is_ok()
+        {
+            all.push(previous.clone());
+            previous_serves = true;
+        }
+        verdicts.push(Verdict { namespace, name, generation: r.metadata.generation, problem, previous_serves });
     }
-    let mut all = files.to_vec();
-    all.extend(accepted);
+    // A deleted resource's last good version goes with it.
+    last_good.retain(|k, _| present.contains(k));
     Build { loaded: load_sources(&all, ddir), verdicts }
+}
+
+/// Whether `source` can join `before`: it loads, validates and compiles (certificates included)
+/// together with them.
+fn fits(before: &[Source], source: &Source, ddir: &str) -> Result<(), ConfigError> {
+    let mut trial = before.to_vec();
+    trial.push(source.clone());
+    let loaded = load_sources(&trial, ddir)?;
+    let mut warnings = loaded.warnings;
+    crate::table::compile(&loaded.config, crate::table::CompileMode::Check, &mut warnings)?;
+    Ok(())
 }
 
 /// The name errors give for a resource's source.
@@ -112,11 +143,15 @@ fn render(
     Ok(Source { name: source_name(&namespace, &name).into(), text })
 }
 
-/// Writes a Secret's pair where the TLS loader reads it; unchanged content is not rewritten,
-/// so an unchanged Secret does not look like a renewed certificate.
+/// Writes a Secret's pair where the TLS loader reads it, in a directory named by its content:
+/// a rotated Secret gets new paths (so the config changes and is reloaded) and the files of the
+/// version before stay for as long as that version may serve. Unchanged content is not
+/// rewritten, so an unchanged Secret does not look like a renewed certificate.
 fn write_pair(dir: &Path, namespace: &str, name: &str, pair: &TlsPair) -> std::io::Result<(PathBuf, PathBuf)> {
     use std::os::unix::fs::OpenOptionsExt;
-    let d = dir.join(namespace).join(name);
+    let fnv = |h: u64, bytes: &[u8]| bytes.iter().fold(h, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3));
+    let version = fnv(fnv(0xcbf2_9ce4_8422_2325, &pair.cert), &pair.key);
+    let d = dir.join(namespace).join(name).join(format!("{version:016x}"));
     std::fs::create_dir_all(&d)?;
     let (cert, key) = (d.join("tls.crt"), d.join("tls.key"));
     for (path, data) in [(&key, &pair.key), (&cert, &pair.cert)] {
@@ -169,7 +204,7 @@ mod tests {
         let a = resource("b-ns", "a", serde_json::json!([{ "name": "two", "port": 8081, "mounts": [] }]));
         let b = resource("a-ns", "z", serde_json::json!([{ "name": "one", "port": "8080" }]));
         let dir = tempfile::tempdir().unwrap();
-        let out = build(&files(), &[a, b], &|_, _| None, dir.path(), "/usr/share");
+        let out = build(&files(), &[a, b], &|_, _| None, dir.path(), "/usr/share", &mut LastGood::new());
         let names: Vec<String> = out.loaded.unwrap().config.vhosts.iter().map(|v| v.name.clone()).collect();
         assert_eq!(names, vec!["one", "two"]);
         assert!(out.verdicts.iter().all(|v| v.problem.is_none()));
@@ -185,7 +220,7 @@ mod tests {
             serde_json::json!([{ "name": "x", "port": "8081", "mounts": [{ "mountpoint": "/", "origin": "nope://" }] }]),
         );
         let dir = tempfile::tempdir().unwrap();
-        let out = build(&files(), &[good, bad], &|_, _| None, dir.path(), "/usr/share");
+        let out = build(&files(), &[good, bad], &|_, _| None, dir.path(), "/usr/share", &mut LastGood::new());
         assert_eq!(out.loaded.unwrap().config.vhosts.len(), 1);
         let bad = out.verdicts.iter().find(|v| v.name == "bad").unwrap();
         let p = bad.problem.as_deref().unwrap();
@@ -197,17 +232,59 @@ mod tests {
     fn tls_secrets_become_files_and_a_missing_one_is_named() {
         let r = resource("ns", "tls", serde_json::json!([{ "name": "s", "port": "8443", "tls-secret": "site" }]));
         let dir = tempfile::tempdir().unwrap();
-        let out = build(&files(), std::slice::from_ref(&r), &|_, _| None, dir.path(), "/usr/share");
+        let out =
+            build(&files(), std::slice::from_ref(&r), &|_, _| None, dir.path(), "/usr/share", &mut LastGood::new());
         let p = out.verdicts[0].problem.clone().unwrap();
         assert!(p.starts_with("spec.vhosts[0].tls-secret: no Secret ns/site"), "{p}");
 
         let pki = rcgen::generate_simple_self_signed(vec!["s".to_string()]).unwrap();
         let pair = TlsPair { cert: pki.cert.pem().into_bytes(), key: pki.signing_key.serialize_pem().into_bytes() };
         let lookup = |ns: &str, name: &str| (ns == "ns" && name == "site").then(|| pair.clone());
-        let out = build(&files(), &[r], &lookup, dir.path(), "/usr/share");
+        let out = build(&files(), &[r], &lookup, dir.path(), "/usr/share", &mut LastGood::new());
         let loaded = out.loaded.unwrap();
         let v = &loaded.config.vhosts[0];
-        assert_eq!(v.host_ssl_cert.as_deref(), Some(dir.path().join("ns/site/tls.crt").as_path()));
-        assert_eq!(std::fs::read(dir.path().join("ns/site/tls.key")).unwrap(), pair.key);
+        let cert = v.host_ssl_cert.clone().unwrap();
+        assert!(cert.starts_with(dir.path().join("ns/site")) && cert.ends_with("tls.crt"), "{}", cert.display());
+        assert_eq!(std::fs::read(cert.with_file_name("tls.key")).unwrap(), pair.key);
+    }
+
+    #[test]
+    fn a_bad_edit_keeps_the_last_accepted_version_and_conflicts_are_refused_one_by_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut last_good = LastGood::new();
+        let v1 = resource("ns", "site", serde_json::json!([{ "name": "s", "port": "8080" }]));
+        let out = build(&files(), &[v1], &|_, _| None, dir.path(), "/usr/share", &mut last_good);
+        assert!(out.loaded.is_ok() && out.verdicts[0].problem.is_none());
+
+        // Edited into a bad state: refused, and version 1 keeps serving.
+        let v2 = resource("ns", "site", serde_json::json!([{ "name": "s", "port": "http" }]));
+        let out = build(&files(), &[v2], &|_, _| None, dir.path(), "/usr/share", &mut last_good);
+        let loaded = out.loaded.unwrap();
+        assert_eq!(loaded.config.vhosts.len(), 1);
+        assert_eq!(loaded.config.vhosts[0].port, 8080);
+        assert!(out.verdicts[0].problem.as_deref().unwrap().starts_with("spec.vhosts[0].port"), "{:?}", out.verdicts);
+        assert!(out.verdicts[0].previous_serves);
+
+        // A second resource that clashes with the first (the same port, with TLS) is refused
+        // alone; the first is untouched.
+        let pki = rcgen::generate_simple_self_signed(vec!["t".to_string()]).unwrap();
+        let pair = TlsPair { cert: pki.cert.pem().into_bytes(), key: pki.signing_key.serialize_pem().into_bytes() };
+        let lookup = |_: &str, _: &str| Some(pair.clone());
+        let a = resource("ns", "a", serde_json::json!([{ "name": "a", "port": "9090" }]));
+        let b = resource("ns", "b", serde_json::json!([{ "name": "b", "port": "9090", "tls-secret": "x" }]));
+        let out = build(&files(), &[a, b], &lookup, dir.path(), "/usr/share", &mut last_good);
+        let names: Vec<String> = out.loaded.unwrap().config.vhosts.iter().map(|v| v.name.clone()).collect();
+        assert_eq!(names, vec!["a"]);
+        assert!(out.verdicts[0].problem.is_none());
+        assert!(out.verdicts[1].problem.is_some() && !out.verdicts[1].previous_serves, "{:?}", out.verdicts);
+        assert!(!last_good.contains_key("ns/site"), "a deleted resource is forgotten");
+
+        // A Secret whose PEM does not load is refused at this resource, not at reload.
+        let bad_pem = |_: &str, _: &str| Some(TlsPair { cert: b"junk".to_vec(), key: b"junk".to_vec() });
+        let c = resource("ns", "c", serde_json::json!([{ "name": "c", "port": "9443", "tls-secret": "y" }]));
+        let out = build(&files(), &[c], &bad_pem, dir.path(), "/usr/share", &mut last_good);
+        assert!(out.loaded.is_ok());
+        let p = out.verdicts[0].problem.as_deref().unwrap();
+        assert!(p.contains("certificate") || p.contains("PEM"), "{p}");
     }
 }

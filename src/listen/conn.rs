@@ -203,9 +203,13 @@ async fn tls_connection<S>(
     // Boxed so the handshake's state is freed once done, not carried by the connection's task.
     let handshakes = &state.shared.metrics.tls_handshakes;
     let (tls, vhost) = match Box::pin(tokio::time::timeout(timeout, tls_handshake(stream, routes))).await {
-        Ok(Ok(done)) => {
+        Ok(Ok(Some(done))) => {
             handshakes.get_or_create(&ResultLabels { result: "success" }).inc();
             done
+        }
+        Ok(Ok(None)) => {
+            handshakes.get_or_create(&ResultLabels { result: "acme_challenge" }).inc();
+            return;
         }
         Ok(Err(e)) => {
             handshakes.get_or_create(&ResultLabels { result: "failure" }).inc();
@@ -247,7 +251,8 @@ impl Drop for OpenConnection {
 
 /// Reads the ClientHello, picks the vhost by SNI (D3; unknown or absent SNI: the first vhost on
 /// the port), and completes the handshake with that vhost's certificate and settings.
-async fn tls_handshake<S>(stream: S, routes: &ListenerRoutes) -> std::io::Result<(TlsStream<S>, Arc<VhostRt>)>
+/// `None`: the handshake was a CA's tls-alpn-01 validation, answered and done.
+async fn tls_handshake<S>(stream: S, routes: &ListenerRoutes) -> std::io::Result<Option<(TlsStream<S>, Arc<VhostRt>)>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -259,12 +264,12 @@ where
         // A CA validating tls-alpn-01: the handshake itself is the answer (RFC 8737).
         let mut tls = start.into_stream(config).await?;
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
-        return Err(std::io::Error::other("tls-alpn-01 challenge answered"));
+        return Ok(None);
     }
     let vhost = sni.as_deref().and_then(|n| routes.find_vhost(n)).unwrap_or_else(|| routes.first()).clone();
     let config = vhost.tls.clone().expect("a TLS listener's vhosts all have TLS");
     let tls = start.into_stream(config).await?;
-    Ok((tls, vhost))
+    Ok(Some((tls, vhost)))
 }
 
 #[cfg(test)]

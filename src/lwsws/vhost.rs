@@ -30,6 +30,7 @@ pub fn adapt(ctx: &mut Ctx, node: &Node) -> Result<Vhost, ConfigError> {
             format!("vhost \"{}\": unix-socket needs the socket path in \"interface\"", v.name),
         ));
     }
+    let from_object = v.acme.is_some();
     if v.acme.is_none()
         && let Some(p) = v.ws_protocols.iter().find(|p| p.name == "lws-acme-client")
     {
@@ -44,8 +45,11 @@ pub fn adapt(ctx: &mut Ctx, node: &Node) -> Result<Vhost, ConfigError> {
                 *path = dir.join(file);
             }
         }
-        if a.domains.is_empty() {
-            a.domains.push(v.name.clone());
+        // The short form's domain is the vhost's name (first, the common name); `domains` adds
+        // names to it.
+        if from_object {
+            a.domains.retain(|d| *d != v.name);
+            a.domains.insert(0, v.name.clone());
         }
         // The managed certificate is the vhost's: TLS is on, and serving starts before it exists.
         v.host_ssl_cert.get_or_insert_with(|| a.cert_path.clone());

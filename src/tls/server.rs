@@ -70,12 +70,19 @@ pub fn server_config(v: &Vhost, g: &Global, warnings: &mut Vec<Warning>) -> Resu
     };
     let cert_path = v.host_ssl_cert.as_deref().expect("a TLS vhost has a cert");
     let key_path = v.host_ssl_key.as_deref().expect("a TLS vhost has a key");
-    let mut config = if v.acme.is_some() {
-        // Managed: the slot keeps the certificate across reloads and takes renewals live; what
-        // is on disk now (edited by hand, or stored by an earlier run) goes in first.
-        let slot = crate::acme::slot(cert_path);
-        match load_key_pair(cert_path, key_path, &provider) {
-            Ok(ck) => slot.store(Some(Arc::new(ck))),
+    let mut config = if let Some(acme) = &v.acme {
+        // Managed: the slot (the one the ACME manager fills) keeps the certificate across
+        // reloads and takes renewals live. What is on disk seeds it when it is empty, or
+        // replaces it when it lasts longer (edited by hand): never an older certificate.
+        let slot = crate::acme::slot(&acme.cert_path);
+        match load_key_pair(&acme.cert_path, &acme.key_path, &provider) {
+            Ok(ck) => {
+                let lasts = |k: &CertifiedKey| k.cert.first().and_then(|c| super::expiry::not_after(c));
+                let current = slot.load().as_deref().and_then(lasts);
+                if current.is_none() || lasts(&ck) > current {
+                    slot.store(Some(Arc::new(ck)));
+                }
+            }
             Err(msg) if slot.load().is_none() => warnings.push(Warning {
                 loc: v.loc.clone(),
                 msg: format!("vhost \"{}\": {msg}; serving TLS once ACME has issued a certificate", v.name),
