@@ -50,6 +50,8 @@ struct State {
     lists: usize,
     /// How many status patches were written.
     status_patches: usize,
+    /// Answer every read of a single Secret with 500 (an API server in trouble).
+    fail_secret_reads: bool,
 }
 
 #[derive(Clone)]
@@ -176,6 +178,12 @@ impl FakeApi {
             }
             ("GET", name) if kind == Kind::Secret => {
                 let st = self.state.lock().unwrap();
+                if st.fail_secret_reads {
+                    return json_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        status_doc(500, "InternalError", "etcd is down"),
+                    );
+                }
                 match st.objects.get(&(Kind::Secret, name.to_string())) {
                     Some(o) => json_response(StatusCode::OK, o.clone()),
                     None => json_response(StatusCode::NOT_FOUND, status_doc(404, "NotFound", name)),
@@ -581,11 +589,11 @@ async fn acme_state_round_trips_through_secrets() {
     kconfig.default_namespace = NS.into();
     let client = kube::Client::try_from(kconfig).unwrap();
     let store = lwsws::k8s::acme_store::SecretStore::new(client, NS, "Example.test");
-    assert!(store.load_cert().await.is_none() && store.load_account().await.is_none());
+    assert!(store.load_cert().await.unwrap().is_none() && store.load_account().await.unwrap().is_none());
     store.save_account(r#"{"id":"acct"}"#).await.unwrap();
     store.save_cert("CHAIN PEM", "KEY PEM").await.unwrap();
-    assert_eq!(store.load_cert().await, Some(("CHAIN PEM".to_string(), "KEY PEM".to_string())));
-    assert_eq!(store.load_account().await.as_deref(), Some(r#"{"id":"acct"}"#));
+    assert_eq!(store.load_cert().await.unwrap(), Some(("CHAIN PEM".to_string(), "KEY PEM".to_string())));
+    assert_eq!(store.load_account().await.unwrap().as_deref(), Some(r#"{"id":"acct"}"#));
     {
         let st = api.state.lock().unwrap();
         let name = |prefix: &str| {
@@ -598,6 +606,11 @@ async fn acme_state_round_trips_through_secrets() {
         assert_eq!(account["type"], "Opaque");
     }
     store.forget_account().await.unwrap();
-    assert!(store.load_account().await.is_none());
+    assert!(store.load_account().await.unwrap().is_none());
     store.forget_account().await.unwrap();
+    // An API error is an error, not "no certificate": the manager then orders nothing.
+    api.state.lock().unwrap().fail_secret_reads = true;
+    let err = store.load_cert().await.unwrap_err();
+    assert!(err.to_string().contains("reading Secret"), "{err}");
+    assert!(store.load_account().await.is_err());
 }

@@ -104,8 +104,24 @@ struct Current {
 impl Manager {
     async fn run(self, stop: CancellationToken) {
         let slot = slot(&self.acme.cert_path);
-        let mut current = self.load_stored(&slot, None).await;
         let mut failures = 0u32;
+        // Until the store answers, nothing is ordered: a certificate may well be in it.
+        let mut current = loop {
+            match self.load_stored(&slot, None).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    failures += 1;
+                    let delay = backoff(failures, false);
+                    tracing::warn!(vhost = %self.vhost, error = %e, retry_in_secs = delay.as_secs(),
+                        "ACME: cannot read the certificate store");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        };
+        failures = 0;
         // Replicas sharing a certificate would all fall due at the same second: each renews up
         // to 1/30 of the lifetime early, at its own point, and the later ones find the renewed
         // certificate in the store.
@@ -126,12 +142,23 @@ impl Manager {
             // Someone may have renewed meanwhile (another replica sharing the Secret, a restart,
             // an operator): what is stored now and not yet due is taken instead of ordering.
             let served_until = current.as_ref().map(|c| c.not_after).unwrap_or(i64::MIN);
-            if let Some(fresh) = self.load_stored(&slot, Some(served_until)).await
-                && fresh.not_after > served_until
-                && fresh.renew_at > now()
-            {
-                current = Some(fresh);
-                continue;
+            match self.load_stored(&slot, Some(served_until)).await {
+                Ok(Some(fresh)) if fresh.not_after > served_until && fresh.renew_at > now() => {
+                    current = Some(fresh);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failures += 1;
+                    let delay = backoff(failures, false);
+                    tracing::warn!(vhost = %self.vhost, error = %e, retry_in_secs = delay.as_secs(),
+                        "ACME: cannot read the certificate store; not ordering until it answers");
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    continue;
+                }
             }
             let kind = if current.is_some() { "renew" } else { "issue" };
             tracing::info!(vhost = %self.vhost, domains = ?self.acme.domains, kind, "ACME: ordering a certificate");
@@ -179,14 +206,14 @@ impl Manager {
         &self,
         slot: &arc_swap::ArcSwapOption<CertifiedKey>,
         served_until: Option<i64>,
-    ) -> Option<Current> {
-        let (chain, key) = self.store.load_cert().await?;
-        match self.certified(&chain, &key) {
+    ) -> std::io::Result<Option<Current>> {
+        let Some((chain, key)) = self.store.load_cert().await? else { return Ok(None) };
+        Ok(match self.certified(&chain, &key) {
             Ok((ck, c)) => {
                 let newer = served_until.is_some_and(|t| c.not_after > t && c.renew_at > now());
                 if slot.load().is_none() || newer {
-                    slot.store(Some(Arc::new(ck)));
                     self.metrics.set_cert_expiry(&self.vhost, c.not_after);
+                    slot.store(Some(Arc::new(ck)));
                     tracing::info!(vhost = %self.vhost, not_after = c.not_after, "ACME: using the stored certificate");
                 }
                 Some(c)
@@ -195,7 +222,7 @@ impl Manager {
                 tracing::warn!(vhost = %self.vhost, error = %e, "ACME: the stored certificate is not usable; ordering one");
                 None
             }
-        }
+        })
     }
 
     async fn install(
@@ -285,7 +312,8 @@ impl Manager {
     /// The stored account, or a new one (stored) when there is none or the CA forgot it.
     async fn account(&self) -> Result<Account, Failure> {
         let http = || http_client(self.acme.ca_file.as_deref()).map_err(Failure::from);
-        if let Some(json) = self.store.load_account().await
+        let stored = self.store.load_account().await.map_err(|e| Failure::from(e.to_string()))?;
+        if let Some(json) = stored
             && let Ok(stored) = serde_json::from_str::<StoredAccount>(&json)
         {
             // An account belongs to one CA: after a change of directory-url a new one is made.

@@ -13,11 +13,12 @@ use crate::model::acme::Acme;
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 pub trait CertStore: Send + Sync {
-    /// The certificate chain and its private key, both PEM.
-    fn load_cert(&self) -> StoreFuture<'_, Option<(String, String)>>;
+    /// The certificate chain and its private key, both PEM; `Ok(None)` when there is none, an
+    /// error when the store cannot be read (then nothing is ordered: the certificate may exist).
+    fn load_cert(&self) -> StoreFuture<'_, io::Result<Option<(String, String)>>>;
     fn save_cert<'a>(&'a self, chain_pem: &'a str, key_pem: &'a str) -> StoreFuture<'a, io::Result<()>>;
     /// The ACME account's credentials (JSON).
-    fn load_account(&self) -> StoreFuture<'_, Option<String>>;
+    fn load_account(&self) -> StoreFuture<'_, io::Result<Option<String>>>;
     fn save_account<'a>(&'a self, json: &'a str) -> StoreFuture<'a, io::Result<()>>;
     /// Drops stored credentials the CA no longer knows.
     fn forget_account(&self) -> StoreFuture<'_, io::Result<()>>;
@@ -55,16 +56,21 @@ impl FileStore {
 }
 
 impl CertStore for FileStore {
-    fn load_cert(&self) -> StoreFuture<'_, Option<(String, String)>> {
-        Box::pin(async move { self.read_cert() })
+    fn load_cert(&self) -> StoreFuture<'_, io::Result<Option<(String, String)>>> {
+        Box::pin(async move {
+            match (read_opt(&self.cert)?, read_opt(&self.key)?) {
+                (Some(c), Some(k)) => Ok(Some((c, k))),
+                _ => Ok(None),
+            }
+        })
     }
 
     fn save_cert<'a>(&'a self, chain_pem: &'a str, key_pem: &'a str) -> StoreFuture<'a, io::Result<()>> {
         Box::pin(async move { self.write_cert(chain_pem, key_pem) })
     }
 
-    fn load_account(&self) -> StoreFuture<'_, Option<String>> {
-        Box::pin(async move { self.read_account() })
+    fn load_account(&self) -> StoreFuture<'_, io::Result<Option<String>>> {
+        Box::pin(async move { read_opt(&self.account) })
     }
 
     fn save_account<'a>(&'a self, json: &'a str) -> StoreFuture<'a, io::Result<()>> {
@@ -77,6 +83,7 @@ impl CertStore for FileStore {
 }
 
 impl FileStore {
+    #[cfg(test)]
     fn read_cert(&self) -> Option<(String, String)> {
         Some((std::fs::read_to_string(&self.cert).ok()?, std::fs::read_to_string(&self.key).ok()?))
     }
@@ -95,6 +102,7 @@ impl FileStore {
         std::fs::rename(&cert_tmp, &self.cert)
     }
 
+    #[cfg(test)]
     fn read_account(&self) -> Option<String> {
         std::fs::read_to_string(&self.account).ok()
     }
@@ -109,6 +117,15 @@ impl FileStore {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
+    }
+}
+
+/// A file's text; `None` when it does not exist.
+fn read_opt(path: &Path) -> io::Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

@@ -32,13 +32,12 @@ impl SecretStore {
         }
     }
 
-    async fn read(&self, name: &str) -> Option<BTreeMap<String, ByteString>> {
+    /// The Secret's data; `Ok(None)` only when it does not exist (any other error is not
+    /// taken as "absent", or a passing API error would make the server order a certificate).
+    async fn read(&self, name: &str) -> io::Result<Option<BTreeMap<String, ByteString>>> {
         match self.api.get_opt(name).await {
-            Ok(s) => s?.data,
-            Err(e) => {
-                tracing::warn!(secret = name, error = %e, "cannot read the ACME Secret");
-                None
-            }
+            Ok(s) => Ok(s.and_then(|s| s.data)),
+            Err(e) => Err(io::Error::other(format!("reading Secret {name}: {e}"))),
         }
     }
 
@@ -75,10 +74,10 @@ fn text(data: &BTreeMap<String, ByteString>, key: &str) -> Option<String> {
 }
 
 impl CertStore for SecretStore {
-    fn load_cert(&self) -> StoreFuture<'_, Option<(String, String)>> {
+    fn load_cert(&self) -> StoreFuture<'_, io::Result<Option<(String, String)>>> {
         Box::pin(async move {
-            let data = self.read(&self.cert).await?;
-            Some((text(&data, "tls.crt")?, text(&data, "tls.key")?))
+            let Some(data) = self.read(&self.cert).await? else { return Ok(None) };
+            Ok(text(&data, "tls.crt").zip(text(&data, "tls.key")))
         })
     }
 
@@ -91,8 +90,8 @@ impl CertStore for SecretStore {
         })
     }
 
-    fn load_account(&self) -> StoreFuture<'_, Option<String>> {
-        Box::pin(async move { text(&self.read(&self.account).await?, "account.json") })
+    fn load_account(&self) -> StoreFuture<'_, io::Result<Option<String>>> {
+        Box::pin(async move { Ok(self.read(&self.account).await?.and_then(|d| text(&d, "account.json"))) })
     }
 
     fn save_account<'a>(&'a self, json: &'a str) -> StoreFuture<'a, io::Result<()>> {
