@@ -89,3 +89,59 @@ fn mistakes_are_refused_with_their_location() {
         assert!(err.contains(want), "{err}\n  wanted: {want}");
     }
 }
+
+#[test]
+fn acme_vhosts_may_not_share_files_or_names_and_need_their_ca_over_https() {
+    let two = |a: &str, b: &str| {
+        format!(
+            r#"{{ "vhosts": [
+                {{ "name": "a.test", "port": "443", "acme": {{ "email": "x@a.test", "directory-url": "https://ca.test/dir" {a} }} }},
+                {{ "name": "b.test", "port": "443", "acme": {{ "email": "x@a.test", "directory-url": "https://ca.test/dir" {b} }} }} ] }}"#
+        )
+    };
+    let err = load(&two(r#", "cert-path": "/x/c.pem""#, r#", "cert-path": "/x/c.pem""#)).unwrap_err();
+    assert!(
+        err.contains("\"cert-path\": vhost \"b.test\": its certificate files are also vhost \"a.test\"'s"),
+        "{err}"
+    );
+    let err = load(&two(r#", "domains": "www.test""#, r#", "domains": "WWW.test""#)).unwrap_err();
+    assert!(err.contains("WWW.test is already certified for vhost \"a.test\""), "{err}");
+    assert!(load(&two("", "")).is_ok(), "different names and default paths are fine");
+
+    let pvo = |extra: &str| {
+        format!(
+            r#"{{ "vhosts": [{{ "name": "e", "port": "443", "ws-protocols": [{{ "lws-acme-client": {{
+                "common-name": "e.test", "email": "x@e.test", "auth-path": "/x/a", "cert-path": "/x/c",
+                "key-path": "/x/k", {extra} }} }}] }}] }}"#
+        )
+    };
+    let err = load(&pvo(r#""directory-url": "http://ca.test/dir""#)).unwrap_err();
+    assert!(err.contains("must be https://"), "{err}");
+    let err = load(&pvo(r#""directory-url": "https://ca.test/dir", "challenge-type": "dns-01""#)).unwrap_err();
+    assert!(err.contains("\"dns-01\" is not http-01 or tls-alpn-01"), "{err}");
+}
+
+#[test]
+fn http01_without_a_plain_listener_is_warned_about() {
+    let dir = common::write_config(
+        "{}",
+        &[(
+            "site",
+            r#"{ "vhosts": [{ "name": "e.test", "port": "443",
+                 "acme": { "email": "x@e.test", "directory-url": "https://ca.test/dir" } }] }"#,
+        )],
+    );
+    let loaded = lwsws::lwsws::load(dir.path(), "/usr/share").unwrap();
+    assert!(loaded.warnings.iter().any(|w| w.msg.contains("ACME http-01 is answered on plain listeners")));
+    let dir = common::write_config(
+        "{}",
+        &[(
+            "site",
+            r#"{ "vhosts": [{ "name": "e.test", "port": "443",
+                 "acme": { "email": "x@e.test", "directory-url": "https://ca.test/dir" } },
+               { "name": "plain", "port": "80" }] }"#,
+        )],
+    );
+    let loaded = lwsws::lwsws::load(dir.path(), "/usr/share").unwrap();
+    assert!(!loaded.warnings.iter().any(|w| w.msg.contains("http-01")));
+}

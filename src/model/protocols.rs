@@ -116,6 +116,11 @@ fn check_protocol(p: &Protocol, warnings: &mut Vec<Warning>) -> Result<(), Confi
             if !missing.is_empty() {
                 return Err(bad(missing[0], format!("missing {}", missing.join(", "))));
             }
+            if let Some(c) = p.pvo("challenge-type")
+                && super::acme::Challenge::parse(c).is_none()
+            {
+                return Err(bad("challenge-type", format!("\"{c}\" is not http-01 or tls-alpn-01")));
+            }
         }
         _ => {}
     }

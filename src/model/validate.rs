@@ -34,6 +34,7 @@ pub fn validate(cfg: &Config, warnings: &mut Vec<Warning>) -> Result<(), ConfigE
     for members in groups.values() {
         check_shared_listener(members, warnings)?;
     }
+    check_acme(cfg, warnings)?;
     let keys: Vec<(&ListenKey, &Vhost)> = groups.iter().map(|(k, v)| (k, v[0])).collect();
     for (i, (a, va)) in keys.iter().enumerate() {
         for (b, vb) in &keys[i + 1..] {
@@ -48,6 +49,50 @@ pub fn validate(cfg: &Config, warnings: &mut Vec<Warning>) -> Result<(), ConfigE
                 ));
             }
         }
+    }
+    Ok(())
+}
+
+/// ACME vhosts must not share their files or their names with another ACME vhost (a vhost may
+/// appear on several ports with the same settings: one manager serves them all), their CA must
+/// be reached over https, and http-01 needs a plain listener for the CA to reach.
+fn check_acme(cfg: &Config, warnings: &mut Vec<Warning>) -> Result<(), ConfigError> {
+    let acme: Vec<(&Vhost, &super::acme::Acme)> =
+        cfg.vhosts.iter().filter_map(|v| Some((v, v.acme.as_ref()?))).collect();
+    for (i, (v, a)) in acme.iter().enumerate() {
+        if !a.directory.starts_with("https://") {
+            let msg = format!("vhost \"{}\": the ACME directory-url {:?} must be https://", v.name, a.directory);
+            return Err(ConfigError::new(v.loc.clone(), Some("directory-url"), msg));
+        }
+        for (w, b) in &acme[..i] {
+            if w.name == v.name && a == b {
+                continue;
+            }
+            let clash = if a.cert_path == b.cert_path || a.key_path == b.key_path {
+                Some(("cert-path", format!("its certificate files are also vhost \"{}\"'s", w.name)))
+            } else {
+                a.domains
+                    .iter()
+                    .find(|d| b.domains.iter().any(|e| e.eq_ignore_ascii_case(d)))
+                    .map(|d| ("acme", format!("{d} is already certified for vhost \"{}\"", w.name)))
+            };
+            if let Some((key, why)) = clash {
+                return Err(ConfigError::new(v.loc.clone(), Some(key), format!("vhost \"{}\": {why}", v.name)));
+            }
+        }
+    }
+    let http01 = acme.iter().find(|(_, a)| a.challenge == super::acme::Challenge::Http01);
+    if let Some((v, _)) = http01
+        && !cfg.vhosts.iter().any(|p| !p.is_tls() && !p.unix_socket)
+    {
+        warnings.push(Warning {
+            loc: v.loc.clone(),
+            msg: format!(
+                "vhost \"{}\": ACME http-01 is answered on plain listeners and there is none; \
+                 add a plain vhost on port 80 or use \"challenge\": \"tls-alpn-01\"",
+                v.name
+            ),
+        });
     }
     Ok(())
 }
