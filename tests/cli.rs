@@ -34,19 +34,7 @@ fn spawn(args: &[&str], env: &[(&str, &str)]) -> Child {
 }
 
 fn wait_for_port(addr: SocketAddr, child: &mut Child) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < until {
-        if TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            panic!("lwsws exited early ({status}): {err}");
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("lwsws did not listen on {addr}");
+    common::wait_for_child_port(addr, child);
 }
 
 fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {

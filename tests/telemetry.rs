@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -69,22 +69,6 @@ fn serve(listener: TcpListener, tx: mpsc::Sender<Received>, reply: &'static str)
             });
         }
     });
-}
-
-fn wait_for_port(addr: SocketAddr, child: &mut Child) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < until {
-        if TcpStream::connect(addr).is_ok() {
-            return;
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            panic!("lwsws exited early ({status}): {err}");
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("lwsws did not listen on {addr}");
 }
 
 fn attr<'a>(span: &'a serde_json::Value, key: &str) -> Option<&'a serde_json::Value> {
@@ -155,7 +139,7 @@ fn a_request_span_is_exported_over_otlp_and_its_context_goes_upstream() {
             .unwrap(),
     );
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_for_port(addr, child.get());
+    common::wait_for_child_port(addr, child.get());
 
     let mut s = TcpStream::connect(addr).unwrap();
     let traceparent = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");

@@ -111,12 +111,11 @@ impl Manager {
                 Ok(c) => break c,
                 Err(e) => {
                     failures += 1;
-                    let delay = backoff(failures, false);
-                    tracing::warn!(vhost = %self.vhost, error = %e, retry_in_secs = delay.as_secs(),
-                        "ACME: cannot read the certificate store");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
+                    if !self
+                        .back_off(&stop, failures, false, &e.to_string(), "ACME: cannot read the certificate store")
+                        .await
+                    {
+                        return;
                     }
                 }
             }
@@ -150,12 +149,9 @@ impl Manager {
                 Ok(_) => {}
                 Err(e) => {
                     failures += 1;
-                    let delay = backoff(failures, false);
-                    tracing::warn!(vhost = %self.vhost, error = %e, retry_in_secs = delay.as_secs(),
-                        "ACME: cannot read the certificate store; not ordering until it answers");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
+                    let why = "ACME: cannot read the certificate store; not ordering until it answers";
+                    if !self.back_off(&stop, failures, false, &e.to_string(), why).await {
+                        return;
                     }
                     continue;
                 }
@@ -184,12 +180,9 @@ impl Manager {
                 Err(e) => {
                     self.metrics.acme_order(&self.vhost, kind, "failure");
                     failures += 1;
-                    let delay = backoff(failures, e.rate_limited);
-                    tracing::warn!(vhost = %self.vhost, error = %e.message, retry_in_secs = delay.as_secs(),
-                        "ACME: order failed; the current certificate (if any) keeps serving");
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(delay) => {}
+                    let why = "ACME: order failed; the current certificate (if any) keeps serving";
+                    if !self.back_off(&stop, failures, e.rate_limited, &e.message, why).await {
+                        return;
                     }
                     // Renewal stays due; an expired certificate is still served rather than none.
                     if let Some(c) = &mut current {
@@ -197,6 +190,23 @@ impl Manager {
                     }
                 }
             }
+        }
+    }
+
+    /// Logs a failure and waits out its backoff; false when the manager was stopped meanwhile.
+    async fn back_off(
+        &self,
+        stop: &CancellationToken,
+        failures: u32,
+        rate_limited: bool,
+        error: &str,
+        what: &str,
+    ) -> bool {
+        let delay = backoff(failures, rate_limited);
+        tracing::warn!(vhost = %self.vhost, error, retry_in_secs = delay.as_secs(), "{what}");
+        tokio::select! {
+            _ = stop.cancelled() => false,
+            _ = tokio::time::sleep(delay) => true,
         }
     }
 

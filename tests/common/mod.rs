@@ -300,3 +300,23 @@ impl Drop for ChildGuard {
         }
     }
 }
+
+/// Waits until a spawned server accepts on `addr`; if it exits first, fails with its stderr.
+pub fn wait_for_child_port(addr: SocketAddr, child: &mut std::process::Child) {
+    use std::io::Read;
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < until {
+        if std::net::TcpStream::connect(addr).is_ok() {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            panic!("lwsws exited early ({status}): {err}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("lwsws did not listen on {addr}");
+}
