@@ -1,4 +1,4 @@
-//! The ACME manager without a CA: a certificate that is stored and valid is served and no order
+//! The ACME manager without a CA (the directory URL is a closed port): a certificate that is stored and valid is served and no order
 //! is made; when renewal falls due and the store already holds a newer certificate (another
 //! replica renewed, or an operator put one there), that one is taken and the CA is not asked.
 //! The directory URL points at a closed port, so any order would show as a failure.
@@ -57,5 +57,56 @@ async fn a_newer_stored_certificate_is_taken_instead_of_ordering() {
     }
     let m = s.server.as_ref().unwrap().metrics().render();
     assert!(!m.contains("lwsws_acme_orders_total{"), "no order was made: {m}");
+    s.stop().await;
+}
+
+/// A reload that removes a vhost's `acme` stops its manager: with the CA unreachable, the
+/// failed attempts stop growing once the ACME settings are gone; bringing them back starts a
+/// manager again.
+#[tokio::test]
+async fn a_reload_stops_and_starts_acme_managers() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let acme = format!(
+        r#", "acme": {{ "email": "a@example.test", "directory-url": "https://127.0.0.1:1/dir",
+             "cert-path": "{0}/cert.pem", "key-path": "{0}/key.pem", "auth-path": "{0}/account.json" }}"#,
+        state.display()
+    );
+    let vhost = |extra: &str| {
+        format!(
+            r#"{{ "vhosts": [{{ "name": "localhost", "port": "0", "interface": "127.0.0.1" {extra},
+                "mounts": [{{ "mountpoint": "/", "origin": "file://{}" }}] }}] }}"#,
+            dir.path().display()
+        )
+    };
+    let mut s = TestServer::start("{}", &[&vhost(&acme)]).await;
+    let failures = |s: &TestServer| {
+        let m = s.server.as_ref().unwrap().metrics().render();
+        let line = r#"lwsws_acme_orders_total{vhost="localhost",kind="issue",result="failure"} "#;
+        m.lines().find_map(|l| l.strip_prefix(line)).map(|v| v.parse::<u64>().unwrap()).unwrap_or(0)
+    };
+    let until = Instant::now() + Duration::from_secs(10);
+    while failures(&s) < 1 {
+        assert!(Instant::now() < until, "the manager did not try");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let conf_d = s.dir.path().join("conf.d/v00");
+    std::fs::write(&conf_d, vhost("")).unwrap();
+    let plain = lwsws::lwsws::load(s.dir.path(), "/usr/share").unwrap().config;
+    s.server.as_mut().unwrap().reload(&plain, &mut Vec::new()).await.unwrap();
+    let after_stop = failures(&s);
+    // Backoff is 2 s, then 4 s: a running manager would have tried again within 7 s.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(failures(&s), after_stop, "the removed vhost's manager stopped");
+
+    std::fs::write(&conf_d, vhost(&acme)).unwrap();
+    let again = lwsws::lwsws::load(s.dir.path(), "/usr/share").unwrap().config;
+    s.server.as_mut().unwrap().reload(&again, &mut Vec::new()).await.unwrap();
+    let until = Instant::now() + Duration::from_secs(10);
+    while failures(&s) <= after_stop {
+        assert!(Instant::now() < until, "a manager did not start again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     s.stop().await;
 }
