@@ -282,9 +282,9 @@ async fn a_restart_reuses_the_stored_certificate_without_asking_the_ca() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        common::ChildGuard::new(child)
+        common::Running(child)
     };
-    let stop = |c: common::ChildGuard| assert!(c.terminate().success());
+    let stop = |c: common::Running| assert!(c.terminate().success());
     let roots = pebble.issuing_root().await;
     std::fs::copy(pebble.ca_pem(), &ca).unwrap();
     let first_run = spawn();

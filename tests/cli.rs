@@ -24,13 +24,14 @@ fn site_vhost(port: u16, extra: &str) -> String {
     )
 }
 
-fn spawn(args: &[&str], env: &[(&str, &str)]) -> Child {
+/// The server, killed when the test ends even if an assertion failed first.
+fn spawn(args: &[&str], env: &[(&str, &str)]) -> common::Running {
     let mut cmd = Command::new(BIN);
     cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).env("RUST_LOG", "lwsws=info");
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.spawn().unwrap()
+    common::Running(cmd.spawn().unwrap())
 }
 
 fn wait_for_port(addr: SocketAddr, child: &mut Child) {

@@ -540,7 +540,7 @@ async fn the_binary_in_kubernetes_mode_serves_resources_and_follows_edits() {
     )
     .unwrap();
     let conf_dir = tempfile::tempdir().unwrap();
-    let child = common::ChildGuard::new(
+    let child = common::Running(
         std::process::Command::new(env!("CARGO_BIN_EXE_lwsws"))
             .args(["--kubernetes", "--namespace", NS, "-c", conf_dir.path().to_str().unwrap()])
             .env("KUBECONFIG", &kubeconfig)

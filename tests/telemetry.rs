@@ -126,7 +126,7 @@ fn a_request_span_is_exported_over_otlp_and_its_context_goes_upstream() {
             "mounts": [{{ "mountpoint": "/api", "origin": "http://{upstream_addr}/" }}] }}] }}"#
     );
     let dir = write_config("{}", &[("traced", &vhost)]);
-    let mut child = common::ChildGuard::new(
+    let mut child = common::Running(
         Command::new(BIN)
             .args(["-c", dir.path().to_str().unwrap()])
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{collector_addr}"))
@@ -139,7 +139,7 @@ fn a_request_span_is_exported_over_otlp_and_its_context_goes_upstream() {
             .unwrap(),
     );
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    common::wait_for_child_port(addr, child.get());
+    common::wait_for_child_port(addr, &mut child);
 
     let mut s = TcpStream::connect(addr).unwrap();
     let traceparent = format!("00-{TRACE_ID}-{CLIENT_SPAN}-01");

@@ -270,37 +270,6 @@ pub async fn tls_connect(
     Ok(Conn::new(s))
 }
 
-/// A spawned server process that is killed when the test ends, even by a failed assertion,
-/// so no test leaves a server running.
-pub struct ChildGuard(pub Option<std::process::Child>);
-
-impl ChildGuard {
-    pub fn new(child: std::process::Child) -> Self {
-        ChildGuard(Some(child))
-    }
-
-    pub fn get(&mut self) -> &mut std::process::Child {
-        self.0.as_mut().expect("a running child")
-    }
-
-    /// SIGTERM, then waits: how a clean stop is asked for and checked.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
-        let mut child = self.0.take().expect("a running child");
-        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        child.wait().unwrap()
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 /// Waits until a spawned server accepts on `addr`; if it exits first, fails with its stderr.
 pub fn wait_for_child_port(addr: SocketAddr, child: &mut std::process::Child) {
     use std::io::Read;
@@ -319,4 +288,38 @@ pub fn wait_for_child_port(addr: SocketAddr, child: &mut std::process::Child) {
         std::thread::sleep(Duration::from_millis(25));
     }
     panic!("lwsws did not listen on {addr}");
+}
+
+/// A spawned process used as a `Child`, killed when the test ends if it is still running.
+pub struct Running(pub std::process::Child);
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Running {
+    /// SIGTERM, then waits: how a clean stop is asked for and checked.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.0.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        self.0.wait().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
