@@ -163,7 +163,7 @@ impl Manager {
                 r = self.order() => r,
             };
             let result = match result {
-                Ok((chain, key)) => self.install(&slot, &chain, &key).await,
+                Ok((chain, key)) => self.install(&slot, &chain, &key, kind).await,
                 Err(e) => Err(e),
             };
             if result.as_ref().err().is_some_and(|e| e.account_unknown) {
@@ -172,7 +172,6 @@ impl Manager {
             }
             match result {
                 Ok(c) => {
-                    self.metrics.acme_order(&self.vhost, kind, "success");
                     tracing::info!(vhost = %self.vhost, not_after = c.not_after, "ACME: certificate installed");
                     current = Some(c);
                     failures = 0;
@@ -240,16 +239,19 @@ impl Manager {
         slot: &arc_swap::ArcSwapOption<CertifiedKey>,
         chain: &str,
         key: &str,
+        kind: &'static str,
     ) -> Result<Current, Failure> {
         let (ck, c) = self.certified(chain, key).map_err(Failure::from)?;
-        // Served first: a certificate the CA issued is never thrown away because it could not
-        // be stored (ordering it again would spend the CA's rate limit).
-        self.metrics.set_cert_expiry(&self.vhost, c.not_after);
-        slot.store(Some(Arc::new(ck)));
+        // Stored, counted, then served (so whoever sees it served finds it stored and counted);
+        // a certificate the CA issued is served even when it cannot be stored: ordering it
+        // again would spend the CA's rate limit.
         if let Err(e) = self.store.save_cert(chain, key).await {
             tracing::error!(vhost = %self.vhost, error = %e,
                 "ACME: cannot store the new certificate; it is served from memory and a restart will order again");
         }
+        self.metrics.acme_order(&self.vhost, kind, "success");
+        self.metrics.set_cert_expiry(&self.vhost, c.not_after);
+        slot.store(Some(Arc::new(ck)));
         Ok(c)
     }
 
