@@ -137,6 +137,42 @@ impl Server {
         Ok(Reloaded::Applied { added, removed: gone.len() })
     }
 
+    /// A reload, whatever set it off (`why`), of a config just read: applied in place, or
+    /// refused with its error logged and counted while the running config keeps serving (D2).
+    /// Returns the refusal's message.
+    pub async fn apply(&mut self, loaded: Result<crate::lwsws::Loaded, ConfigError>, why: &str) -> Result<(), String> {
+        let outcome = match loaded {
+            Err(e) => Err(e.to_string()),
+            Ok(loaded) => {
+                let mut warnings = loaded.warnings;
+                match self.reload(&loaded.config, &mut warnings).await {
+                    Ok(Reloaded::Unchanged) => {
+                        tracing::info!("reload ({why}): the config did not change");
+                        Ok(())
+                    }
+                    Ok(Reloaded::Applied { added, removed }) => {
+                        self.metrics().reload(true);
+                        for w in &warnings {
+                            tracing::warn!("{w}");
+                        }
+                        tracing::info!(
+                            listeners_added = added,
+                            listeners_removed = removed,
+                            "reload ({why}): new config applied"
+                        );
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        if let Err(e) = &outcome {
+            self.metrics().reload_refused(e);
+            tracing::error!("reload ({why}) refused: {e}; the running config keeps serving");
+        }
+        outcome
+    }
+
     /// Every TCP address bound, in config order (useful with port 0).
     pub fn tcp_addrs(&self) -> Vec<SocketAddr> {
         self.order.iter().flat_map(|k| self.listening[k].tcp.clone()).collect()

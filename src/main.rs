@@ -252,34 +252,9 @@ async fn run_until_stopped(
         };
         match &ctl {
             Some(ctl) => lwsws::k8s::controller::rebuild(server, ctl, dir, ddir, why).await,
-            None => reload(server, dir, ddir, why).await,
-        }
-    }
-}
-
-/// D2 at reload: any error is logged with its location and the running config keeps serving.
-async fn reload(server: &mut lwsws::app::Server, dir: &std::path::Path, ddir: &str, why: &str) {
-    let loaded = match lwsws::lwsws::load(dir, ddir) {
-        Ok(l) => l,
-        Err(e) => {
-            server.metrics().reload_refused(&e.to_string());
-            tracing::error!("reload ({why}) refused: {e}; the running config keeps serving");
-            return;
-        }
-    };
-    let mut warnings = loaded.warnings;
-    match server.reload(&loaded.config, &mut warnings).await {
-        Ok(lwsws::app::Reloaded::Unchanged) => tracing::info!("reload ({why}): the config did not change"),
-        Ok(lwsws::app::Reloaded::Applied { added, removed }) => {
-            server.metrics().reload(true);
-            for w in &warnings {
-                tracing::warn!("{w}");
+            None => {
+                let _ = server.apply(lwsws::lwsws::load(dir, ddir), why).await;
             }
-            tracing::info!(listeners_added = added, listeners_removed = removed, "reload ({why}): new config applied");
-        }
-        Err(e) => {
-            server.metrics().reload_refused(&e.to_string());
-            tracing::error!("reload ({why}) refused: {e}; the running config keeps serving");
         }
     }
 }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::crd::{Condition, LwswsConfig, LwswsConfigStatus};
 use super::source::{self, Build, TlsPair, Verdict};
-use crate::app::{Reloaded, Server};
+use crate::app::Server;
 use crate::lwsws::Source;
 
 pub struct Controller {
@@ -194,24 +194,6 @@ pub async fn rebuild(server: &mut Server, ctl: &Controller, dir: &Path, ddir: &s
         tracing::warn!(resource = %format!("{}/{}", v.namespace, v.name), problem = v.problem.as_deref().unwrap_or(""),
             "LwswsConfig refused; the others are applied");
     }
-    let programmed = match loaded {
-        Err(e) => Err(e.to_string()),
-        Ok(loaded) => {
-            let mut warnings = loaded.warnings;
-            match server.reload(&loaded.config, &mut warnings).await {
-                Ok(Reloaded::Unchanged) => Ok(()),
-                Ok(Reloaded::Applied { added, removed }) => {
-                    server.metrics().reload(true);
-                    tracing::info!(listeners_added = added, listeners_removed = removed, "reload ({why}): applied");
-                    Ok(())
-                }
-                Err(e) => Err(e.to_string()),
-            }
-        }
-    };
-    if let Err(e) = &programmed {
-        server.metrics().reload_refused(e);
-        tracing::error!("reload ({why}) refused: {e}; the running config keeps serving");
-    }
+    let programmed = server.apply(loaded, why).await;
     ctl.report(&verdicts, &programmed).await;
 }
