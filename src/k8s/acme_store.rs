@@ -63,8 +63,7 @@ fn secret_suffix(vhost: &str) -> String {
     let readable: String =
         vhost.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
     let readable: String = readable.trim_matches('-').chars().take(180).collect();
-    // FNV-1a: stable across runs and builds, unlike the std hasher.
-    let hash = vhost.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    let hash = super::stable_hash(&[vhost.as_bytes()]);
     let short = format!("{:08x}", hash as u32);
     if readable.is_empty() { short } else { format!("{readable}-{short}") }
 }

@@ -182,8 +182,7 @@ pub fn file_sources(dir: &Path) -> Result<Vec<Source>, crate::model::ConfigError
     if !dir.join("conf").is_file() {
         return Ok(vec![Source { name: "(no conf file)".into(), text: "{}".into() }]);
     }
-    let files = crate::lwsws::load::config_files(dir)?;
-    files.iter().map(|p| crate::lwsws::load::read_source(p)).collect()
+    Ok(crate::lwsws::load::file_sources(dir)?.1)
 }
 
 /// One rebuild, whatever set it off: build, reload in place (the last good config keeps

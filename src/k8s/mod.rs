@@ -14,4 +14,13 @@ pub mod crd;
 pub mod source;
 
 pub use controller::Controller;
+
+/// FNV-1a over `parts`: a short name that is stable across runs and builds (unlike the std
+/// hasher), for Secret names and the directories of Secrets' files.
+pub(crate) fn stable_hash(parts: &[&[u8]]) -> u64 {
+    parts
+        .iter()
+        .flat_map(|p| p.iter())
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3))
+}
 pub use crd::{LwswsConfig, LwswsConfigSpec, LwswsConfigStatus};

@@ -149,8 +149,7 @@ fn render(
 /// rewritten, so an unchanged Secret does not look like a renewed certificate.
 fn write_pair(dir: &Path, namespace: &str, name: &str, pair: &TlsPair) -> std::io::Result<(PathBuf, PathBuf)> {
     use std::os::unix::fs::OpenOptionsExt;
-    let fnv = |h: u64, bytes: &[u8]| bytes.iter().fold(h, |h, b| (h ^ *b as u64).wrapping_mul(0x100_0000_01b3));
-    let version = fnv(fnv(0xcbf2_9ce4_8422_2325, &pair.cert), &pair.key);
+    let version = super::stable_hash(&[&pair.cert, &pair.key]);
     let d = dir.join(namespace).join(name).join(format!("{version:016x}"));
     std::fs::create_dir_all(&d)?;
     let (cert, key) = (d.join("tls.crt"), d.join("tls.key"));

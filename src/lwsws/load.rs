@@ -31,8 +31,7 @@ pub struct Source {
 
 /// Loads and validates `dir`. `ddir` replaces `_lws_ddir_` in vhost values.
 pub fn load(dir: &Path, ddir: &str) -> Result<Loaded, ConfigError> {
-    let files = config_files(dir)?;
-    let sources = files.iter().map(|p| read_source(p)).collect::<Result<Vec<_>, _>>()?;
+    let (files, sources) = file_sources(dir)?;
     let mut loaded = load_sources(&sources, ddir)?;
     // Files must define a site; in Kubernetes mode the resources may bring every vhost later.
     if loaded.config.vhosts.is_empty() {
@@ -41,6 +40,13 @@ pub fn load(dir: &Path, ddir: &str) -> Result<Loaded, ConfigError> {
     }
     loaded.files = files;
     Ok(loaded)
+}
+
+/// The config files of `dir` (`config_files`) and their texts.
+pub fn file_sources(dir: &Path) -> Result<(Vec<PathBuf>, Vec<Source>), ConfigError> {
+    let files = config_files(dir)?;
+    let sources = files.iter().map(|p| read_source(p)).collect::<Result<Vec<_>, _>>()?;
+    Ok((files, sources))
 }
 
 /// Reads one file as a `Source`.

@@ -7,8 +7,7 @@ use rustls_pki_types::pem::PemObject;
 
 /// The `notAfter` of a DER certificate, in Unix seconds.
 pub fn not_after(der: &[u8]) -> Option<i64> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    Some(cert.validity().not_after.timestamp())
+    validity(der).map(|(_, not_after)| not_after)
 }
 
 /// The `notBefore` and `notAfter` of a DER certificate, in Unix seconds.
