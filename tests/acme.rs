@@ -7,16 +7,12 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::TestServer;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 struct Pebble {
     child: Child,
@@ -29,7 +25,7 @@ impl Pebble {
     /// Pebble with its own listener certificate (trusted through `ca_pem()`), validating
     /// http-01 on `http_port` and tls-alpn-01 on `tls_port`.
     fn start(http_port: u16, tls_port: u16, validity_secs: Option<u64>) -> Pebble {
-        Self::start_on(free_port(), free_port(), http_port, tls_port, validity_secs)
+        Self::start_on(common::free_port(), common::free_port(), http_port, tls_port, validity_secs)
     }
 
     fn start_on(listen: u16, mgmt: u16, http_port: u16, tls_port: u16, validity_secs: Option<u64>) -> Pebble {
@@ -166,7 +162,7 @@ fn mode(p: &Path) -> u32 {
 #[tokio::test]
 #[ignore = "needs Pebble; run by scripts/test-all.sh"]
 async fn http01_issues_a_certificate_that_chains_to_pebbles_root() {
-    let (plain, tls) = (free_port(), free_port());
+    let (plain, tls) = (common::free_port(), common::free_port());
     let pebble = Pebble::start(plain, tls, None);
     let files = acme_config(Some(plain), tls, &acme_keys(&pebble, ""));
     let s = TestServer::start("{}", &files.iter().map(String::as_str).collect::<Vec<_>>()).await;
@@ -187,9 +183,9 @@ async fn http01_issues_a_certificate_that_chains_to_pebbles_root() {
 #[tokio::test]
 #[ignore = "needs Pebble; run by scripts/test-all.sh"]
 async fn tls_alpn01_is_answered_on_the_tls_port_itself() {
-    let tls = free_port();
+    let tls = common::free_port();
     // No plain listener at all: http-01 could not succeed.
-    let pebble = Pebble::start(free_port(), tls, None);
+    let pebble = Pebble::start(common::free_port(), tls, None);
     let files = acme_config(None, tls, &acme_keys(&pebble, r#", "challenge": "tls-alpn-01""#));
     let s = TestServer::start("{}", &files.iter().map(String::as_str).collect::<Vec<_>>()).await;
     common::put(s.path(), "www/index.html", "hello over acme");
@@ -202,7 +198,7 @@ async fn tls_alpn01_is_answered_on_the_tls_port_itself() {
 #[tokio::test]
 #[ignore = "needs Pebble; run by scripts/test-all.sh"]
 async fn a_short_lived_certificate_is_renewed_in_place() {
-    let (plain, tls) = (free_port(), free_port());
+    let (plain, tls) = (common::free_port(), common::free_port());
     // 45 s certificates: renewal is due 30 s after issuance, with room for a slow machine.
     let pebble = Pebble::start(plain, tls, Some(45));
     let files = acme_config(Some(plain), tls, &acme_keys(&pebble, ""));
@@ -229,7 +225,8 @@ async fn a_short_lived_certificate_is_renewed_in_place() {
 #[tokio::test]
 #[ignore = "needs Pebble; run by scripts/test-all.sh"]
 async fn a_ca_down_at_startup_is_retried_until_it_is_back() {
-    let (plain, tls, listen, mgmt) = (free_port(), free_port(), free_port(), free_port());
+    let (plain, tls, listen, mgmt) =
+        (common::free_port(), common::free_port(), common::free_port(), common::free_port());
     let directory = format!("https://127.0.0.1:{listen}/dir");
     // Pebble's listener certificate is made when it starts: the CA file appears with it.
     let keys = format!(
@@ -257,7 +254,7 @@ async fn a_ca_down_at_startup_is_retried_until_it_is_back() {
 #[tokio::test]
 #[ignore = "needs Pebble; run by scripts/test-all.sh"]
 async fn a_restart_reuses_the_stored_certificate_without_asking_the_ca() {
-    let (plain, tls, admin) = (free_port(), free_port(), free_port());
+    let (plain, tls, admin) = (common::free_port(), common::free_port(), common::free_port());
     let pebble = Pebble::start(plain, tls, None);
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().display().to_string();

@@ -12,10 +12,6 @@ use common::{put, write_config};
 
 const BIN: &str = env!("CARGO_BIN_EXE_lwsws");
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn site_vhost(port: u16, extra: &str) -> String {
     format!(
         r#"{{ "vhosts": [{{ "name": "localhost", "port": "{port}", "interface": "127.0.0.1", {extra}
@@ -102,7 +98,7 @@ fn port_in_use_fails_startup_with_the_vhost_named() {
 
 #[test]
 fn sigterm_finishes_in_flight_requests_then_exits_0() {
-    let port = free_port();
+    let port = common::free_port();
     let dir = write_config("{}", &[("site", &site_vhost(port, ""))]);
     let big = vec![b'x'; 32 * 1024 * 1024];
     put(dir.path(), "www/big.bin", &big);
@@ -145,7 +141,7 @@ fn sigterm_finishes_in_flight_requests_then_exits_0() {
 
 #[test]
 fn privileges_are_dropped_after_binding_when_root() {
-    let port = free_port();
+    let port = common::free_port();
     let dir = write_config("{ \"global\": { \"username\": \"nobody\" } }", &[("site", &site_vhost(port, ""))]);
     put(dir.path(), "www/index.html", "hi");
     let d = dir.path().to_str().unwrap();
@@ -222,7 +218,7 @@ fn until(addr: SocketAddr, want: &str) -> bool {
 
 #[test]
 fn reloads_on_sighup_on_edits_and_on_a_kubelet_swap_and_refuses_broken_edits() {
-    let port = free_port();
+    let port = common::free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let dir = write_config("{}", &[]);
     let d = dir.path().to_str().unwrap();
@@ -247,7 +243,7 @@ fn reloads_on_sighup_on_edits_and_on_a_kubelet_swap_and_refuses_broken_edits() {
     };
     swap("2026_11_27_15_00_00.1", &site("one"));
     std::os::unix::fs::symlink("..data/site", dir.path().join("conf.d/site")).unwrap();
-    let admin_port = free_port();
+    let admin_port = common::free_port();
     let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
     let admin_arg = admin.to_string();
     let mut child = spawn(&["-c", d, "--admin-addr", &admin_arg], &[]);
@@ -287,8 +283,8 @@ fn reloads_on_sighup_on_edits_and_on_a_kubelet_swap_and_refuses_broken_edits() {
 
 #[test]
 fn admin_address_comes_from_the_global_config_and_a_bad_one_is_refused() {
-    let port = free_port();
-    let admin = free_port();
+    let port = common::free_port();
+    let admin = common::free_port();
     let global = format!("{{ \"global\": {{ \"admin-addr\": \"127.0.0.1:{admin}\" }} }}");
     let dir = write_config(&global, &[("site", &site_vhost(port, ""))]);
     put(dir.path(), "www/index.html", "hi");

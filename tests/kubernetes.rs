@@ -320,10 +320,6 @@ fn tls_secret(name: &str, cert_pem: &str, key_pem: &str) -> Value {
             "data": { "tls.crt": b64(cert_pem), "tls.key": b64(key_pem) } })
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 async fn eventually<F: FnMut() -> bool>(what: &str, mut f: F) {
     let until = Instant::now() + Duration::from_secs(15);
     while !f() {
@@ -349,7 +345,7 @@ async fn resources_are_served_refused_with_their_field_edited_and_relisted_after
     std::fs::write(www.path().join("index.html"), "from a resource").unwrap();
     std::fs::create_dir(www.path().join("v2")).unwrap();
     std::fs::write(www.path().join("v2/index.html"), "edited").unwrap();
-    let (port, tls_port) = (free_port(), free_port());
+    let (port, tls_port) = (common::free_port(), common::free_port());
     let origin = format!("file://{}", www.path().display());
     api.put(
         Kind::Config,
@@ -406,7 +402,7 @@ async fn resources_are_served_refused_with_their_field_edited_and_relisted_after
         Kind::Config,
         config(
             "broken",
-            json!([{ "name": "b.test", "port": free_port(), "mounts": [{ "mountpoint": "/", "origin": "nope://x" }] }]),
+            json!([{ "name": "b.test", "port": common::free_port(), "mounts": [{ "mountpoint": "/", "origin": "nope://x" }] }]),
         ),
     );
     eventually("Accepted=False with the field path", || {
@@ -518,7 +514,7 @@ async fn the_binary_in_kubernetes_mode_serves_resources_and_follows_edits() {
     let www = tempfile::tempdir().unwrap();
     std::fs::write(www.path().join("a.html"), "first").unwrap();
     std::fs::write(www.path().join("b.html"), "second").unwrap();
-    let port = free_port();
+    let port = common::free_port();
     let vhost = |doc: &str| {
         config(
             "site",

@@ -120,7 +120,7 @@ fn a_request_span_is_exported_over_otlp_and_its_context_goes_upstream() {
     let (up_tx, up_rx) = mpsc::channel();
     serve(upstream, up_tx, "from upstream");
 
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let vhost = format!(
         r#"{{ "vhosts": [{{ "name": "traced.test", "port": "{port}", "interface": "127.0.0.1",
             "mounts": [{{ "mountpoint": "/api", "origin": "http://{upstream_addr}/" }}] }}] }}"#

@@ -323,3 +323,9 @@ impl Drop for Running {
         }
     }
 }
+
+/// A loopback port that was free a moment ago, for a process that must be told its port
+/// before it starts (the binary, Pebble); in-process servers use port 0 instead.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
