@@ -23,8 +23,8 @@ tag=lwsws-test:$$
 size_goal=30000000
 work=$(mktemp -d)
 containers=()
-passed=0
-failed=0
+# shellcheck source=e2e/tally.sh
+source "$repo/e2e/tally.sh"
 
 cleanup() {
   for c in "${containers[@]}"; do docker rm -f "$c" >/dev/null 2>&1 || true; done
@@ -33,12 +33,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ok() { passed=$((passed + 1)); echo "ok   $1"; }
-bad() { failed=$((failed + 1)); echo "FAIL $1"; }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
 finish() {
-  echo "$passed passed, $failed failed"
-  [ "$failed" -eq 0 ]
+  tally
   exit
 }
 

@@ -15,10 +15,8 @@ if ! command -v shellcheck >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends shellcheck >/dev/null
 fi
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok   $1"; }
-bad() { failed=$((failed + 1)); echo "FAIL $1"; }
+# shellcheck source=e2e/tally.sh
+source "$repo/e2e/tally.sh"
 
 mapfile -t scripts < <(find docker e2e -name '*.sh' -type f | sort)
 for s in "${scripts[@]}"; do
@@ -33,5 +31,4 @@ fi
 
 echo "[kind-check] docker/test.sh $bin"
 if docker/test.sh "$bin"; then ok "docker/test.sh"; else bad "docker/test.sh"; fi
-echo "$passed passed, $failed failed"
-[ "$failed" -eq 0 ]
+tally

@@ -26,8 +26,8 @@ crd_port=${CRD_PORT:-18081}
 admin_port=${ADMIN_PORT:-19090}
 work=$(mktemp -d)
 pf_pid=""
-passed=0
-failed=0
+# shellcheck source=e2e/tally.sh
+source "$repo/e2e/tally.sh"
 
 cleanup() {
   if [ -n "$pf_pid" ]; then kill "$pf_pid" 2>/dev/null || true; fi
@@ -41,16 +41,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ok() { passed=$((passed + 1)); echo "ok   $1"; }
-bad() { failed=$((failed + 1)); echo "FAIL $1"; }
-check() { local name=$1; shift; if "$@"; then ok "$name"; else bad "$name"; fi; }
 finish() {
   if [ "$failed" -gt 0 ]; then
     kubectl -n "$ns" get pods,lwsc -o wide || true
     kubectl -n "$ns" logs "deployment/$release" --tail=50 || true
   fi
-  echo "$passed passed, $failed failed"
-  [ "$failed" -eq 0 ]
+  tally
   exit
 }
 poll() { # SECONDS COMMAND...: until the command succeeds
