@@ -83,11 +83,6 @@ impl CertStore for FileStore {
 }
 
 impl FileStore {
-    #[cfg(test)]
-    fn read_cert(&self) -> Option<(String, String)> {
-        Some((std::fs::read_to_string(&self.cert).ok()?, std::fs::read_to_string(&self.key).ok()?))
-    }
-
     fn write_cert(&self, chain_pem: &str, key_pem: &str) -> io::Result<()> {
         // Both are staged first, so a failure leaves the pair that was there.
         let key_tmp = stage(&self.key, key_pem.as_bytes())?;
@@ -100,11 +95,6 @@ impl FileStore {
         };
         std::fs::rename(&key_tmp, &self.key)?;
         std::fs::rename(&cert_tmp, &self.cert)
-    }
-
-    #[cfg(test)]
-    fn read_account(&self) -> Option<String> {
-        std::fs::read_to_string(&self.account).ok()
     }
 
     fn write_account(&self, json: &str) -> io::Result<()> {
@@ -151,6 +141,15 @@ fn stage(path: &Path, data: &[u8]) -> io::Result<PathBuf> {
 mod tests {
     use super::*;
 
+    // Read back through the store's own (async) reads, as the manager does.
+    fn cert(store: &FileStore) -> Option<(String, String)> {
+        futures::executor::block_on(store.load_cert()).unwrap()
+    }
+
+    fn account(store: &FileStore) -> Option<String> {
+        futures::executor::block_on(store.load_account()).unwrap()
+    }
+
     #[test]
     fn files_are_private_and_replaced_whole() {
         let dir = tempfile::tempdir().unwrap();
@@ -159,22 +158,22 @@ mod tests {
             key: dir.path().join("new/sub/key.pem"),
             account: dir.path().join("new/sub/account.json"),
         };
-        assert!(store.read_cert().is_none() && store.read_account().is_none());
+        assert!(cert(&store).is_none() && account(&store).is_none());
         store.write_cert("CHAIN", "KEY").unwrap();
         store.write_account("{}").unwrap();
-        assert_eq!(store.read_cert(), Some(("CHAIN".into(), "KEY".into())));
+        assert_eq!(cert(&store), Some(("CHAIN".into(), "KEY".into())));
         for p in [&store.cert, &store.key, &store.account] {
             assert_eq!(std::fs::metadata(p).unwrap().permissions().mode() & 0o777, 0o600, "{}", p.display());
         }
         let sub = dir.path().join("new/sub");
         assert_eq!(std::fs::metadata(&sub).unwrap().permissions().mode() & 0o777, 0o700);
         store.write_cert("CHAIN2", "KEY2").unwrap();
-        assert_eq!(store.read_cert(), Some(("CHAIN2".into(), "KEY2".into())));
+        assert_eq!(cert(&store), Some(("CHAIN2".into(), "KEY2".into())));
         let left: Vec<_> = std::fs::read_dir(&sub).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left.len(), 3, "no temp files left: {left:?}");
         store.remove_account().unwrap();
         store.remove_account().unwrap();
-        assert!(store.read_account().is_none());
+        assert!(account(&store).is_none());
     }
 
     #[test]
@@ -190,6 +189,6 @@ mod tests {
         let ro = FileStore { cert: dir.path().join("missing-dir/cert.pem"), ..store.clone() };
         std::fs::write(dir.path().join("missing-dir"), "a file where a directory should be").unwrap();
         assert!(ro.write_cert("NEW", "NEWKEY").is_err());
-        assert_eq!(store.read_cert(), Some(("OLD".into(), "OLDKEY".into())));
+        assert_eq!(cert(&store), Some(("OLD".into(), "OLDKEY".into())));
     }
 }
