@@ -308,6 +308,13 @@ fn status_doc(code: u16, reason: &str, message: &str) -> Value {
             "message": message, "reason": reason, "code": code })
 }
 
+/// kube's real client, talking to the fake over loopback HTTP.
+fn client_for(addr: SocketAddr) -> kube::Client {
+    let mut kconfig = kube::Config::new(format!("http://{addr}").parse().unwrap());
+    kconfig.default_namespace = NS.into();
+    kube::Client::try_from(kconfig).unwrap()
+}
+
 fn config(name: &str, vhosts: Value) -> Value {
     json!({ "apiVersion": "lwsws.io/v1alpha1", "kind": "LwswsConfig", "metadata": { "name": name },
             "spec": { "vhosts": vhosts } })
@@ -357,9 +364,7 @@ async fn resources_are_served_refused_with_their_field_edited_and_relisted_after
     );
     let addr = api.clone().serve().await;
 
-    let mut kconfig = kube::Config::new(format!("http://{addr}").parse().unwrap());
-    kconfig.default_namespace = NS.into();
-    let client = kube::Client::try_from(kconfig).unwrap();
+    let client = client_for(addr);
     let state = tempfile::tempdir().unwrap();
     let conf_dir = tempfile::tempdir().unwrap(); // no `conf`: the resources are the whole config
     let (ctl, mut changes) = lwsws::k8s::Controller::start(client, NS, state.path().join("secrets"));
@@ -581,9 +586,7 @@ async fn acme_state_round_trips_through_secrets() {
     common::init();
     let api = FakeApi::new();
     let addr = api.clone().serve().await;
-    let mut kconfig = kube::Config::new(format!("http://{addr}").parse().unwrap());
-    kconfig.default_namespace = NS.into();
-    let client = kube::Client::try_from(kconfig).unwrap();
+    let client = client_for(addr);
     let store = lwsws::k8s::acme_store::SecretStore::new(client, NS, "Example.test");
     assert!(store.load_cert().await.unwrap().is_none() && store.load_account().await.unwrap().is_none());
     store.save_account(r#"{"id":"acct"}"#).await.unwrap();
