@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{BoxFuture, Idle, Protocol, Rx, Ws, WsInfo, close, receive};
+use super::{BoxFuture, Idle, Protocol, Rx, Ws, WsInfo, close, receive, send};
 use crate::model;
 
 const TICK: Duration = Duration::from_millis(50);
@@ -44,8 +44,7 @@ async fn run(mut ws: Ws, info: WsInfo, timer: bool) {
     loop {
         tokio::select! {
             _ = tick.tick(), if timer => {
-                info.messages.sent.inc();
-                if ws.send(Message::text(counter.to_string())).await.is_err() {
+                if send(&mut ws, Message::text(counter.to_string()), &info.messages).await.is_err() {
                     return;
                 }
                 counter += 1;

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 
-use super::{BoxFuture, Idle, Protocol, Rx, Ws, WsInfo, receive};
+use super::{BoxFuture, Idle, Protocol, Rx, Ws, WsInfo, receive, send};
 
 #[derive(Debug, Default)]
 pub struct Echo;
@@ -26,8 +26,7 @@ impl Protocol for Echo {
                         idle.on_rx();
                         match receive(&mut ws, msg, &info.messages).await {
                             Rx::Data(m) => {
-                                info.messages.sent.inc();
-                                if ws.send(m).await.is_err() {
+                                if send(&mut ws, m, &info.messages).await.is_err() {
                                     return;
                                 }
                             }

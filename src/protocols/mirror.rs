@@ -10,12 +10,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{BoxFuture, Idle, Protocol, Rx, Ws, WsInfo, close, receive};
+use super::{BoxFuture, Idle, Protocol, Rx, Ws, WsInfo, close, receive, send};
 
 const RING: usize = 32;
 const PAUSE_BELOW_FREE: usize = 4;
@@ -137,8 +137,7 @@ async fn member(mut ws: Ws, tx: broadcast::Sender<Message>, mut rx: broadcast::R
                 Ok(m) => {
                     // A member whose socket takes no more for the grace period is the slowest
                     // reader lws would close: it must not hold the whole instance paused.
-                    info.messages.sent.inc();
-                    match tokio::time::timeout(SLOWEST_GRACE, ws.send(m)).await {
+                    match tokio::time::timeout(SLOWEST_GRACE, send(&mut ws, m, &info.messages)).await {
                         Ok(Ok(())) => {}
                         _ => return,
                     }

@@ -102,6 +102,18 @@ pub async fn close(ws: &mut Ws, code: u16, reason: &str) {
     let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ws.close(Some(frame))).await;
 }
 
+/// Sends one message, counted as sent (`lwsws_websocket_messages_total`), as `receive` counts
+/// what arrives.
+pub async fn send(
+    ws: &mut Ws,
+    m: tokio_tungstenite::tungstenite::Message,
+    counters: &crate::metrics::WsCounters,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    use futures::SinkExt;
+    counters.sent.inc();
+    ws.send(m).await
+}
+
 /// What a protocol loop got from its peer.
 pub enum Rx {
     Data(tokio_tungstenite::tungstenite::Message),

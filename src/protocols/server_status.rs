@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{BoxFuture, Idle, Protocol, Rx, VhostSummary, Ws, WsInfo, receive};
+use super::{BoxFuture, Idle, Protocol, Rx, VhostSummary, Ws, WsInfo, receive, send};
 use crate::model;
 
 /// lws read at most this much of each file.
@@ -86,8 +86,7 @@ impl Protocol for ServerStatus {
             loop {
                 tokio::select! {
                     _ = tick.tick() => {
-                        info.messages.sent.inc();
-                        if ws.send(Message::text(self.document(&info.metrics))).await.is_err() {
+                        if send(&mut ws, Message::text(self.document(&info.metrics)), &info.messages).await.is_err() {
                             return;
                         }
                     }

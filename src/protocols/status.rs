@@ -4,12 +4,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::{BoxFuture, Idle, Protocol, Rx, Ws, WsInfo, receive};
+use super::{BoxFuture, Idle, Protocol, Rx, Ws, WsInfo, receive, send};
 
 #[derive(Debug)]
 struct Conn {
@@ -78,8 +78,7 @@ impl Protocol for Status {
             loop {
                 tokio::select! {
                     r = rx.changed() => {
-                        info.messages.sent.inc();
-                        if r.is_err() || ws.send(Message::text(self.document(id))).await.is_err() {
+                        if r.is_err() || send(&mut ws, Message::text(self.document(id)), &info.messages).await.is_err() {
                             break;
                         }
                     }
