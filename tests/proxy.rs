@@ -75,6 +75,22 @@ async fn backend() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, conns)
 }
 
+/// The origin as given (links rewritten, so the hyper path serves), and with `rewrite-links`
+/// off (so the HTTP/1 passthrough serves what it can): each test runs on both.
+fn both_paths(origin: &str) -> [String; 2] {
+    [origin.to_string(), format!(r#"{origin}", "rewrite-links": "0"#)]
+}
+
+/// `both_paths` for a backend each run starts afresh.
+async fn both_paths_with(origin: impl Fn(SocketAddr) -> String) -> Vec<(String, Arc<AtomicUsize>)> {
+    let mut runs = Vec::new();
+    for passthrough in [false, true] {
+        let (b, conns) = backend().await;
+        runs.push((both_paths(&origin(b))[passthrough as usize].clone(), conns));
+    }
+    runs
+}
+
 fn proxy_vhost(origin: &str, extra_vhost: &str) -> String {
     format!(
         r#"{{ "vhosts": [{{ "name": "site.test", "port": "0", "interface": "127.0.0.1", {extra_vhost}
@@ -86,67 +102,90 @@ fn proxy_vhost(origin: &str, extra_vhost: &str) -> String {
 #[tokio::test]
 async fn paths_headers_and_forwarding() {
     let (b, _) = backend().await;
-    let s = TestServer::start("{}", &[&proxy_vhost(&format!("http://{b}/v1"), "")]).await;
-    let mut c = connect(s.addr()).await;
-    c.send("GET /api/items/7?x=1&y=2 HTTP/1.1\r\nHost: site.test\r\nX-Forwarded-For: 10.1.1.1\r\nTE: trailers\r\n\r\n")
+    for origin in both_paths(&format!("http://{b}/v1")) {
+        let s = TestServer::start("{}", &[&proxy_vhost(&origin, "")]).await;
+        let mut c = connect(s.addr()).await;
+        c.send(
+            "GET /api/items/7?x=1&y=2 HTTP/1.1\r\nHost: site.test\r\nX-Forwarded-For: 10.1.1.1\r\nTE: trailers\r\n\r\n",
+        )
         .await;
-    let r = c.read_response(false).await.unwrap();
-    assert_eq!(r.status, 200);
-    let t = r.text();
-    assert!(t.starts_with("GET /v1/items/7?x=1&y=2\n"), "{t}");
-    assert!(t.contains(&format!("host: {b}\n")), "D13 Host is the origin's: {t}");
-    assert!(t.contains("x-forwarded-for: 10.1.1.1, 127.0.0.1\n"), "{t}");
-    assert!(t.contains("x-forwarded-proto: http\n"), "{t}");
-    assert!(t.contains("x-forwarded-host: site.test\n"), "{t}");
-    assert!(t.contains("forwarded: for=127.0.0.1;proto=http;host=\"site.test\"\n"), "{t}");
-    assert!(!t.contains("\nte:"), "hop-by-hop request headers are dropped: {t}");
-    assert_eq!(r.header("x-backend"), Some("echo"));
-    assert_eq!(r.header("x-hop"), None, "headers named in Connection are dropped");
-    // The mountpoint itself, without its slash, redirects first (spec 2.3).
-    assert_eq!(c.get("/api", "").await.status, 301);
-    assert!(c.get("/api/", "").await.text().starts_with("GET /v1/\n"));
-    s.stop().await;
+        let r = c.read_response(false).await.unwrap();
+        assert_eq!(r.status, 200);
+        let t = r.text();
+        assert!(t.starts_with("GET /v1/items/7?x=1&y=2\n"), "{t}");
+        assert!(t.contains(&format!("host: {b}\n")), "D13 Host is the origin's: {t}");
+        assert!(t.contains("x-forwarded-for: 10.1.1.1, 127.0.0.1\n"), "{t}");
+        assert!(t.contains("x-forwarded-proto: http\n"), "{t}");
+        assert!(t.contains("x-forwarded-host: site.test\n"), "{t}");
+        assert!(t.contains("forwarded: for=127.0.0.1;proto=http;host=\"site.test\"\n"), "{t}");
+        assert!(!t.contains("\nte:"), "hop-by-hop request headers are dropped: {t}");
+        assert_eq!(r.header("x-backend"), Some("echo"));
+        assert_eq!(r.header("x-hop"), None, "headers named in Connection are dropped");
+        // The mountpoint itself, without its slash, redirects first (spec 2.3).
+        assert_eq!(c.get("/api", "").await.status, 301);
+        assert!(c.get("/api/", "").await.text().starts_with("GET /v1/\n"));
+        s.stop().await;
+    }
 }
 
 #[tokio::test]
 async fn bodies_stream_both_ways_and_upstreams_are_pooled() {
-    let (b, conns) = backend().await;
-    let s = TestServer::start("{}", &[&proxy_vhost(&format!("http://{b}/"), "")]).await;
-    let client = reqwest::Client::new();
-    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
-    let sum: u64 = big.iter().map(|b| *b as u64).sum();
-    for _ in 0..5 {
-        let r = client.post(format!("http://{}/api/upload", s.addr())).body(big.clone()).send().await.unwrap();
-        assert_eq!(r.status(), 200);
-        let t = r.text().await.unwrap();
-        assert!(t.starts_with("POST /upload\n"), "{t}");
-        assert!(t.contains("body-len: 3000000\n") && t.contains(&format!("body-sum: {sum}\n")), "{t}");
+    for (origin, conns) in both_paths_with(|b| format!("http://{b}/")).await {
+        let s = TestServer::start("{}", &[&proxy_vhost(&origin, "")]).await;
+        let client = reqwest::Client::new();
+        // A body that arrives with its head (the passthrough takes it), then large streamed ones.
+        let small = client.post(format!("http://{}/api/small", s.addr())).body("hello").send().await.unwrap();
+        assert!(small.text().await.unwrap().contains("body-len: 5\nbody-sum: 532\n"));
+        let before = conns.load(Ordering::SeqCst);
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+        let sum: u64 = big.iter().map(|b| *b as u64).sum();
+        for _ in 0..5 {
+            let r = client.post(format!("http://{}/api/upload", s.addr())).body(big.clone()).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let t = r.text().await.unwrap();
+            assert!(t.starts_with("POST /upload\n"), "{t}");
+            assert!(t.contains("body-len: 3000000\n") && t.contains(&format!("body-sum: {sum}\n")), "{t}");
+        }
+        assert!(conns.load(Ordering::SeqCst) - before <= 1, "one pooled upstream connection served all five");
+        s.stop().await;
     }
-    assert_eq!(conns.load(Ordering::SeqCst), 1, "one pooled upstream connection served all five");
-    s.stop().await;
 }
 
 #[tokio::test]
 async fn refused_upstream_is_503_and_slow_is_504() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let s = TestServer::start("{}", &[&proxy_vhost(&format!("http://{dead}/"), "")]).await;
-    let r = get(s.addr(), "/api/x", "").await;
-    assert_eq!(r.status, 503);
-    assert!(r.text().contains("<h1>503</h1>Service Temporarily Unavailable"), "{}", r.text());
-    let m = s.server.as_ref().unwrap().metrics().render();
-    assert!(m.contains(r#"lwsws_upstream_errors_total{vhost="site.test",mount="/api",result="connect"} 1"#), "{m}");
-    s.stop().await;
+    for origin in both_paths(&format!("http://{dead}/")) {
+        let s = TestServer::start("{}", &[&proxy_vhost(&origin, r#""headers": [{ "X-Site": "yes" }],"#)]).await;
+        let mut c = connect(s.addr()).await;
+        let r = c.get("/api/x", "").await;
+        assert_eq!(r.status, 503);
+        assert!(r.text().contains("<h1>503</h1>Service Temporarily Unavailable"), "{}", r.text());
+        assert_eq!((r.header("content-type"), r.header("x-site")), (Some("text/html"), Some("yes")));
+        assert_eq!(c.get("/api/y", "").await.status, 503, "the client connection stays usable");
+        let m = s.server.as_ref().unwrap().metrics().render();
+        assert!(m.contains(r#"lwsws_upstream_errors_total{vhost="site.test",mount="/api",result="connect"} 2"#), "{m}");
+        assert!(m.contains(r#"lwsws_http_requests_total{vhost="site.test",mount="/api",status="5xx"} 2"#), "{m}");
+        s.stop().await;
+    }
 
-    let (b, _) = backend().await;
-    let s = TestServer::start(r#"{ "global": { "timeout-secs": "1" } }"#, &[&proxy_vhost(&format!("http://{b}/"), "")])
-        .await;
-    let r = get(s.addr(), "/api/slow", "").await;
-    assert_eq!(r.status, 504);
-    s.stop().await;
+    for (origin, _) in both_paths_with(|b| format!("http://{b}/")).await {
+        let s = TestServer::start(r#"{ "global": { "timeout-secs": "1" } }"#, &[&proxy_vhost(&origin, "")]).await;
+        let r = get(s.addr(), "/api/slow", "").await;
+        assert_eq!(r.status, 504);
+        let m = s.server.as_ref().unwrap().metrics().render();
+        assert!(m.contains(r#"lwsws_upstream_errors_total{vhost="site.test",mount="/api",result="timeout"} 1"#), "{m}");
+        s.stop().await;
+    }
 }
 
 #[tokio::test]
 async fn an_upstream_dying_mid_response_ends_the_client_response() {
+    for passthrough in [false, true] {
+        upstream_dies_mid_response(passthrough).await;
+    }
+}
+
+async fn upstream_dies_mid_response(passthrough: bool) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let b = l.local_addr().unwrap();
@@ -157,7 +196,8 @@ async fn an_upstream_dying_mid_response_ends_the_client_response() {
         s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nonly a little").await.unwrap();
         // and the backend dies
     });
-    let s = TestServer::start("{}", &[&proxy_vhost(&format!("http://{b}/"), "")]).await;
+    let origin = &both_paths(&format!("http://{b}/"))[passthrough as usize];
+    let s = TestServer::start("{}", &[&proxy_vhost(origin, "")]).await;
     let mut c = connect(s.addr()).await;
     c.send("GET /api/x HTTP/1.1\r\nHost: site.test\r\n\r\n").await;
     let mut got = Vec::new();
@@ -189,12 +229,13 @@ async fn unix_socket_upstream() {
             );
         }
     });
-    let origin = format!("http://+{}:/app", sock.display());
-    let s = TestServer::start("{}", &[&proxy_vhost(&origin, "")]).await;
-    let r = get(s.addr(), "/api/z", "").await;
-    assert_eq!(r.status, 200);
-    assert!(r.text().starts_with("GET /app/z\n"), "{}", r.text());
-    s.stop().await;
+    for origin in both_paths(&format!("http://+{}:/app", sock.display())) {
+        let s = TestServer::start("{}", &[&proxy_vhost(&origin, "")]).await;
+        let r = get(s.addr(), "/api/z", "").await;
+        assert_eq!(r.status, 200);
+        assert!(r.text().starts_with("GET /app/z\n"), "{}", r.text());
+        s.stop().await;
+    }
 }
 
 #[tokio::test]
@@ -244,16 +285,23 @@ async fn https_upstream_verified_against_client_ssl_ca() {
 
 #[tokio::test]
 async fn proxied_responses_are_access_logged_and_get_vhost_headers() {
-    let (b, _) = backend().await;
-    let extra = r#""access-log": "{DIR}/access.log", "headers": [{ "X-Site": "yes" }],"#;
-    let s = TestServer::start("{}", &[&proxy_vhost(&format!("http://{b}/"), extra)]).await;
-    put(s.path(), "www/index.html", "home");
-    let r = get(s.addr(), "/api/logged", "").await;
-    assert_eq!(r.header("x-site"), Some("yes"));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let log = std::fs::read_to_string(s.path().join("access.log")).unwrap();
-    assert!(log.contains("\"GET /api/logged HTTP/1.1\" 200 "), "{log}");
-    s.stop().await;
+    let line = regex::Regex::new(r#""GET /api/logged HTTP/1.1" 200 (\d+) "http://r.test/" "probe/1""#).unwrap();
+    for (origin, _) in both_paths_with(|b| format!("http://{b}/")).await {
+        let extra = r#""access-log": "{DIR}/access.log", "headers": [{ "X-Site": "yes" }],"#;
+        let s = TestServer::start("{}", &[&proxy_vhost(&origin, extra)]).await;
+        put(s.path(), "www/index.html", "home");
+        let r = get(s.addr(), "/api/logged", "User-Agent: probe/1\r\nReferer: http://r.test/\r\n").await;
+        assert_eq!(r.header("x-site"), Some("yes"));
+        let names = r.names();
+        assert_eq!(names[0].to_ascii_lowercase(), "x-site", "configured headers come first: {names:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let log = std::fs::read_to_string(s.path().join("access.log")).unwrap();
+        let bytes: usize = line.captures(&log).expect("the request's line")[1].parse().unwrap();
+        assert!(bytes > r.body.len() + r.head_text.len(), "head and body are counted: {log}");
+        let m = s.server.as_ref().unwrap().metrics().render();
+        assert!(m.contains(r#"lwsws_http_requests_total{vhost="site.test",mount="/api",status="2xx"} 1"#), "{m}");
+        s.stop().await;
+    }
 }
 
 /// A websocket echo backend that accepts the subprotocol the client offers first.
@@ -331,34 +379,34 @@ async fn links_in_proxied_html_point_under_the_mount() {
 
 #[tokio::test]
 async fn a_slow_upload_is_not_a_timeout_and_early_answers_keep_things_working() {
-    let (b, conns) = backend().await;
-    let s = TestServer::start(r#"{ "global": { "timeout-secs": "1" } }"#, &[&proxy_vhost(&format!("http://{b}/"), "")])
-        .await;
-    // 3 s of upload, one chunk every 300 ms, with a 1 s timeout.
-    let mut c = connect(s.addr()).await;
-    c.send("POST /api/up HTTP/1.1\r\nHost: site.test\r\nContent-Length: 10000\r\n\r\n").await;
-    for _ in 0..10 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        c.send(&"a".repeat(1000)).await;
+    for (origin, conns) in both_paths_with(|b| format!("http://{b}/")).await {
+        let s = TestServer::start(r#"{ "global": { "timeout-secs": "1" } }"#, &[&proxy_vhost(&origin, "")]).await;
+        // 3 s of upload, one chunk every 300 ms, with a 1 s timeout.
+        let mut c = connect(s.addr()).await;
+        c.send("POST /api/up HTTP/1.1\r\nHost: site.test\r\nContent-Length: 10000\r\n\r\n").await;
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            c.send(&"a".repeat(1000)).await;
+        }
+        let r = c.read_response(false).await.unwrap();
+        assert_eq!(r.status, 200);
+        assert!(r.text().contains("body-len: 10000\n"), "{}", r.text());
+        let client = reqwest::Client::new();
+        // An upstream that refuses before reading the body: the client gets the answer, and both
+        // connections stay usable.
+        let r = client.post(format!("http://{}/api/deny", s.addr())).body(vec![0u8; 200_000]).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let r = client.get(format!("http://{}/api/after", s.addr())).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        // Bodiless answers hand their connection back too.
+        let before = conns.load(Ordering::SeqCst);
+        for _ in 0..5 {
+            assert_eq!(client.get(format!("http://{}/api/empty", s.addr())).send().await.unwrap().status(), 204);
+            assert_eq!(client.head(format!("http://{}/api/x", s.addr())).send().await.unwrap().status(), 204);
+        }
+        assert!(conns.load(Ordering::SeqCst) - before <= 1, "bodiless responses reuse the upstream connection");
+        s.stop().await;
     }
-    let r = c.read_response(false).await.unwrap();
-    assert_eq!(r.status, 200);
-    assert!(r.text().contains("body-len: 10000\n"), "{}", r.text());
-    let client = reqwest::Client::new();
-    // An upstream that refuses before reading the body: the client gets the answer, and both
-    // connections stay usable.
-    let r = client.post(format!("http://{}/api/deny", s.addr())).body(vec![0u8; 200_000]).send().await.unwrap();
-    assert_eq!(r.status(), 401);
-    let r = client.get(format!("http://{}/api/after", s.addr())).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    // Bodiless answers hand their connection back too.
-    let before = conns.load(Ordering::SeqCst);
-    for _ in 0..5 {
-        assert_eq!(client.get(format!("http://{}/api/empty", s.addr())).send().await.unwrap().status(), 204);
-        assert_eq!(client.head(format!("http://{}/api/x", s.addr())).send().await.unwrap().status(), 204);
-    }
-    assert!(conns.load(Ordering::SeqCst) - before <= 1, "bodiless responses reuse the upstream connection");
-    s.stop().await;
 }
 
 #[tokio::test]

@@ -82,24 +82,31 @@ impl HttpError {
                 .body(Body::empty())
                 .expect("static response");
         }
-        let msg = match &self {
-            HttpError::Rejected { text, .. } => text.as_str(),
-            // lws's proxy answers a refused upstream with this text (spec 2.5).
-            HttpError::ServiceUnavailable => "Service Temporarily Unavailable",
-            _ => "",
-        };
+        let page = self.page();
         if let HttpError::RangeNotSatisfiable(len) = self {
             builder = builder.header(header::CONTENT_RANGE, format!("bytes */{len}"));
         }
         if let HttpError::MethodNotAllowed = self {
             builder = builder.header(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         }
-        let page = lws_error_page(status.as_u16(), &html_escape(msg));
         builder
             .header(header::CONTENT_TYPE, HeaderValue::from_static("text/html"))
             .header(header::CONTENT_LENGTH, page.len())
             .body(Body::full(page))
             .expect("static response")
+    }
+}
+
+impl HttpError {
+    /// The error's page: lws's body with the message this error carries, if any.
+    pub fn page(&self) -> String {
+        let msg = match self {
+            HttpError::Rejected { text, .. } => text.as_str(),
+            // lws's proxy answers a refused upstream with this text (spec 2.5).
+            HttpError::ServiceUnavailable => "Service Temporarily Unavailable",
+            _ => "",
+        };
+        lws_error_page(self.status().as_u16(), &html_escape(msg))
     }
 }
 

@@ -8,6 +8,7 @@ pub mod body;
 pub mod error;
 pub mod mime;
 pub mod origin;
+pub mod passthrough;
 pub mod path;
 pub mod service;
 pub mod upgrade;

@@ -73,7 +73,7 @@ impl ConnCtx {
         }
     }
 
-    fn routes(&self) -> &ListenerRoutes {
+    pub(crate) fn routes(&self) -> &ListenerRoutes {
         &self.table.listeners[self.listener]
     }
 
@@ -296,9 +296,18 @@ fn request_host(parts: &Parts) -> Option<String> {
 }
 
 /// D3 on every request: the Host's vhost if one matches, else the handshake's, else the first.
-fn select_vhost(ctx: &ConnCtx, host: Option<&str>) -> Arc<VhostRt> {
+pub(crate) fn select_vhost(ctx: &ConnCtx, host: Option<&str>) -> Arc<VhostRt> {
     let routes = ctx.routes();
     host.and_then(|h| routes.find_vhost(h)).or(ctx.handshake_vhost.as_ref()).unwrap_or_else(|| routes.first()).clone()
+}
+
+/// A request for a vhost whose client-certificate check this connection did not pass.
+pub(crate) fn misdirected(ctx: &ConnCtx, vhost: &Arc<VhostRt>) -> bool {
+    // The client certificate was checked against the handshake vhost's CA, not this one's:
+    // SNI for one vhost plus Host for an mTLS vhost must not skip its check.
+    let other_handshake = ctx.handshake_vhost.as_ref().is_some_and(|hs| !Arc::ptr_eq(hs, vhost));
+    // Plain HTTP let in on a TLS port (allow-http-on-https) has no certificate to show.
+    vhost.client_cert_required && (other_handshake || !ctx.tls)
 }
 
 fn route<'v>(
@@ -309,16 +318,7 @@ fn route<'v>(
     mount_used: &mut Option<&'v MountRt>,
     close: &mut bool,
 ) -> Result<Action, HttpError> {
-    if let Some(hs) = &ctx.handshake_vhost
-        && !Arc::ptr_eq(hs, vhost)
-        && vhost.client_cert_required
-    {
-        // The client certificate was checked against the handshake vhost's CA, not this one's:
-        // SNI for one vhost plus Host for an mTLS vhost must not skip its check.
-        return Err(HttpError::Misdirected);
-    }
-    if !ctx.tls && vhost.client_cert_required {
-        // Plain HTTP let in on a TLS port (allow-http-on-https) has no certificate to show.
+    if misdirected(ctx, vhost) {
         return Err(HttpError::Misdirected);
     }
     let path = path::normalize(parts.uri.path()).map_err(|e| match e {
@@ -407,11 +407,19 @@ fn to_https(ctx: &ConnCtx, parts: &Parts) -> Response<Body> {
 
 /// `reject-service-keywords`: the first keyword found in the User-Agent decides the answer.
 fn rejected(ctx: &ConnCtx, parts: &Parts) -> Option<HttpError> {
-    let ua = String::from_utf8_lossy(parts.headers.get(header::USER_AGENT)?.as_bytes()).into_owned();
-    let rule = ctx.table.global.reject.iter().find(|r| ua.contains(&r.keyword))?;
+    let rule = reject_rule(ctx, parts.headers.get(header::USER_AGENT)?.as_bytes())?;
     tracing::info!(keyword = %rule.keyword, "request rejected by reject-service-keywords");
     let status = StatusCode::from_u16(rule.status).unwrap_or(StatusCode::FORBIDDEN);
     Some(HttpError::Rejected { status, text: rule.text.clone() })
+}
+
+/// The `reject-service-keywords` rule a User-Agent matches, if any.
+pub(crate) fn reject_rule<'t>(ctx: &'t ConnCtx, user_agent: &[u8]) -> Option<&'t crate::model::RejectRule> {
+    if ctx.table.global.reject.is_empty() {
+        return None;
+    }
+    let ua = String::from_utf8_lossy(user_agent);
+    ctx.table.global.reject.iter().find(|r| ua.contains(&r.keyword))
 }
 
 /// `/dir` naming a mount exactly → 301 to `/dir/` on the same host and scheme.

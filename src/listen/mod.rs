@@ -3,7 +3,7 @@
 
 mod bind;
 mod conn;
-mod io;
+pub(crate) mod io;
 mod serve;
 mod sniff;
 

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use super::io::{Prefixed, Readiness};
 use crate::http::activity::{Activity, Next};
 use crate::http::body::Body;
+use crate::http::passthrough::{self, Outcome};
 use crate::http::service::{self, ConnCtx, Reply};
 use crate::http::upgrade::UpgradeSlot;
 
@@ -54,6 +55,7 @@ where
         // Boxed: hyper's HTTP/2 state is large, and an HTTP/1 task should not carry its size.
         return Box::pin(serve_h2(io, svc, &activity, timeout, shutdown)).await;
     }
+    let passthrough = passthrough::applies(&conn_ctx);
     loop {
         if !io.has_unread() {
             let deadline = Instant::from_std(activity.close_at(timeout));
@@ -61,6 +63,15 @@ where
                 r = io.inner_mut().wait_readable() => if r.is_err() { return },
                 _ = tokio::time::sleep_until(deadline) => return,
                 _ = shutdown.cancelled() => return,
+            }
+        }
+        if passthrough {
+            // Boxed: an idle connection's task should not carry a request's state.
+            match Box::pin(passthrough::serve_one(&mut io, &conn_ctx, timeout)).await {
+                Outcome::Served if shutdown.is_cancelled() => return,
+                Outcome::Served => continue,
+                Outcome::Close => return,
+                Outcome::Declined => {}
             }
         }
         io = match Box::pin(h1_session(io, svc.clone(), &activity, &conn_ctx.upgrade, timeout, shutdown)).await {

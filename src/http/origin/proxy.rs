@@ -27,6 +27,7 @@ use super::redirect::encode_path;
 use super::rewrite::{LinkMap, Rewritten};
 use crate::http::body::Body;
 use crate::http::error::HttpError;
+use crate::http::passthrough::RawPool;
 use crate::model::{Mount, Upstream, Vhost};
 
 /// A compiled proxy mount.
@@ -41,6 +42,8 @@ pub struct ProxyRt {
     timeout: Duration,
     /// D11 link rewriting of `text/html`, unless the mount turned it off.
     links: Option<LinkMap>,
+    /// Plain upstream connections for the HTTP/1 passthrough, when it can serve this mount.
+    passthrough: Option<Arc<RawPool>>,
 }
 
 impl std::fmt::Debug for ProxyRt {
@@ -86,6 +89,9 @@ impl ProxyRt {
             None
         };
         let connector = Connector { target: Arc::new(target), tls: tls_connector, timeout };
+        // The passthrough relays bytes as they come: not for TLS upstreams, nor for bodies
+        // whose links are rewritten.
+        let passthrough = (!tls && !mount.rewrite_links).then(|| Arc::new(RawPool::new(connector.clone())));
         let pool = Arc::new(Pool::new(connector));
         let links = mount.rewrite_links.then(|| LinkMap {
             origin_url: format!("{base}{path}"),
@@ -94,6 +100,7 @@ impl ProxyRt {
         });
         Ok(ProxyRt {
             links,
+            passthrough,
             pool,
             tls,
             host: HeaderValue::from_str(&host).map_err(|_| "upstream host is not a valid header".to_string())?,
@@ -182,6 +189,31 @@ impl ProxyRt {
     pub fn is_tls(&self) -> bool {
         self.tls
     }
+
+    /// The plain connection pool, when the HTTP/1 passthrough can serve this mount.
+    pub fn passthrough(&self) -> Option<&Arc<RawPool>> {
+        self.passthrough.as_ref()
+    }
+
+    /// The `Host:` sent upstream.
+    pub fn upstream_host(&self) -> &HeaderValue {
+        &self.host
+    }
+
+    /// The origin's path, which the request's remainder is joined to.
+    pub fn upstream_base_path(&self) -> &str {
+        &self.path
+    }
+
+    /// `scheme://authority` of the upstream, for logs.
+    pub fn upstream_name(&self) -> &str {
+        &self.base
+    }
+
+    /// How long the upstream has to answer.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
 }
 
 /// `text/html` that is not compressed: the only bodies whose links are rewritten.
@@ -224,7 +256,7 @@ fn upgrade_token(h: &HeaderMap) -> Option<HeaderValue> {
 }
 
 /// origin path + remainder, `//` collapsed, a trailing `/` only where the request had one.
-fn upstream_path(base: &str, remainder: &str, query: Option<&str>) -> String {
+pub(crate) fn upstream_path(base: &str, remainder: &str, query: Option<&str>) -> String {
     let joined = format!("{}/{}", base.trim_end_matches('/'), remainder.trim_start_matches('/'));
     let mut out = String::with_capacity(joined.len() + 16);
     for c in joined.chars() {
@@ -244,7 +276,7 @@ fn upstream_path(base: &str, remainder: &str, query: Option<&str>) -> String {
     out
 }
 
-const HOP_BY_HOP: &[&str] =
+pub(crate) const HOP_BY_HOP: &[&str] =
     &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
@@ -269,37 +301,60 @@ fn forward_headers(client_headers: &HeaderMap, host: &HeaderValue, client: &Clie
     let mut h = client_headers.clone();
     strip_hop_by_hop(&mut h);
     h.insert(header::HOST, host.clone());
-    let proto = if client.tls { "https" } else { "http" };
-    if let Some(ip) = client.addr {
-        let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+    let text = |name| h.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let f = Forwarding::new(client, text("x-forwarded-for"), text(header::FORWARDED.as_str()));
+    let value = |s: &str| HeaderValue::from_str(s).expect("forwarding values are header text");
+    if let Some(xff) = &f.xff {
+        h.insert("x-forwarded-for", value(xff));
+    }
+    h.insert("x-forwarded-proto", HeaderValue::from_static(f.proto));
+    if let Some(host) = f.host {
+        h.insert("x-forwarded-host", value(host));
+    }
+    h.insert(header::FORWARDED, value(&f.forwarded));
+    h
+}
+
+/// Whether `v` can be a header value as it stands: visible ASCII, spaces and tabs.
+pub(crate) fn is_header_text(v: &[u8]) -> bool {
+    v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+/// The forwarding headers of one request (D13). Each replaces the client's header of the same
+/// name; `X-Forwarded-For` and `Forwarded` carry the client's earlier hops on. `xff` and `host`
+/// are `None` where the client's own header is left as it was.
+pub(crate) struct Forwarding<'a> {
+    pub xff: Option<String>,
+    pub proto: &'static str,
+    pub host: Option<&'a str>,
+    pub forwarded: String,
+}
+
+impl<'a> Forwarding<'a> {
+    /// `prev_xff` and `prev_forwarded`: the client's first such header, when it is header text.
+    pub fn new(client: &ClientInfo<'a>, prev_xff: Option<&str>, prev_forwarded: Option<&str>) -> Self {
+        let proto = if client.tls { "https" } else { "http" };
+        let xff = client.addr.map(|ip| match prev_xff {
             Some(prev) => format!("{prev}, {ip}"),
             None => ip.to_string(),
-        };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            h.insert("x-forwarded-for", v);
+        });
+        let host = client.host.filter(|h| is_header_text(h.as_bytes()));
+        let mut element = String::new();
+        if let Some(ip) = client.addr {
+            element = if ip.is_ipv6() { format!("for=\"[{ip}]\"") } else { format!("for={ip}") };
+            element.push(';');
         }
+        element.push_str("proto=");
+        element.push_str(proto);
+        if let Some(c) = client.host.filter(|c| c.bytes().all(|b| b.is_ascii_graphic() && b != b'"')) {
+            element.push_str(&format!(";host=\"{c}\""));
+        }
+        let forwarded = match prev_forwarded {
+            Some(prev) => format!("{prev}, {element}"),
+            None => element,
+        };
+        Forwarding { xff, proto, host, forwarded }
     }
-    h.insert("x-forwarded-proto", HeaderValue::from_static(if client.tls { "https" } else { "http" }));
-    if let Some(v) = client.host.and_then(|c| HeaderValue::from_str(c).ok()) {
-        h.insert("x-forwarded-host", v);
-    }
-    let mut element = String::new();
-    if let Some(ip) = client.addr {
-        element = if ip.is_ipv6() { format!("for=\"[{ip}]\"") } else { format!("for={ip}") };
-        element.push(';');
-    }
-    element.push_str(&format!("proto={proto}"));
-    if let Some(c) = client.host.filter(|c| c.bytes().all(|b| b.is_ascii_graphic() && b != b'"')) {
-        element.push_str(&format!(";host=\"{c}\""));
-    }
-    let forwarded = match h.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {element}"),
-        None => element,
-    };
-    if let Ok(v) = HeaderValue::from_str(&forwarded) {
-        h.insert(header::FORWARDED, v);
-    }
-    h
 }
 
 /// The client side TLS for `https://` origins: `client-ssl-ca` or the system roots, and the
@@ -351,10 +406,15 @@ pub struct Connector {
 }
 
 impl Connector {
-    /// A new connection to the upstream, within the timeout.
+    /// A new connection to the upstream, within the timeout, as hyper's client takes it.
     pub async fn dial(&self) -> io::Result<UpstreamIo> {
+        Ok(UpstreamIo(TokioIo::new(self.open().await?)))
+    }
+
+    /// A new connection to the upstream, within the timeout.
+    pub async fn open(&self) -> io::Result<Stream> {
         let connect = async {
-            let stream = match &*self.target {
+            Ok(match &*self.target {
                 Target::Tcp(host, port) => {
                     let s = TcpStream::connect((host.as_str(), *port)).await?;
                     let _ = s.set_nodelay(true);
@@ -364,8 +424,7 @@ impl Connector {
                     }
                 }
                 Target::Unix(p) => Stream::Unix(UnixStream::connect(p).await?),
-            };
-            Ok(UpstreamIo(TokioIo::new(stream)))
+            })
         };
         tokio::time::timeout(self.timeout, connect)
             .await
@@ -373,10 +432,24 @@ impl Connector {
     }
 }
 
-enum Stream {
+/// A connection to an upstream.
+pub enum Stream {
     Tcp(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
     Unix(UnixStream),
+}
+
+impl Stream {
+    /// An idle connection is still usable: the peer has neither closed it nor sent anything
+    /// unasked. (TLS connections are only pooled by hyper, which tracks this itself.)
+    pub fn is_idle_open(&self) -> bool {
+        let probe = match self {
+            Stream::Tcp(s) => s.try_read(&mut [0u8; 1]),
+            Stream::Unix(s) => s.try_read(&mut [0u8; 1]),
+            Stream::Tls(_) => return false,
+        };
+        matches!(probe, Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
 }
 
 macro_rules! each {

@@ -1,0 +1,389 @@
+//! The HTTP/1 passthrough: plain proxy requests relayed between two sockets without hyper.
+//!
+//! Most of a reverse proxy's CPU goes on taking each request and response apart and putting it
+//! back together (measured: hyper's server and client together cost lwsws three times nginx's
+//! user time per proxied request). For the common case, an HTTP/1.1 request with its whole body
+//! at hand on a `http://` mount that does not rewrite links, this module parses the client's
+//! head once, writes the upstream's request straight from it, and relays the response's bytes,
+//! rewriting only its head. Everything else (HTTP/1.0, upgrades, `Expect`, streamed uploads,
+//! auth, TLS upstreams, link rewriting, tracing) is declined before anything is sent, and the
+//! hyper path gets the request exactly as it arrived.
+//!
+//! The behaviour is the hyper path's: the same route lookup, forwarding headers (D13),
+//! response headers, error pages, metrics and access log, on the same connection deadlines.
+
+mod chunked;
+mod request;
+mod response;
+mod upstream;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+pub use upstream::RawPool;
+
+use self::chunked::ChunkedEnd;
+use self::request::{Parsed, Plan};
+use self::response::{Framing, Head, Shape};
+use crate::http::activity::Activity;
+use crate::http::error::HttpError;
+use crate::http::origin::proxy::Stream;
+use crate::http::service::ConnCtx;
+use crate::listen::io::Prefixed;
+
+/// Reads from either side start with this much room.
+const READ_CHUNK: usize = 16 * 1024;
+/// A request head that has not ended by this size goes to hyper (which allows more, or answers
+/// 431); an upstream head this large is refused.
+const MAX_HEAD: usize = 16 * 1024;
+const MAX_UPSTREAM_HEAD: usize = 64 * 1024;
+
+/// How serving one request went.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered; the connection is ready for the next request.
+    Served,
+    /// The connection is finished: the client closed it, asked for that, or the response had
+    /// to be cut.
+    Close,
+    /// Not for the passthrough: what was read has been put back for hyper.
+    Declined,
+}
+
+/// Whether any request on this connection could take the passthrough, so that connections
+/// that never could skip the extra look at each head.
+pub fn applies(ctx: &ConnCtx) -> bool {
+    !ctx.redirect_to_https
+        && !crate::telemetry::enabled()
+        && ctx
+            .routes()
+            .vhosts
+            .iter()
+            .any(|v| v.mounts.iter().any(|m| m.proxy.as_ref().is_some_and(|p| p.passthrough().is_some())))
+}
+
+/// Reads the next request head and serves it if it can. Call when the client has sent bytes.
+pub async fn serve_one<S>(io: &mut Prefixed<S>, ctx: &ConnCtx, timeout: Duration) -> Outcome
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let plan = loop {
+        match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => {
+                // The client left, or a head took longer than `timeout-secs`: as hyper does,
+                // close without an answer.
+                return Outcome::Close;
+            }
+            Ok(Ok(_)) => {}
+        }
+        match request::plan(&buf, ctx) {
+            Parsed::Plan(plan) => break plan,
+            Parsed::Partial if buf.len() < MAX_HEAD => buf.reserve(READ_CHUNK),
+            Parsed::Partial | Parsed::Decline => {
+                io.unread(buf.freeze());
+                return Outcome::Declined;
+            }
+        }
+    };
+    // Pipelined requests wait their turn in front of the stream.
+    let next = buf.split_off(plan.consumed);
+    io.unread(next.freeze());
+    let _in_flight = InFlight::begin(&ctx.activity);
+    serve_planned(io, ctx, *plan, timeout).await
+}
+
+async fn serve_planned<S>(io: &mut Prefixed<S>, ctx: &ConnCtx, mut plan: Plan, timeout: Duration) -> Outcome
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let started = Instant::now();
+    let vhost = plan.vhost.clone();
+    let mount = &vhost.mounts[plan.mount];
+    let shape = Shape { head_request: plan.head_request, prefix: &mount.headers, close: plan.close };
+    let (status, sent, header_bytes, outcome) = match exchange(&plan, &shape).await {
+        Ok((conn, head, rest)) => {
+            let status = head.status;
+            let header_bytes = head.client.len();
+            let relayed = relay(io, conn, head, rest, &plan, timeout).await;
+            let outcome = match relayed.result {
+                Ok(()) if plan.close => Outcome::Close,
+                Ok(()) => Outcome::Served,
+                Err(()) => Outcome::Close,
+            };
+            (status, relayed.payload, header_bytes, outcome)
+        }
+        Err(failure) => {
+            let (kind, error) = match failure {
+                Failure::Connect(e) => {
+                    tracing::warn!(upstream = %plan.proxy.upstream_name(), error = %e, "upstream connect failed");
+                    ("connect", HttpError::ServiceUnavailable)
+                }
+                Failure::Timeout => ("timeout", HttpError::GatewayTimeout),
+                Failure::Failed(why) => {
+                    tracing::warn!(upstream = %plan.proxy.upstream_name(), error = %why, "upstream request failed");
+                    ("failed", HttpError::BadGateway)
+                }
+            };
+            ctx.shared.metrics.upstream_error(&vhost.name, &mount.model.mountpoint, kind);
+            let (head, page) = error_response(&error, &shape);
+            let written = write_all(io, &[&head, page.as_bytes()], timeout).await;
+            let outcome = if written.is_err() || plan.close { Outcome::Close } else { Outcome::Served };
+            (error.status().as_u16(), page.len() as u64, head.len(), outcome)
+        }
+    };
+    ctx.shared.metrics.record_request(&vhost.name, &mount.model.mountpoint, status, sent, started.elapsed());
+    if let (Some(log), Some(mut entry)) = (&vhost.access_log, plan.log.take()) {
+        entry.status = status;
+        entry.header_bytes = header_bytes as u64;
+        log.write(&entry, sent);
+    }
+    if outcome == Outcome::Close && plan.close {
+        let _ = tokio::time::timeout(timeout, io.shutdown()).await;
+    }
+    outcome
+}
+
+/// Why the upstream gave no usable response head.
+enum Failure {
+    Connect(std::io::Error),
+    Timeout,
+    Failed(String),
+}
+
+/// Sends the request and reads the response head: on a pooled connection, or a new one when
+/// none is idle or a reused one turns out to have been closed before answering (an idempotent
+/// request is then sent once more, as nginx does).
+async fn exchange(plan: &Plan, shape: &Shape<'_>) -> Result<(Stream, Head, BytesMut), Failure> {
+    let timeout = plan.proxy.timeout();
+    let mut pooled = plan.pool.checkout();
+    loop {
+        let reused = pooled.is_some();
+        let mut conn = match pooled.take() {
+            Some(c) => c,
+            None => plan.pool.dial().await.map_err(Failure::Connect)?,
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let sent = tokio::time::timeout_at(deadline, conn.write_all(&plan.upstream)).await;
+        let mut buf = BytesMut::new();
+        let answer = match sent {
+            Err(_) => return Err(Failure::Timeout),
+            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Ok(())) => {
+                buf.reserve(READ_CHUNK);
+                read_head(&mut conn, &mut buf, shape, deadline).await
+            }
+        };
+        match answer {
+            Ok(head) => return Ok((conn, head, buf)),
+            Err(why) if why == TIMED_OUT => return Err(Failure::Timeout),
+            Err(_) if reused && buf.is_empty() && plan.idempotent => continue,
+            Err(why) => return Err(Failure::Failed(why)),
+        }
+    }
+}
+
+const TIMED_OUT: &str = "timed out";
+
+/// Reads until a final response head is complete; interim (1xx) heads are dropped on the way.
+async fn read_head(
+    conn: &mut Stream,
+    buf: &mut BytesMut,
+    shape: &Shape<'_>,
+    deadline: tokio::time::Instant,
+) -> Result<Head, String> {
+    loop {
+        match tokio::time::timeout_at(deadline, conn.read_buf(buf)).await {
+            Err(_) => return Err(TIMED_OUT.to_string()),
+            Ok(Err(e)) => return Err(e.to_string()),
+            Ok(Ok(0)) => return Err("the upstream closed the connection before a response".to_string()),
+            Ok(Ok(_)) => {}
+        }
+        loop {
+            match response::parse(buf, shape) {
+                response::Parsed::Head(head) => {
+                    buf.advance(head.len);
+                    return Ok(head);
+                }
+                response::Parsed::Interim(n) => buf.advance(n),
+                response::Parsed::Partial if buf.len() < MAX_UPSTREAM_HEAD => {
+                    buf.reserve(READ_CHUNK);
+                    break;
+                }
+                response::Parsed::Partial => return Err("response head too large".to_string()),
+                response::Parsed::Invalid => return Err("malformed response head".to_string()),
+            }
+            if buf.is_empty() {
+                break;
+            }
+        }
+    }
+}
+
+struct Relayed {
+    /// Body bytes the client was given (chunk framing not counted).
+    payload: u64,
+    result: Result<(), ()>,
+}
+
+/// Sends the client head and the body as the upstream frames it. The upstream connection goes
+/// back to the pool only when the body ended exactly where its framing said.
+async fn relay<S>(
+    io: &mut Prefixed<S>,
+    mut conn: Stream,
+    head: Head,
+    mut buf: BytesMut,
+    plan: &Plan,
+    timeout: Duration,
+) -> Relayed
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let up_timeout = plan.proxy.timeout();
+    let mut out = head.client;
+    let mut payload = 0u64;
+    let mut clean_end = buf.is_empty();
+    let result = match head.framing {
+        Framing::Empty => write_all(io, &[&out], timeout).await,
+        Framing::Length(len) => {
+            let mut left = len;
+            loop {
+                let take = (buf.len() as u64).min(left) as usize;
+                out.extend_from_slice(&buf[..take]);
+                left -= take as u64;
+                payload += take as u64;
+                clean_end = buf.len() == take;
+                buf.clear();
+                if write_all(io, &[&out], timeout).await.is_err() {
+                    break Err(());
+                }
+                out.clear();
+                if left == 0 {
+                    break Ok(());
+                }
+                if read_more(&mut conn, &mut buf, up_timeout).await.is_err() {
+                    break Err(());
+                }
+            }
+        }
+        Framing::Chunked => {
+            let mut scan = ChunkedEnd::default();
+            loop {
+                let end = match scan.scan(&buf) {
+                    Ok(end) => end,
+                    Err(_) => break Err(()),
+                };
+                let take = end.unwrap_or(buf.len());
+                out.extend_from_slice(&buf[..take]);
+                clean_end = buf.len() == take;
+                buf.clear();
+                if write_all(io, &[&out], timeout).await.is_err() {
+                    break Err(());
+                }
+                out.clear();
+                if end.is_some() {
+                    payload = scan.payload();
+                    break Ok(());
+                }
+                if read_more(&mut conn, &mut buf, up_timeout).await.is_err() {
+                    payload = scan.payload();
+                    break Err(());
+                }
+            }
+        }
+        Framing::UntilClose => loop {
+            let done = buf.is_empty();
+            if !done {
+                chunk(&mut out, &buf);
+                payload += buf.len() as u64;
+                buf.clear();
+            } else {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+            if write_all(io, &[&out], timeout).await.is_err() {
+                break Err(());
+            }
+            out.clear();
+            if done {
+                break Ok(());
+            }
+            match tokio::time::timeout(up_timeout, conn.read_buf(&mut buf)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => break Err(()),
+            }
+        },
+    };
+    if result.is_ok() && head.reusable && clean_end {
+        plan.pool.checkin(conn);
+    }
+    Relayed { payload, result }
+}
+
+/// More of the upstream's body; an upstream that closes or stalls mid-body cuts the response.
+async fn read_more(conn: &mut Stream, buf: &mut BytesMut, timeout: Duration) -> Result<(), ()> {
+    buf.reserve(READ_CHUNK);
+    match tokio::time::timeout(timeout, conn.read_buf(buf)).await {
+        Ok(Ok(n)) if n > 0 => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// `data` as one chunk of a chunked body.
+fn chunk(out: &mut Vec<u8>, data: &[u8]) {
+    out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes to the client; one that stops reading for `timeout-secs` is given up on.
+async fn write_all<S>(io: &mut Prefixed<S>, parts: &[&[u8]], timeout: Duration) -> Result<(), ()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    for part in parts.iter().filter(|p| !p.is_empty()) {
+        match tokio::time::timeout(timeout, io.write_all(part)).await {
+            Ok(Ok(())) => {}
+            _ => return Err(()),
+        }
+    }
+    Ok(())
+}
+
+/// The error page as the hyper path sends it: the route's headers, then the page's own.
+fn error_response(error: &HttpError, shape: &Shape) -> (Vec<u8>, String) {
+    let page = error.page();
+    let mut head = Vec::with_capacity(256);
+    response::status_line(&mut head, error.status().as_u16());
+    for (n, v) in shape.prefix {
+        request::header(&mut head, n.as_str(), v.as_bytes());
+    }
+    request::header(&mut head, "content-type", b"text/html");
+    request::header(&mut head, "content-length", page.len().to_string().as_bytes());
+    request::header(&mut head, "date", httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    if shape.close {
+        request::header(&mut head, "connection", b"close");
+    }
+    head.extend_from_slice(b"\r\n");
+    let page = if shape.head_request { String::new() } else { page };
+    (head, page)
+}
+
+/// A request in flight for the connection's timers, however serving it ends.
+struct InFlight<'a>(&'a Arc<Activity>);
+
+impl<'a> InFlight<'a> {
+    fn begin(activity: &'a Arc<Activity>) -> Self {
+        activity.begin();
+        InFlight(activity)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.finish();
+    }
+}

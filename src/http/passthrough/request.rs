@@ -1,0 +1,238 @@
+//! The request side: the client's head as read, whether the passthrough may serve it, and the
+//! bytes that go upstream. Anything it does not handle exactly as the hyper path would is
+//! declined, and hyper gets the request as it arrived.
+
+use std::sync::Arc;
+
+use crate::http::access_log::Entry;
+use crate::http::origin::proxy::{self, ClientInfo, Forwarding, ProxyRt, is_header_text};
+use crate::http::path;
+use crate::http::service::{self, ConnCtx};
+use crate::model::Origin;
+use crate::table::VhostRt;
+
+use super::RawPool;
+
+/// More headers than this and hyper (which allows 100) takes the request.
+const MAX_HEADERS: usize = 64;
+
+/// A request the passthrough serves.
+pub struct Plan {
+    /// The client's head and body: this many bytes of what was read belong to this request.
+    pub consumed: usize,
+    /// The request as it goes upstream: head, then the whole body.
+    pub upstream: Vec<u8>,
+    pub vhost: Arc<VhostRt>,
+    pub mount: usize,
+    pub proxy: Arc<ProxyRt>,
+    pub pool: Arc<RawPool>,
+    pub head_request: bool,
+    /// The client asked for the connection to close after this response.
+    pub close: bool,
+    /// Safe to send again when a reused upstream connection turns out to be closed.
+    pub idempotent: bool,
+    /// The access-log line, when the vhost keeps one; status and sizes are filled in later.
+    pub log: Option<Entry>,
+}
+
+pub enum Parsed {
+    Plan(Box<Plan>),
+    /// The head is not complete yet.
+    Partial,
+    /// Not one for the passthrough: hyper serves it.
+    Decline,
+}
+
+pub fn plan(buf: &[u8], ctx: &ConnCtx) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Decline,
+    };
+    match decide(&req, head_len, buf, ctx) {
+        Some(plan) => Parsed::Plan(Box::new(plan)),
+        None => Parsed::Decline,
+    }
+}
+
+/// What the head says about framing and the connection.
+#[derive(Default)]
+struct HeadFacts<'h> {
+    host: Option<&'h str>,
+    content_length: Option<usize>,
+    close: bool,
+    /// Header names the client's `Connection` lists: hop-by-hop for this request.
+    named: Vec<&'h str>,
+    user_agent: Option<&'h [u8]>,
+    referer: Option<&'h [u8]>,
+    xff: Option<&'h str>,
+    forwarded: Option<&'h str>,
+}
+
+/// `None` for anything the hyper path should answer: HTTP/1.0, upgrades, `Expect`, chunked or
+/// incomplete bodies, odd targets, and every mount that is not a plain passthrough proxy.
+fn decide(req: &httparse::Request, head_len: usize, buf: &[u8], ctx: &ConnCtx) -> Option<Plan> {
+    if req.version != Some(1) || ctx.redirect_to_https || crate::telemetry::enabled() {
+        return None;
+    }
+    let method = req.method?;
+    let target = req.path?;
+    if !target.starts_with('/') || !target.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'#') {
+        return None;
+    }
+    let facts = head_facts(req.headers)?;
+    let body_len = facts.content_length.unwrap_or(0);
+    if buf.len() - head_len < body_len {
+        // A body still arriving is streamed by hyper.
+        return None;
+    }
+    let (raw_path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let vhost = service::select_vhost(ctx, facts.host);
+    if service::misdirected(ctx, &vhost) || crate::acme::http01_answer(raw_path).is_some() {
+        return None;
+    }
+    if facts.user_agent.is_some_and(|ua| service::reject_rule(ctx, ua).is_some()) {
+        return None;
+    }
+    if vhost.error_404.as_deref() == Some(raw_path) {
+        return None;
+    }
+    let path = path::normalize(raw_path).ok()?;
+    let mount = vhost.select_mount(&path, false)?;
+    let Origin::Proxy { .. } = &mount.model.origin else { return None };
+    if mount.model.basic_auth.is_some() {
+        return None;
+    }
+    let proxy = mount.proxy.clone()?;
+    let pool = proxy.passthrough()?.clone();
+    let mp = mount.model.mountpoint.as_str();
+    if mp.len() > 1 && !mp.ends_with('/') && path == mp && !raw_path.ends_with('/') {
+        // `/dir` → `/dir/` is the hyper path's redirect.
+        return None;
+    }
+    if let Some(secs) = mount.model.keepalive_timeout {
+        ctx.activity.set_keepalive(std::time::Duration::from_secs(secs.into()));
+    } else {
+        ctx.activity.set_keepalive(vhost.keepalive);
+    }
+    let remainder = path.get(mp.trim_end_matches('/').len()..).unwrap_or("");
+    let upstream_target = proxy::upstream_path(proxy.upstream_base_path(), remainder, query);
+    let client = ClientInfo { addr: ctx.peer.map(|p| p.ip().to_canonical()), tls: ctx.tls, host: facts.host };
+    let forwarding = Forwarding::new(&client, facts.xff, facts.forwarded);
+    let mut upstream = Vec::with_capacity(head_len + 256 + body_len);
+    head_line(&mut upstream, method, &upstream_target);
+    header(&mut upstream, "host", proxy.upstream_host().as_bytes());
+    for h in req.headers.iter() {
+        if !replaced(h.name, &facts, &forwarding) {
+            header(&mut upstream, h.name, h.value);
+        }
+    }
+    if let Some(xff) = &forwarding.xff {
+        header(&mut upstream, "x-forwarded-for", xff.as_bytes());
+    }
+    header(&mut upstream, "x-forwarded-proto", forwarding.proto.as_bytes());
+    if let Some(h) = forwarding.host {
+        header(&mut upstream, "x-forwarded-host", h.as_bytes());
+    }
+    header(&mut upstream, "forwarded", forwarding.forwarded.as_bytes());
+    upstream.extend_from_slice(b"\r\n");
+    upstream.extend_from_slice(&buf[head_len..head_len + body_len]);
+    let lossy = |v: Option<&[u8]>| v.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
+    let log = vhost.access_log.as_ref().map(|_| Entry {
+        peer: client.addr,
+        method: method.to_string(),
+        path: raw_path.to_string(),
+        version: "HTTP/1.1",
+        status: 0,
+        header_bytes: 0,
+        referer: lossy(facts.referer),
+        user_agent: lossy(facts.user_agent),
+    });
+    let mount_index = vhost.mount_index(mount);
+    Some(Plan {
+        consumed: head_len + body_len,
+        upstream,
+        mount: mount_index,
+        vhost,
+        proxy,
+        pool,
+        head_request: method == "HEAD",
+        close: facts.close,
+        idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"),
+        log,
+    })
+}
+
+/// Reads what the passthrough needs from the headers; `None` for heads it leaves to hyper.
+fn head_facts<'h>(headers: &[httparse::Header<'h>]) -> Option<HeadFacts<'h>> {
+    let mut f = HeadFacts::default();
+    for h in headers {
+        let name = h.name;
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if is("content-length") {
+            let v = std::str::from_utf8(h.value).ok()?.trim();
+            if f.content_length.is_some() || v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            f.content_length = Some(v.parse().ok()?);
+        } else if is("transfer-encoding") || is("upgrade") || is("expect") {
+            return None;
+        } else if is("connection") {
+            for token in std::str::from_utf8(h.value).ok()?.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("upgrade") {
+                    return None;
+                }
+                if token.eq_ignore_ascii_case("close") {
+                    f.close = true;
+                }
+                f.named.push(token);
+            }
+        } else if is("host") {
+            if f.host.is_none() && is_header_text(h.value) {
+                f.host = std::str::from_utf8(h.value).ok();
+            }
+        } else if is("user-agent") {
+            f.user_agent.get_or_insert(h.value);
+        } else if is("referer") {
+            f.referer.get_or_insert(h.value);
+        } else if is("x-forwarded-for") {
+            if f.xff.is_none() && is_header_text(h.value) {
+                f.xff = std::str::from_utf8(h.value).ok();
+            }
+        } else if is("forwarded") && f.forwarded.is_none() && is_header_text(h.value) {
+            f.forwarded = std::str::from_utf8(h.value).ok();
+        }
+    }
+    Some(f)
+}
+
+/// A client header that does not go upstream as sent: hop-by-hop, or one this hop rewrites.
+fn replaced(name: &str, facts: &HeadFacts, forwarding: &Forwarding) -> bool {
+    let is = |n: &str| name.eq_ignore_ascii_case(n);
+    proxy::HOP_BY_HOP.iter().any(|h| is(h))
+        || facts.named.iter().any(|n| is(n))
+        || is("host")
+        || is("x-forwarded-proto")
+        || is("forwarded")
+        || (forwarding.xff.is_some() && is("x-forwarded-for"))
+        || (forwarding.host.is_some() && is("x-forwarded-host"))
+}
+
+fn head_line(out: &mut Vec<u8>, method: &str, target: &str) {
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+}
+
+pub(super) fn header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}

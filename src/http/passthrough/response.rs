@@ -1,0 +1,218 @@
+//! The response side: the upstream's head, how its body is framed, and the head the client gets
+//! (the route's headers first, as `service::finish` puts them, then the upstream's).
+
+use http::{HeaderName, HeaderValue, StatusCode};
+
+use super::request::header;
+use crate::http::origin::proxy::HOP_BY_HOP;
+
+/// More upstream headers than this and the response is refused (502).
+const MAX_HEADERS: usize = 100;
+
+/// How the upstream's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body: HEAD, 1xx, 204, 304.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes; the client gets it chunked.
+    UntilClose,
+}
+
+#[derive(Debug)]
+pub struct Head {
+    pub status: u16,
+    /// Bytes of the upstream's head, which the body follows.
+    pub len: usize,
+    pub framing: Framing,
+    /// The upstream connection can carry another request once the body has been read.
+    pub reusable: bool,
+    /// The head for the client, blank line included.
+    pub client: Vec<u8>,
+}
+
+pub enum Parsed {
+    Head(Head),
+    /// An interim (1xx) response of this many bytes, which is not passed on.
+    Interim(usize),
+    Partial,
+    Invalid,
+}
+
+/// What the client-facing head carries besides the upstream's headers.
+pub struct Shape<'a> {
+    pub head_request: bool,
+    /// `mount.headers` or `vhost.headers`: configured headers, `server:`, STS.
+    pub prefix: &'a [(HeaderName, HeaderValue)],
+    pub close: bool,
+}
+
+pub fn parse(buf: &[u8], shape: &Shape) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(_) => return Parsed::Invalid,
+    };
+    let Some(status) = resp.code else { return Parsed::Invalid };
+    if (100..200).contains(&status) {
+        // 101 was not asked for (upgrades take the hyper path); other interim answers are
+        // dropped, as hyper's client drops them.
+        return if status == 101 { Parsed::Invalid } else { Parsed::Interim(len) };
+    }
+    let Some(facts) = facts(resp.headers) else { return Parsed::Invalid };
+    let framing = if shape.head_request || status == 204 || status == 304 {
+        Framing::Empty
+    } else if facts.chunked {
+        Framing::Chunked
+    } else if facts.transfer_encoding {
+        Framing::UntilClose
+    } else if let Some(n) = facts.content_length {
+        Framing::Length(n)
+    } else {
+        Framing::UntilClose
+    };
+    let keep_alive = match resp.version {
+        Some(1) => !facts.close,
+        _ => facts.keep_alive && !facts.close,
+    };
+    let reusable = keep_alive && framing != Framing::UntilClose;
+    let mut client = Vec::with_capacity(len + 128);
+    status_line(&mut client, status);
+    for (n, v) in shape.prefix {
+        header(&mut client, n.as_str(), v.as_bytes());
+    }
+    let is_named = |name: &str| facts.named.iter().any(|n| name.eq_ignore_ascii_case(n));
+    for h in resp.headers.iter() {
+        let hop = HOP_BY_HOP.iter().any(|n| h.name.eq_ignore_ascii_case(n)) || is_named(h.name);
+        let stale_length = h.name.eq_ignore_ascii_case("content-length") && facts.transfer_encoding;
+        if !hop && !stale_length {
+            header(&mut client, h.name, h.value);
+        }
+    }
+    if !facts.date {
+        header(&mut client, "date", httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    }
+    if matches!(framing, Framing::Chunked | Framing::UntilClose) {
+        header(&mut client, "transfer-encoding", b"chunked");
+    }
+    if shape.close {
+        header(&mut client, "connection", b"close");
+    }
+    client.extend_from_slice(b"\r\n");
+    Parsed::Head(Head { status, len, framing, reusable, client })
+}
+
+#[derive(Default)]
+struct Facts<'h> {
+    content_length: Option<u64>,
+    transfer_encoding: bool,
+    /// The last transfer coding is `chunked`.
+    chunked: bool,
+    close: bool,
+    keep_alive: bool,
+    date: bool,
+    named: Vec<&'h str>,
+}
+
+/// `None` for framing that cannot be trusted: unreadable or disagreeing lengths.
+fn facts<'h>(headers: &[httparse::Header<'h>]) -> Option<Facts<'h>> {
+    let mut f = Facts::default();
+    for h in headers {
+        let is = |n: &str| h.name.eq_ignore_ascii_case(n);
+        if is("content-length") {
+            let v = std::str::from_utf8(h.value).ok()?.trim();
+            let n: u64 = v.parse().ok().filter(|_| v.bytes().all(|b| b.is_ascii_digit()))?;
+            if f.content_length.is_some_and(|m| m != n) {
+                return None;
+            }
+            f.content_length = Some(n);
+        } else if is("transfer-encoding") {
+            f.transfer_encoding = true;
+            let last = std::str::from_utf8(h.value).ok()?.rsplit(',').next().unwrap_or("").trim();
+            f.chunked = last.eq_ignore_ascii_case("chunked");
+        } else if is("connection") {
+            for token in std::str::from_utf8(h.value).ok()?.split(',').map(str::trim) {
+                f.close |= token.eq_ignore_ascii_case("close");
+                f.keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+                f.named.push(token);
+            }
+        } else if is("date") {
+            f.date = true;
+        }
+    }
+    Some(f)
+}
+
+/// `HTTP/1.1 200 OK`, with lws's reason for redirects (as `service::finish` gives them).
+pub fn status_line(out: &mut Vec<u8>, status: u16) {
+    let reason = if (300..400).contains(&status) && status != 304 {
+        "Redirect"
+    } else {
+        StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("")
+    };
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(head_request: bool) -> Shape<'static> {
+        Shape { head_request, prefix: &[], close: false }
+    }
+
+    fn head(raw: &str, head_request: bool) -> Head {
+        match parse(raw.as_bytes(), &shape(head_request)) {
+            Parsed::Head(h) => h,
+            _ => panic!("not a head: {raw}"),
+        }
+    }
+
+    #[test]
+    fn framing_follows_the_upstream() {
+        let h = head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ndate: x\r\n\r\nhello", false);
+        assert_eq!((h.status, h.len, h.framing, h.reusable), (200, 47, Framing::Length(5), true));
+        let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 9\r\n\r\n", false);
+        assert_eq!(h.framing, Framing::Chunked);
+        let client = String::from_utf8(h.client).unwrap();
+        assert!(!client.contains("content-length") && !client.contains("gzip"), "{client}");
+        assert!(client.contains("transfer-encoding: chunked\r\n"));
+        assert_eq!(head("HTTP/1.1 200 OK\r\n\r\n", false).framing, Framing::UntilClose);
+        assert!(!head("HTTP/1.1 200 OK\r\n\r\n", false).reusable);
+        assert_eq!(head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true).framing, Framing::Empty);
+        assert_eq!(head("HTTP/1.1 304 Not Modified\r\n\r\n", false).framing, Framing::Empty);
+        assert!(!head("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n", false).reusable);
+        assert!(!head("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n", false).reusable);
+        assert!(head("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\n", false).reusable);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_stay_behind() {
+        let h = head("HTTP/1.1 302 Found\r\nconnection: x-a\r\nx-a: 1\r\nkeep-alive: 5\r\nlocation: /b\r\n\r\n", false);
+        let client = String::from_utf8(h.client).unwrap();
+        assert!(client.starts_with("HTTP/1.1 302 Redirect\r\n"), "{client}");
+        assert!(client.contains("location: /b\r\n") && client.contains("date: "));
+        assert!(!client.contains("x-a") && !client.contains("keep-alive"), "{client}");
+    }
+
+    #[test]
+    fn bad_heads_are_refused() {
+        let bad = |raw: &str| matches!(parse(raw.as_bytes(), &shape(false)), Parsed::Invalid);
+        assert!(bad("HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n"));
+        assert!(bad("HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n"));
+        assert!(bad("HTTP/1.1 101 Switching Protocols\r\n\r\n"));
+        assert!(bad("garbage\r\n\r\n"));
+        assert!(matches!(
+            parse(b"HTTP/1.1 103 Early Hints\r\nlink: x\r\n\r\nHTTP/1.1", &shape(false)),
+            Parsed::Interim(37)
+        ));
+        assert!(matches!(parse(b"HTTP/1.1 200 OK\r\n", &shape(false)), Parsed::Partial));
+    }
+}
