@@ -156,6 +156,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
             .map(|(_, v)| v.parse().unwrap())
             .unwrap_or(0);
+        let chunked = headers.iter().any(|(n, v)| n.eq_ignore_ascii_case("transfer-encoding") && v == "chunked");
+        if chunked && !head_only {
+            let body = self.read_chunked().await?;
+            return Some(Resp { status, reason, headers, body, head_text });
+        }
         let len = if head_only || status == 304 { 0 } else { len };
         while self.buf.len() < len {
             if !self.fill().await {
@@ -164,6 +169,48 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
         let body = self.buf.drain(..len).collect();
         Some(Resp { status, reason, headers, body, head_text })
+    }
+
+    /// A chunked body, decoded; trailers are read and dropped.
+    async fn read_chunked(&mut self) -> Option<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(i) = find(&self.buf, b"\r\n") {
+                    break i;
+                }
+                if !self.fill().await {
+                    return None;
+                }
+            };
+            let line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+            let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
+            self.buf.drain(..line_end + 2);
+            if size == 0 {
+                // Trailers, then the blank line.
+                loop {
+                    let end = loop {
+                        if let Some(i) = find(&self.buf, b"\r\n") {
+                            break i;
+                        }
+                        if !self.fill().await {
+                            return None;
+                        }
+                    };
+                    self.buf.drain(..end + 2);
+                    if end == 0 {
+                        return Some(body);
+                    }
+                }
+            }
+            while self.buf.len() < size + 2 {
+                if !self.fill().await {
+                    return None;
+                }
+            }
+            body.extend(self.buf.drain(..size));
+            self.buf.drain(..2);
+        }
     }
 
     async fn fill(&mut self) -> bool {

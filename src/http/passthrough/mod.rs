@@ -105,18 +105,26 @@ where
     let vhost = plan.vhost.clone();
     let mount = &vhost.mounts[plan.mount];
     let shape = Shape { head_request: plan.head_request, prefix: &mount.headers, close: plan.close };
-    let (status, sent, header_bytes, outcome) = match exchange(&plan, &shape).await {
+    let answered = match exchange(&plan, &shape).await {
         Ok((conn, head, rest)) => {
             let status = head.status;
             let header_bytes = head.client.len();
-            let relayed = relay(io, conn, head, rest, &plan, timeout).await;
-            let outcome = match relayed.result {
-                Ok(()) if plan.close => Outcome::Close,
-                Ok(()) => Outcome::Served,
-                Err(()) => Outcome::Close,
-            };
-            (status, relayed.payload, header_bytes, outcome)
+            match relay(io, conn, head, rest, &plan, timeout).await {
+                Ok(relayed) => {
+                    let outcome = match relayed.result {
+                        Ok(()) if plan.close => Outcome::Close,
+                        Ok(()) => Outcome::Served,
+                        Err(()) => Outcome::Close,
+                    };
+                    Ok((status, relayed.payload, header_bytes, outcome))
+                }
+                Err(why) => Err(Failure::Failed(why)),
+            }
         }
+        Err(failure) => Err(failure),
+    };
+    let (status, sent, header_bytes, outcome) = match answered {
+        Ok(answered) => answered,
         Err(failure) => {
             let (kind, error) = match failure {
                 Failure::Connect(e) => {
@@ -231,7 +239,8 @@ struct Relayed {
 }
 
 /// Sends the client head and the body as the upstream frames it. The upstream connection goes
-/// back to the pool only when the body ended exactly where its framing said.
+/// back to the pool only when the body ended exactly where its framing said. `Err`: the body
+/// was unusable before anything was sent, so the client can still be given a 502.
 async fn relay<S>(
     io: &mut Prefixed<S>,
     mut conn: Stream,
@@ -239,7 +248,7 @@ async fn relay<S>(
     mut buf: BytesMut,
     plan: &Plan,
     timeout: Duration,
-) -> Relayed
+) -> Result<Relayed, String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -272,11 +281,14 @@ where
         }
         Framing::Chunked => {
             let mut scan = ChunkedEnd::default();
+            let mut first = true;
             loop {
                 let end = match scan.scan(&buf) {
                     Ok(end) => end,
+                    Err(_) if first => return Err("malformed chunked body".to_string()),
                     Err(_) => break Err(()),
                 };
+                first = false;
                 let take = end.unwrap_or(buf.len());
                 out.extend_from_slice(&buf[..take]);
                 clean_end = buf.len() == take;
@@ -320,7 +332,7 @@ where
     if result.is_ok() && head.reusable && clean_end {
         plan.pool.checkin(conn);
     }
-    Relayed { payload, result }
+    Ok(Relayed { payload, result })
 }
 
 /// More of the upstream's body; an upstream that closes or stalls mid-body cuts the response.
