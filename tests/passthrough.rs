@@ -119,6 +119,14 @@ async fn serve_script(mut s: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
                 tokio::time::sleep(Duration::from_secs(30)).await;
                 return;
             }
+            "conn-cl" => b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 2\r\n\r\nok",
+            "bare-lf" => b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\nHTTP/1.1 200 OK\r\n\r\n",
+            "low-status" => b"HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n",
+            "reason" => b"HTTP/1.1 200 Fine Indeed\r\nContent-Length: 0\r\n\r\n",
+            "close-after" => {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok").await;
+                return;
+            }
             "cut" => {
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial").await;
                 return;
@@ -142,9 +150,11 @@ async fn serve_script(mut s: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
 }
 
 fn vhost(up: SocketAddr, extra_vhost: &str) -> String {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     format!(
         r#"{{ "vhosts": [{{ "name": "site.test", "port": "0", "interface": "127.0.0.1", {extra_vhost}
             "mounts": [{{ "mountpoint": "/", "origin": "file://{{DIR}}/www" }},
+                       {{ "mountpoint": "/dead", "origin": "http://{dead}/", "rewrite-links": "0" }},
                        {{ "mountpoint": "/api", "origin": "http://{up}/", "rewrite-links": "0" }}] }}] }}"#
     )
 }
@@ -364,5 +374,116 @@ async fn what_the_passthrough_leaves_to_hyper_still_works() {
     let mut bad = connect(s.addr()).await;
     bad.send("GET /api/x HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n").await;
     assert_eq!(bad.read_response(false).await.unwrap().status, 400);
+    s.stop().await;
+}
+
+/// Reads raw bytes until `end` has arrived.
+async fn read_until(c: &mut common::Conn<TcpStream>, end: &[u8]) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while find(&got, end).is_none() {
+        match tokio::time::timeout(Duration::from_secs(5), c.s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!("no {:?} in {:?}: {other:?}", String::from_utf8_lossy(end), String::from_utf8_lossy(&got)),
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn framing_is_written_by_lwsws_not_taken_from_connection_tokens() {
+    let up = upstream().await;
+    let s = server(&up, "{}", "").await;
+    let mut c = connect(s.addr()).await;
+    // A client that names Content-Length in Connection: the body must not become a request.
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    c.send(&format!(
+        "POST /api/x HTTP/1.1\r\nHost: x\r\nConnection: content-length\r\nContent-Length: {}\r\n{PROBE}\r\n{smuggled}",
+        smuggled.len()
+    ))
+    .await;
+    assert_eq!(c.read_response(false).await.unwrap().status, 200);
+    assert!(by_passthrough(&up));
+    assert!(up.last_head().contains(&format!("\r\ncontent-length: {}\r\n", smuggled.len())), "{}", up.last_head());
+    assert_eq!(c.get("/api/y", PROBE).await.status, 200);
+    let heads = up.heads();
+    assert!(heads.iter().all(|h| !h.contains("/smuggled")), "{heads:?}");
+    // Nor may an upstream's Connection take the response's length away.
+    let r = c.get("/api/conn-cl", PROBE).await;
+    assert_eq!((r.header("content-length"), r.text().as_str()), (Some("2"), "ok"));
+    assert_eq!(c.get("/api/y", PROBE).await.text(), "ok", "still in step");
+    // A length padded with a non-ASCII space is not a length: hyper refuses it.
+    let mut c = connect(s.addr()).await;
+    c.send("POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\u{a0}\r\n\r\nhi").await;
+    assert_eq!(c.read_response(false).await.unwrap().status, 400);
+    let mut c = connect(s.addr()).await;
+    c.send("POST /api/x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nhi!").await;
+    assert_eq!(c.read_response(false).await.unwrap().status, 400);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn chunked_bodies_end_where_lwsws_says() {
+    let up = upstream().await;
+    let s = server(&up, "{}", "").await;
+    let mut c = connect(s.addr()).await;
+    // Trailers are not passed on; the body ends with an empty trailer section.
+    c.send(&format!("GET /api/chunked HTTP/1.1\r\nHost: x\r\n{PROBE}\r\n")).await;
+    let raw = read_until(&mut c, b"0\r\n\r\n").await;
+    assert!(raw.ends_with("6;x=y\r\n world\r\n0\r\n\r\n") && !raw.contains("x-t"), "{raw:?}");
+    // A bare LF where the trailers start could end the message early for lenient clients.
+    assert_eq!(c.get("/api/bare-lf", PROBE).await.status, 502);
+    // A request with a chunked body is hyper's to stream.
+    c.send(&format!(
+        "POST /api/up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n{PROBE}\r\n3\r\nabc\r\n0\r\n\r\n"
+    ))
+    .await;
+    assert_eq!(c.read_response(false).await.unwrap().status, 200);
+    let heads = up.heads();
+    assert!(heads.iter().any(|h| h.starts_with("POST /up ") && h.contains("\r\nx-path-probe: 1\r\n")), "{heads:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn odd_heads_are_handled_as_hyper_would() {
+    let up = upstream().await;
+    let s = server(&up, "{}", "").await;
+    let mut c = connect(s.addr()).await;
+    assert_eq!(c.get("/api/low-status", PROBE).await.status, 502, "a status under 100");
+    let r = c.get("/api/reason", PROBE).await;
+    assert_eq!((r.status, r.reason.as_str()), (200, "Fine Indeed"), "the upstream's reason phrase is kept");
+    assert_eq!(c.get("/api/a<b", "").await.status, 400, "a target hyper refuses");
+    let mut c = connect(s.addr()).await;
+    // Only the first Host counts, and one that is not text counts as absent.
+    c.s.write_all(b"GET /api/h HTTP/1.1\r\nHost: \xff\r\nHost: other.test\r\nX-Path-Probe: 1\r\n\r\n").await.unwrap();
+    assert_eq!(c.read_response(false).await.unwrap().status, 200);
+    assert!(by_passthrough(&up) && !up.last_head().contains("other.test"), "{}", up.last_head());
+    // A forwarding header the client names in Connection is dropped before the chain grows.
+    let r = c.get("/api/f", &format!("{PROBE}X-Forwarded-For: 10.9.9.9\r\nConnection: X-Forwarded-For\r\n")).await;
+    assert_eq!(r.status, 200);
+    assert!(up.last_head().contains("\r\nx-forwarded-for: 127.0.0.1\r\n"), "{}", up.last_head());
+    // An upstream that closes after its answer is not pooled, and nothing fails for it.
+    assert_eq!(c.get("/api/close-after", PROBE).await.text(), "ok");
+    assert_eq!(c.get("/api/y", PROBE).await.text(), "ok");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn error_pages_follow_the_request() {
+    let up = upstream().await;
+    let s = server(&up, r#"{ "global": { "timeout-secs": "1" } }"#, "").await;
+    let mut c = connect(s.addr()).await;
+    c.send(&format!("HEAD /dead/x HTTP/1.1\r\nHost: x\r\n{PROBE}\r\n")).await;
+    let r = c.read_response(true).await.unwrap();
+    assert_eq!(r.status, 503);
+    assert!(r.header("content-length").is_some_and(|l| l != "0"), "HEAD gets the length, not the page");
+    assert_eq!(c.get("/api/y", PROBE).await.text(), "ok", "no page bytes were left on the wire");
+    let r = c.get("/dead/x", "Connection: close\r\n").await;
+    assert_eq!((r.status, r.header("connection")), (503, Some("close")));
+    assert!(c.closed_within(Duration::from_secs(2)).await);
+    // A head that stops arriving is given timeout-secs, then the connection closes.
+    let mut c = connect(s.addr()).await;
+    c.send("GET /api/x HTTP/1.1\r\nHost: x\r\n").await;
+    assert!(c.closed_within(Duration::from_secs(4)).await);
     s.stop().await;
 }

@@ -67,7 +67,7 @@ where
         }
         if passthrough {
             // Boxed: an idle connection's task should not carry a request's state.
-            match Box::pin(passthrough::serve_one(&mut io, &conn_ctx, timeout)).await {
+            match Box::pin(passthrough::serve_one(&mut io, &conn_ctx, timeout, shutdown)).await {
                 Outcome::Served if shutdown.is_cancelled() => return,
                 Outcome::Served => continue,
                 Outcome::Close => return,

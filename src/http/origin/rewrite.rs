@@ -59,17 +59,14 @@ impl OutputSink for Sink {
     }
 }
 
-/// The upstream body, rewritten as it streams.
-pub struct Rewritten {
-    upstream: StreamBody,
-    rewriter: Option<HtmlRewriter<'static, Sink>>,
+/// Rewrites an HTML document handed over in pieces: each `write` returns what is ready.
+pub struct LinkRewriter {
+    rewriter: HtmlRewriter<'static, Sink>,
     out: Arc<Mutex<Vec<u8>>>,
-    pending: VecDeque<Bytes>,
-    done: bool,
 }
 
-impl Rewritten {
-    pub fn new(upstream: StreamBody, map: LinkMap) -> Self {
+impl LinkRewriter {
+    pub fn new(map: &LinkMap) -> Self {
         let out = Arc::new(Mutex::new(Vec::new()));
         let mut settings = Settings::new_send();
         for (name, selector) in SELECTORS.iter() {
@@ -87,14 +84,45 @@ impl Rewritten {
                 ElementContentHandlers::default().element(handler),
             ));
         }
-        let rewriter = HtmlRewriter::new(settings, Sink(out.clone()));
-        Rewritten { upstream, rewriter: Some(rewriter), out, pending: VecDeque::new(), done: false }
+        LinkRewriter { rewriter: HtmlRewriter::new(settings, Sink(out.clone())), out }
     }
 
-    fn take_output(&mut self) {
-        let mut out = self.out.lock().expect("rewrite sink");
+    /// The next piece of the document; what it lets the rewriter finish comes back.
+    pub fn write(&mut self, data: &[u8]) -> Result<Vec<u8>, RewritingError> {
+        self.rewriter.write(data)?;
+        Ok(self.take())
+    }
+
+    /// The end of the document: the rest of the output.
+    pub fn end(self) -> Result<Vec<u8>, RewritingError> {
+        let out = self.out.clone();
+        self.rewriter.end()?;
+        Ok(std::mem::take(&mut *out.lock().expect("rewrite sink")))
+    }
+
+    fn take(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.out.lock().expect("rewrite sink"))
+    }
+}
+
+pub use lol_html::errors::RewritingError;
+
+/// The upstream body, rewritten as it streams.
+pub struct Rewritten {
+    upstream: StreamBody,
+    rewriter: Option<LinkRewriter>,
+    pending: VecDeque<Bytes>,
+    done: bool,
+}
+
+impl Rewritten {
+    pub fn new(upstream: StreamBody, map: LinkMap) -> Self {
+        Rewritten { upstream, rewriter: Some(LinkRewriter::new(&map)), pending: VecDeque::new(), done: false }
+    }
+
+    fn push(&mut self, out: Vec<u8>) {
         if !out.is_empty() {
-            self.pending.push_back(Bytes::from(std::mem::take(&mut *out)));
+            self.pending.push_back(Bytes::from(out));
         }
     }
 }
@@ -119,15 +147,15 @@ impl http_body::Body for Rewritten {
                     if let Ok(data) = frame.into_data()
                         && let Some(r) = this.rewriter.as_mut()
                     {
-                        r.write(&data).map_err(|e| Box::new(e) as BoxError)?;
-                        this.take_output();
+                        let out = r.write(&data).map_err(|e| Box::new(e) as BoxError)?;
+                        this.push(out);
                     }
                 }
                 Poll::Ready(None) => {
                     if let Some(r) = this.rewriter.take() {
-                        r.end().map_err(|e| Box::new(e) as BoxError)?;
+                        let out = r.end().map_err(|e| Box::new(e) as BoxError)?;
+                        this.push(out);
                     }
-                    this.take_output();
                     this.done = true;
                 }
             }

@@ -1,5 +1,7 @@
 //! Finding where a chunked body ends without decoding it: the passthrough relays the upstream's
-//! chunks as they are, and only needs to know when the message is over.
+//! chunks as they are, and only needs to know when the message is over. Trailers are not
+//! passed on (the proxy drops `Trailer`, as the hyper path does): the relay stops at the last
+//! chunk's line and ends the body itself.
 
 /// A chunk-size line (with extensions) or trailer line longer than this is refused.
 const MAX_LINE: usize = 4096;
@@ -7,6 +9,8 @@ const MAX_LINE: usize = 4096;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Size,
+    /// Spaces or tabs after the size: only `;` or the line's end may follow.
+    SizeWs,
     Ext,
     SizeLf,
     Data,
@@ -22,19 +26,30 @@ enum State {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Malformed;
 
+/// What one `scan` found.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Scan {
+    /// The first this many bytes are passed on (chunks and the last chunk's line).
+    pub forward: usize,
+    /// The body ends after this many bytes.
+    pub end: Option<usize>,
+}
+
 #[derive(Debug)]
 pub struct ChunkedEnd {
     state: State,
     /// The chunk being read: its size, then what is left of it.
     size: u64,
+    /// Hex digits read of the size; leading zeros count only in `any_digit`.
     digits: usize,
+    any_digit: bool,
     line: usize,
     payload: u64,
 }
 
 impl Default for ChunkedEnd {
     fn default() -> Self {
-        ChunkedEnd { state: State::Size, size: 0, digits: 0, line: 0, payload: 0 }
+        ChunkedEnd { state: State::Size, size: 0, digits: 0, any_digit: false, line: 0, payload: 0 }
     }
 }
 
@@ -44,8 +59,17 @@ impl ChunkedEnd {
         self.payload
     }
 
-    /// Reads on through `bytes`: `Some(n)` when the body ends after its first `n` bytes.
-    pub fn scan(&mut self, bytes: &[u8]) -> Result<Option<usize>, Malformed> {
+    /// Reads on through `bytes`: how many of them to pass on, and where the body ends.
+    pub fn scan(&mut self, bytes: &[u8]) -> Result<Scan, Malformed> {
+        let in_trailers =
+            matches!(self.state, State::TrailerStart | State::Trailer | State::TrailerLf | State::EndLf | State::Done);
+        let mut forward = if in_trailers { Some(0) } else { None };
+        let end = self.advance(bytes, &mut forward)?;
+        let forward = forward.unwrap_or(end.unwrap_or(bytes.len()));
+        Ok(Scan { forward, end })
+    }
+
+    fn advance(&mut self, bytes: &[u8], forward: &mut Option<usize>) -> Result<Option<usize>, Malformed> {
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
@@ -53,17 +77,30 @@ impl ChunkedEnd {
                 State::Size => match b {
                     b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
                         let d = (b as char).to_digit(16).expect("a hex digit") as u64;
-                        if self.digits >= 15 {
-                            return Err(Malformed);
+                        if self.size > 0 || d > 0 {
+                            if self.digits >= 15 {
+                                return Err(Malformed);
+                            }
+                            self.digits += 1;
                         }
                         self.size = self.size * 16 + d;
-                        self.digits += 1;
+                        self.any_digit = true;
                     }
-                    b';' | b' ' | b'\t' if self.digits > 0 => {
+                    b';' if self.any_digit => {
                         self.state = State::Ext;
                         self.line = 0;
                     }
-                    b'\r' if self.digits > 0 => self.state = State::SizeLf,
+                    b' ' | b'\t' if self.any_digit => self.state = State::SizeWs,
+                    b'\r' if self.any_digit => self.state = State::SizeLf,
+                    _ => return Err(Malformed),
+                },
+                State::SizeWs => match b {
+                    b' ' | b'\t' => {}
+                    b';' => {
+                        self.state = State::Ext;
+                        self.line = 0;
+                    }
+                    b'\r' => self.state = State::SizeLf,
                     _ => return Err(Malformed),
                 },
                 State::Ext => {
@@ -78,7 +115,13 @@ impl ChunkedEnd {
                     if b != b'\n' {
                         return Err(Malformed);
                     }
-                    self.state = if self.size == 0 { State::TrailerStart } else { State::Data };
+                    if self.size == 0 {
+                        // The last chunk: what follows is the trailer section, not passed on.
+                        *forward = Some(i + 1);
+                        self.state = State::TrailerStart;
+                    } else {
+                        self.state = State::Data;
+                    }
                 }
                 State::Data => {
                     let take = (self.size.min((bytes.len() - i) as u64)) as usize;
@@ -97,10 +140,15 @@ impl ChunkedEnd {
                     }
                     self.state = State::Size;
                     self.digits = 0;
+                    self.any_digit = false;
                 }
                 State::TrailerStart => {
                     self.line = 1;
-                    self.state = if b == b'\r' { State::EndLf } else { State::Trailer };
+                    self.state = match b {
+                        b'\r' => State::EndLf,
+                        b'\n' => return Err(Malformed),
+                        _ => State::Trailer,
+                    };
                 }
                 State::Trailer => {
                     self.line += 1;
@@ -130,18 +178,25 @@ impl ChunkedEnd {
 mod tests {
     use super::*;
 
-    /// Feeds `body` split at every position: the end is found at the same place each time.
-    fn end_of(body: &[u8]) -> Result<Option<usize>, Malformed> {
-        let whole = ChunkedEnd::default().scan(body);
-        for cut in 0..body.len() {
+    /// Feeds `body` split at every position: the end is found at the same place, and the same
+    /// bytes are passed on, each time. Returns the end and what is passed on.
+    fn end_of(body: &[u8]) -> Result<(Option<usize>, Vec<u8>), Malformed> {
+        let run = |parts: &[&[u8]]| -> Result<(Option<usize>, Vec<u8>), Malformed> {
             let mut s = ChunkedEnd::default();
-            let first = s.scan(&body[..cut]);
-            let split = match first {
-                Ok(Some(n)) => Ok(Some(n)),
-                Err(e) => Err(e),
-                Ok(None) => s.scan(&body[cut..]).map(|r| r.map(|n| n + cut)),
-            };
-            assert_eq!(split, whole, "split at {cut}");
+            let (mut offset, mut passed) = (0, Vec::new());
+            for part in parts {
+                let scan = s.scan(part)?;
+                passed.extend_from_slice(&part[..scan.forward]);
+                if let Some(n) = scan.end {
+                    return Ok((Some(offset + n), passed));
+                }
+                offset += part.len();
+            }
+            Ok((None, passed))
+        };
+        let whole = run(&[body]);
+        for cut in 0..body.len() {
+            assert_eq!(run(&[&body[..cut], &body[cut..]]), whole, "split at {cut}");
         }
         whole
     }
@@ -149,19 +204,35 @@ mod tests {
     #[test]
     fn ends_are_found_across_any_split() {
         let body = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n\r\nNEXT";
-        assert_eq!(end_of(body), Ok(Some(body.len() - 4)));
+        let (end, passed) = end_of(body).unwrap();
+        assert_eq!(end, Some(body.len() - 4));
+        assert_eq!(passed, b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\n");
         let mut s = ChunkedEnd::default();
         s.scan(body).unwrap();
         assert_eq!(s.payload(), 11);
         let trailers = b"A\r\n0123456789\r\n0\r\nx-sum: 1\r\ny: 2\r\n\r\n";
-        assert_eq!(end_of(trailers), Ok(Some(trailers.len())));
-        assert_eq!(end_of(b"0\r\n\r\n"), Ok(Some(5)));
-        assert_eq!(end_of(b"3\r\nab"), Ok(None));
+        let (end, passed) = end_of(trailers).unwrap();
+        assert_eq!((end, passed.as_slice()), (Some(trailers.len()), &b"A\r\n0123456789\r\n0\r\n"[..]));
+        assert_eq!(end_of(b"0\r\n\r\n").unwrap().0, Some(5));
+        assert_eq!(end_of(b"3\r\nab").unwrap(), (None, b"3\r\nab".to_vec()));
+        // Leading zeros, and whitespace before an extension.
+        assert_eq!(end_of(b"000000000000000000003\r\nabc\r\n0 ;x\r\n\r\n").unwrap().0, Some(36));
     }
 
     #[test]
     fn malformed_framing_is_refused() {
-        for bad in [&b"x\r\n"[..], b"\r\n", b"3\r\nabcd\r\n", b"3\nabc", b"10000000000000000\r\n", b"0\r\nx\n"] {
+        let bad: [&[u8]; 9] = [
+            b"x\r\n",
+            b"\r\n",
+            b"3\r\nabcd\r\n",
+            b"3\nabc",
+            b"10000000000000000\r\n",
+            b"0\r\nx\n",
+            b"0\r\n\n",
+            b"5 junk\r\n",
+            b";x\r\n",
+        ];
+        for bad in bad {
             assert_eq!(end_of(bad), Err(Malformed), "{:?}", String::from_utf8_lossy(bad));
         }
     }

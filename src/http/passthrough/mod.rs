@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
 pub use upstream::RawPool;
 
@@ -66,7 +67,14 @@ pub fn applies(ctx: &ConnCtx) -> bool {
 }
 
 /// Reads the next request head and serves it if it can. Call when the client has sent bytes.
-pub async fn serve_one<S>(io: &mut Prefixed<S>, ctx: &ConnCtx, timeout: Duration) -> Outcome
+/// `shutdown`: once cancelled (server stopping, listener drained), the response says
+/// `connection: close` and the connection ends after it, as hyper's do.
+pub async fn serve_one<S>(
+    io: &mut Prefixed<S>,
+    ctx: &ConnCtx,
+    timeout: Duration,
+    shutdown: &CancellationToken,
+) -> Outcome
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -94,7 +102,9 @@ where
     let next = buf.split_off(plan.consumed);
     io.unread(next.freeze());
     let _in_flight = InFlight::begin(&ctx.activity);
-    serve_planned(io, ctx, *plan, timeout).await
+    let mut plan = *plan;
+    plan.close |= shutdown.is_cancelled();
+    serve_planned(io, ctx, plan, timeout).await
 }
 
 async fn serve_planned<S>(io: &mut Prefixed<S>, ctx: &ConnCtx, mut plan: Plan, timeout: Duration) -> Outcome
@@ -131,7 +141,10 @@ where
                     tracing::warn!(upstream = %plan.proxy.upstream_name(), error = %e, "upstream connect failed");
                     ("connect", HttpError::ServiceUnavailable)
                 }
-                Failure::Timeout => ("timeout", HttpError::GatewayTimeout),
+                Failure::Timeout => {
+                    tracing::warn!(upstream = %plan.proxy.upstream_name(), "upstream timed out");
+                    ("timeout", HttpError::GatewayTimeout)
+                }
                 Failure::Failed(why) => {
                     tracing::warn!(upstream = %plan.proxy.upstream_name(), error = %why, "upstream request failed");
                     ("failed", HttpError::BadGateway)
@@ -283,15 +296,19 @@ where
             let mut scan = ChunkedEnd::default();
             let mut first = true;
             loop {
-                let end = match scan.scan(&buf) {
-                    Ok(end) => end,
+                let found = match scan.scan(&buf) {
+                    Ok(found) => found,
                     Err(_) if first => return Err("malformed chunked body".to_string()),
                     Err(_) => break Err(()),
                 };
                 first = false;
-                let take = end.unwrap_or(buf.len());
-                out.extend_from_slice(&buf[..take]);
-                clean_end = buf.len() == take;
+                let end = found.end;
+                out.extend_from_slice(&buf[..found.forward]);
+                if end.is_some() {
+                    // The trailer section stays behind: an empty one ends the body.
+                    out.extend_from_slice(b"\r\n");
+                }
+                clean_end = end.is_none_or(|n| n == buf.len());
                 buf.clear();
                 if write_all(io, &[&out], timeout).await.is_err() {
                     break Err(());
@@ -369,7 +386,7 @@ where
 fn error_response(error: &HttpError, shape: &Shape) -> (Vec<u8>, String) {
     let page = error.page();
     let mut head = Vec::with_capacity(256);
-    response::status_line(&mut head, error.status().as_u16());
+    response::status_line(&mut head, error.status().as_u16(), "");
     for (n, v) in shape.prefix {
         request::header(&mut head, n.as_str(), v.as_bytes());
     }

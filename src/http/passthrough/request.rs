@@ -79,7 +79,8 @@ fn decide(req: &httparse::Request, head_len: usize, buf: &[u8], ctx: &ConnCtx) -
     }
     let method = req.method?;
     let target = req.path?;
-    if !target.starts_with('/') || !target.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'#') {
+    if !target.starts_with('/') || target.contains('#') || http::Uri::try_from(target).is_err() {
+        // Targets hyper would refuse (400) or read differently are left to it.
         return None;
     }
     let facts = head_facts(req.headers)?;
@@ -140,6 +141,9 @@ fn decide(req: &httparse::Request, head_len: usize, buf: &[u8], ctx: &ConnCtx) -
         header(&mut upstream, "x-forwarded-host", h.as_bytes());
     }
     header(&mut upstream, "forwarded", forwarding.forwarded.as_bytes());
+    if let Some(len) = facts.content_length {
+        header(&mut upstream, "content-length", len.to_string().as_bytes());
+    }
     upstream.extend_from_slice(b"\r\n");
     upstream.extend_from_slice(&buf[head_len..head_len + body_len]);
     let lossy = |v: Option<&[u8]>| v.map(|v| String::from_utf8_lossy(v).into_owned()).unwrap_or_default();
@@ -169,17 +173,19 @@ fn decide(req: &httparse::Request, head_len: usize, buf: &[u8], ctx: &ConnCtx) -
 }
 
 /// Reads what the passthrough needs from the headers; `None` for heads it leaves to hyper.
+/// As in the hyper path, only the first of a repeated header counts, and one that is not
+/// header text counts as absent.
 fn head_facts<'h>(headers: &[httparse::Header<'h>]) -> Option<HeadFacts<'h>> {
     let mut f = HeadFacts::default();
+    let (mut host, mut xff, mut forwarded) = (None, None, None);
     for h in headers {
         let name = h.name;
         let is = |n: &str| name.eq_ignore_ascii_case(n);
         if is("content-length") {
-            let v = std::str::from_utf8(h.value).ok()?.trim();
-            if f.content_length.is_some() || v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+            if f.content_length.is_some() {
                 return None;
             }
-            f.content_length = Some(v.parse().ok()?);
+            f.content_length = Some(content_length(h.value)?);
         } else if is("transfer-encoding") || is("upgrade") || is("expect") {
             return None;
         } else if is("connection") {
@@ -193,30 +199,49 @@ fn head_facts<'h>(headers: &[httparse::Header<'h>]) -> Option<HeadFacts<'h>> {
                 f.named.push(token);
             }
         } else if is("host") {
-            if f.host.is_none() && is_header_text(h.value) {
-                f.host = std::str::from_utf8(h.value).ok();
-            }
+            first_text(&mut host, h.value);
         } else if is("user-agent") {
             f.user_agent.get_or_insert(h.value);
         } else if is("referer") {
             f.referer.get_or_insert(h.value);
         } else if is("x-forwarded-for") {
-            if f.xff.is_none() && is_header_text(h.value) {
-                f.xff = std::str::from_utf8(h.value).ok();
-            }
-        } else if is("forwarded") && f.forwarded.is_none() && is_header_text(h.value) {
-            f.forwarded = std::str::from_utf8(h.value).ok();
+            first_text(&mut xff, h.value);
+        } else if is("forwarded") {
+            first_text(&mut forwarded, h.value);
         }
     }
+    let named = |n: &str| f.named.iter().any(|t| t.eq_ignore_ascii_case(n));
+    // Headers the client's `Connection` names are gone before the chain is extended.
+    f.host = host.flatten();
+    f.xff = xff.flatten().filter(|_| !named("x-forwarded-for"));
+    f.forwarded = forwarded.flatten().filter(|_| !named("forwarded"));
     Some(f)
 }
 
-/// A client header that does not go upstream as sent: hop-by-hop, or one this hop rewrites.
+/// Records the first occurrence of a header: its text, or `Some(None)` when it is not text.
+fn first_text<'h>(slot: &mut Option<Option<&'h str>>, value: &'h [u8]) {
+    if slot.is_none() {
+        *slot = Some(std::str::from_utf8(value).ok().filter(|v| is_header_text(v.as_bytes())));
+    }
+}
+
+/// A Content-Length value: ASCII digits, with spaces or tabs around them and nothing else.
+pub(super) fn content_length(value: &[u8]) -> Option<usize> {
+    let v = std::str::from_utf8(value).ok()?.trim_matches([' ', '\t']);
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    v.parse().ok()
+}
+
+/// A client header that does not go upstream as sent: hop-by-hop, or one this hop writes itself
+/// (the framing and Host always: a `Connection` token never takes them away).
 fn replaced(name: &str, facts: &HeadFacts, forwarding: &Forwarding) -> bool {
     let is = |n: &str| name.eq_ignore_ascii_case(n);
     proxy::HOP_BY_HOP.iter().any(|h| is(h))
         || facts.named.iter().any(|n| is(n))
         || is("host")
+        || is("content-length")
         || is("x-forwarded-proto")
         || is("forwarded")
         || (forwarding.xff.is_some() && is("x-forwarded-for"))

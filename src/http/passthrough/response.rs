@@ -56,8 +56,8 @@ pub fn parse(buf: &[u8], shape: &Shape) -> Parsed {
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Invalid,
     };
-    let Some(status) = resp.code else { return Parsed::Invalid };
-    if (100..200).contains(&status) {
+    let Some(status) = resp.code.filter(|c| *c >= 100) else { return Parsed::Invalid };
+    if status < 200 {
         // 101 was not asked for (upgrades take the hyper path); other interim answers are
         // dropped, as hyper's client drops them.
         return if status == 101 { Parsed::Invalid } else { Parsed::Interim(len) };
@@ -80,23 +80,31 @@ pub fn parse(buf: &[u8], shape: &Shape) -> Parsed {
     };
     let reusable = keep_alive && framing != Framing::UntilClose;
     let mut client = Vec::with_capacity(len + 128);
-    status_line(&mut client, status);
+    status_line(&mut client, status, resp.reason.unwrap_or(""));
     for (n, v) in shape.prefix {
         header(&mut client, n.as_str(), v.as_bytes());
     }
     let is_named = |name: &str| facts.named.iter().any(|n| name.eq_ignore_ascii_case(n));
     for h in resp.headers.iter() {
         let hop = HOP_BY_HOP.iter().any(|n| h.name.eq_ignore_ascii_case(n)) || is_named(h.name);
-        let stale_length = h.name.eq_ignore_ascii_case("content-length") && facts.transfer_encoding;
-        if !hop && !stale_length {
+        // The framing is written below, whatever the upstream's `Connection` lists.
+        if !hop && !h.name.eq_ignore_ascii_case("content-length") {
             header(&mut client, h.name, h.value);
         }
     }
     if !facts.date {
         header(&mut client, "date", httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
     }
-    if matches!(framing, Framing::Chunked | Framing::UntilClose) {
-        header(&mut client, "transfer-encoding", b"chunked");
+    match framing {
+        Framing::Chunked | Framing::UntilClose => header(&mut client, "transfer-encoding", b"chunked"),
+        Framing::Length(n) => header(&mut client, "content-length", n.to_string().as_bytes()),
+        Framing::Empty if !facts.transfer_encoding => {
+            // HEAD, 204 and 304 keep the length the upstream declared.
+            if let Some(n) = facts.content_length {
+                header(&mut client, "content-length", n.to_string().as_bytes());
+            }
+        }
+        Framing::Empty => {}
     }
     if shape.close {
         header(&mut client, "connection", b"close");
@@ -123,8 +131,7 @@ fn facts<'h>(headers: &[httparse::Header<'h>]) -> Option<Facts<'h>> {
     for h in headers {
         let is = |n: &str| h.name.eq_ignore_ascii_case(n);
         if is("content-length") {
-            let v = std::str::from_utf8(h.value).ok()?.trim();
-            let n: u64 = v.parse().ok().filter(|_| v.bytes().all(|b| b.is_ascii_digit()))?;
+            let n = super::request::content_length(h.value)? as u64;
             if f.content_length.is_some_and(|m| m != n) {
                 return None;
             }
@@ -146,10 +153,13 @@ fn facts<'h>(headers: &[httparse::Header<'h>]) -> Option<Facts<'h>> {
     Some(f)
 }
 
-/// `HTTP/1.1 200 OK`, with lws's reason for redirects (as `service::finish` gives them).
-pub fn status_line(out: &mut Vec<u8>, status: u16) {
+/// `HTTP/1.1 200 OK`: lws's reason for redirects (as `service::finish` gives them), else the
+/// upstream's own reason, else the standard one.
+pub fn status_line(out: &mut Vec<u8>, status: u16, upstream_reason: &str) {
     let reason = if (300..400).contains(&status) && status != 304 {
         "Redirect"
+    } else if !upstream_reason.is_empty() {
+        upstream_reason
     } else {
         StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("")
     };
