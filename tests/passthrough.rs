@@ -127,6 +127,13 @@ async fn serve_script(mut s: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok").await;
                 return;
             }
+            "html" => b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nETag: \"v1\"\r\nContent-Length: 23\r\n\r\n<a href=\"/x\">x</a>\n<br>",
+            "html-chunked" => b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n<a hre\r\n8\r\nf=\"/y\">y\r\n4\r\n</a>\r\n0\r\n\r\n",
+            "html-close" => {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<img src=\"/z.png\">").await;
+                return;
+            }
+            "css" => b"HTTP/1.1 200 OK\r\nContent-Type: text/css\r\nContent-Length: 17\r\n\r\na { b: url(/c) }\n",
             "cut" => {
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial").await;
                 return;
@@ -155,6 +162,7 @@ fn vhost(up: SocketAddr, extra_vhost: &str) -> String {
         r#"{{ "vhosts": [{{ "name": "site.test", "port": "0", "interface": "127.0.0.1", {extra_vhost}
             "mounts": [{{ "mountpoint": "/", "origin": "file://{{DIR}}/www" }},
                        {{ "mountpoint": "/dead", "origin": "http://{dead}/", "rewrite-links": "0" }},
+                       {{ "mountpoint": "/site", "origin": "http://{up}/" }},
                        {{ "mountpoint": "/api", "origin": "http://{up}/", "rewrite-links": "0" }}] }}] }}"#
     )
 }
@@ -485,5 +493,41 @@ async fn error_pages_follow_the_request() {
     let mut c = connect(s.addr()).await;
     c.send("GET /api/x HTTP/1.1\r\nHost: x\r\n").await;
     assert!(c.closed_within(Duration::from_secs(4)).await);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn html_is_rewritten_in_the_passthrough_too() {
+    let up = upstream().await;
+    let s = server(&up, "{}", "").await;
+    let mut c = connect(s.addr()).await;
+    let r = c.get("/site/html", PROBE).await;
+    assert!(by_passthrough(&up));
+    assert_eq!(r.text(), "<a href=\"/site/x\">x</a>\n<br>");
+    assert_eq!(
+        (r.header("transfer-encoding"), r.header("etag"), r.header("content-length")),
+        (Some("chunked"), None, None)
+    );
+    assert_eq!(c.get("/site/html-chunked", PROBE).await.text(), "<a href=\"/site/y\">y</a>", "chunks decoded first");
+    let r = c.get("/site/css", PROBE).await;
+    assert_eq!(
+        (r.header("content-length"), r.text().as_str()),
+        (Some("17"), "a { b: url(/c) }\n"),
+        "only HTML changes"
+    );
+    assert_eq!(c.get("/site/html-close", PROBE).await.text(), "<img src=\"/site/z.png\">");
+    assert_eq!(c.get("/site/x", PROBE).await.text(), "ok", "the connection is still in step");
+    // The same upstream unrewritten where the mount turns it off.
+    assert_eq!(c.get("/api/html", PROBE).await.text(), "<a href=\"/x\">x</a>\n<br>");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_passthrough_can_be_turned_off() {
+    let up = upstream().await;
+    let s = server(&up, r#"{ "global": { "proxy-passthrough": "0" } }"#, "").await;
+    let mut c = connect(s.addr()).await;
+    assert_eq!(c.get("/api/x", PROBE).await.text(), "ok");
+    assert!(by_hyper(&up), "{}", up.last_head());
     s.stop().await;
 }

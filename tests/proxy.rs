@@ -75,18 +75,19 @@ async fn backend() -> (SocketAddr, Arc<AtomicUsize>) {
     (addr, conns)
 }
 
-/// The origin as given (links rewritten, so the hyper path serves), and with `rewrite-links`
-/// off (so the HTTP/1 passthrough serves what it can): each test runs on both.
-fn both_paths(origin: &str) -> [String; 2] {
-    [origin.to_string(), format!(r#"{origin}", "rewrite-links": "0"#)]
+/// The global config for each request path: `proxy-passthrough` off (every request goes through
+/// hyper), then on (the HTTP/1 passthrough serves what it can). Each test runs on both.
+fn both_paths(keys: &str) -> [String; 2] {
+    let sep = if keys.is_empty() { "" } else { ", " };
+    [false, true].map(|on| format!(r#"{{ "global": {{ {keys}{sep}"proxy-passthrough": "{}" }} }}"#, on as u8))
 }
 
-/// `both_paths` for a backend each run starts afresh.
-async fn both_paths_with(origin: impl Fn(SocketAddr) -> String) -> Vec<(String, Arc<AtomicUsize>)> {
+/// `both_paths`, each with a backend of its own: (global config, backend, its connection count).
+async fn both_paths_with(keys: &str) -> Vec<(String, SocketAddr, Arc<AtomicUsize>)> {
     let mut runs = Vec::new();
-    for passthrough in [false, true] {
+    for global in both_paths(keys) {
         let (b, conns) = backend().await;
-        runs.push((both_paths(&origin(b))[passthrough as usize].clone(), conns));
+        runs.push((global, b, conns));
     }
     runs
 }
@@ -102,8 +103,8 @@ fn proxy_vhost(origin: &str, extra_vhost: &str) -> String {
 #[tokio::test]
 async fn paths_headers_and_forwarding() {
     let (b, _) = backend().await;
-    for origin in both_paths(&format!("http://{b}/v1")) {
-        let s = TestServer::start("{}", &[&proxy_vhost(&origin, "")]).await;
+    for global in both_paths("") {
+        let s = TestServer::start(&global, &[&proxy_vhost(&format!("http://{b}/v1"), "")]).await;
         let mut c = connect(s.addr()).await;
         c.send(
             "GET /api/items/7?x=1&y=2 HTTP/1.1\r\nHost: site.test\r\nX-Forwarded-For: 10.1.1.1\r\nTE: trailers\r\n\r\n",
@@ -130,8 +131,8 @@ async fn paths_headers_and_forwarding() {
 
 #[tokio::test]
 async fn bodies_stream_both_ways_and_upstreams_are_pooled() {
-    for (origin, conns) in both_paths_with(|b| format!("http://{b}/")).await {
-        let s = TestServer::start("{}", &[&proxy_vhost(&origin, "")]).await;
+    for (global, b, conns) in both_paths_with("").await {
+        let s = TestServer::start(&global, &[&proxy_vhost(&format!("http://{b}/"), "")]).await;
         let client = reqwest::Client::new();
         // A body that arrives with its head (the passthrough takes it), then large streamed ones.
         let small = client.post(format!("http://{}/api/small", s.addr())).body("hello").send().await.unwrap();
@@ -154,8 +155,9 @@ async fn bodies_stream_both_ways_and_upstreams_are_pooled() {
 #[tokio::test]
 async fn refused_upstream_is_503_and_slow_is_504() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    for origin in both_paths(&format!("http://{dead}/")) {
-        let s = TestServer::start("{}", &[&proxy_vhost(&origin, r#""headers": [{ "X-Site": "yes" }],"#)]).await;
+    for global in both_paths("") {
+        let vhost = proxy_vhost(&format!("http://{dead}/"), r#""headers": [{ "X-Site": "yes" }],"#);
+        let s = TestServer::start(&global, &[&vhost]).await;
         let mut c = connect(s.addr()).await;
         let r = c.get("/api/x", "").await;
         assert_eq!(r.status, 503);
@@ -168,8 +170,8 @@ async fn refused_upstream_is_503_and_slow_is_504() {
         s.stop().await;
     }
 
-    for (origin, _) in both_paths_with(|b| format!("http://{b}/")).await {
-        let s = TestServer::start(r#"{ "global": { "timeout-secs": "1" } }"#, &[&proxy_vhost(&origin, "")]).await;
+    for (global, b, _) in both_paths_with(r#""timeout-secs": "1""#).await {
+        let s = TestServer::start(&global, &[&proxy_vhost(&format!("http://{b}/"), "")]).await;
         let r = get(s.addr(), "/api/slow", "").await;
         assert_eq!(r.status, 504);
         let m = s.server.as_ref().unwrap().metrics().render();
@@ -196,8 +198,8 @@ async fn upstream_dies_mid_response(passthrough: bool) {
         s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nonly a little").await.unwrap();
         // and the backend dies
     });
-    let origin = &both_paths(&format!("http://{b}/"))[passthrough as usize];
-    let s = TestServer::start("{}", &[&proxy_vhost(origin, "")]).await;
+    let global = &both_paths("")[passthrough as usize];
+    let s = TestServer::start(global, &[&proxy_vhost(&format!("http://{b}/"), "")]).await;
     let mut c = connect(s.addr()).await;
     c.send("GET /api/x HTTP/1.1\r\nHost: site.test\r\n\r\n").await;
     let mut got = Vec::new();
@@ -229,8 +231,8 @@ async fn unix_socket_upstream() {
             );
         }
     });
-    for origin in both_paths(&format!("http://+{}:/app", sock.display())) {
-        let s = TestServer::start("{}", &[&proxy_vhost(&origin, "")]).await;
+    for global in both_paths("") {
+        let s = TestServer::start(&global, &[&proxy_vhost(&format!("http://+{}:/app", sock.display()), "")]).await;
         let r = get(s.addr(), "/api/z", "").await;
         assert_eq!(r.status, 200);
         assert!(r.text().starts_with("GET /app/z\n"), "{}", r.text());
@@ -286,9 +288,9 @@ async fn https_upstream_verified_against_client_ssl_ca() {
 #[tokio::test]
 async fn proxied_responses_are_access_logged_and_get_vhost_headers() {
     let line = regex::Regex::new(r#""GET /api/logged HTTP/1.1" 200 (\d+) "http://r.test/" "probe/1""#).unwrap();
-    for (origin, _) in both_paths_with(|b| format!("http://{b}/")).await {
+    for (global, b, _) in both_paths_with("").await {
         let extra = r#""access-log": "{DIR}/access.log", "headers": [{ "X-Site": "yes" }],"#;
-        let s = TestServer::start("{}", &[&proxy_vhost(&origin, extra)]).await;
+        let s = TestServer::start(&global, &[&proxy_vhost(&format!("http://{b}/"), extra)]).await;
         put(s.path(), "www/index.html", "home");
         let r = get(s.addr(), "/api/logged", "User-Agent: probe/1\r\nReferer: http://r.test/\r\n").await;
         assert_eq!(r.header("x-site"), Some("yes"));
@@ -363,12 +365,16 @@ async fn websocket_upgrades_are_tunnelled_with_the_subprotocol() {
 #[tokio::test]
 async fn links_in_proxied_html_point_under_the_mount() {
     let (b, _) = backend().await;
-    let s = TestServer::start("{}", &[&proxy_vhost(&format!("http://{b}/v1"), "")]).await;
-    let t = reqwest::get(format!("http://{}/api/page.html", s.addr())).await.unwrap().text().await.unwrap();
-    assert!(t.contains("<a href=\"/api/x\">"), "{t}");
-    assert!(t.contains("<img src=\"/api/i.png\">"), "{t}");
-    assert!(t.contains("<a href=\"rel.html\">"), "relative links need no change: {t}");
-    s.stop().await;
+    for global in both_paths("") {
+        let s = TestServer::start(&global, &[&proxy_vhost(&format!("http://{b}/v1"), "")]).await;
+        let r = reqwest::get(format!("http://{}/api/page.html", s.addr())).await.unwrap();
+        assert!(r.headers().get("content-length").is_none(), "the length changes with the links");
+        let t = r.text().await.unwrap();
+        assert!(t.contains("<a href=\"/api/x\">"), "{t}");
+        assert!(t.contains("<img src=\"/api/i.png\">"), "{t}");
+        assert!(t.contains("<a href=\"rel.html\">"), "relative links need no change: {t}");
+        s.stop().await;
+    }
     // The mount can turn it off.
     let v = proxy_vhost(&format!(r#"http://{b}/v1", "rewrite-links": "0"#), "");
     let s = TestServer::start("{}", &[&v]).await;
@@ -379,8 +385,8 @@ async fn links_in_proxied_html_point_under_the_mount() {
 
 #[tokio::test]
 async fn a_slow_upload_is_not_a_timeout_and_early_answers_keep_things_working() {
-    for (origin, conns) in both_paths_with(|b| format!("http://{b}/")).await {
-        let s = TestServer::start(r#"{ "global": { "timeout-secs": "1" } }"#, &[&proxy_vhost(&origin, "")]).await;
+    for (global, b, conns) in both_paths_with(r#""timeout-secs": "1""#).await {
+        let s = TestServer::start(&global, &[&proxy_vhost(&format!("http://{b}/"), "")]).await;
         // 3 s of upload, one chunk every 300 ms, with a 1 s timeout.
         let mut c = connect(s.addr()).await;
         c.send("POST /api/up HTTP/1.1\r\nHost: site.test\r\nContent-Length: 10000\r\n\r\n").await;

@@ -287,6 +287,7 @@ mod tests {
                     reject: vec![],
                     timeout: Duration::from_secs(1),
                     threads: 1,
+                    passthrough: true,
                 },
                 listeners: vec![],
             }),

@@ -70,6 +70,8 @@ fn apply_key(ctx: &mut Ctx, g: &mut Global, k: &Key, v: &Node) -> Result<(), Con
                 .map_err(|_| ctx.err(v.pos, &k.name, format!("{text:?} is not an address such as 127.0.0.1:9090")))?;
             g.admin_addr = Some(addr);
         }
+        // This project's own key: the HTTP/1 passthrough of proxy mounts, on unless "0".
+        "proxy-passthrough" => g.proxy_passthrough = ctx.flag(k, v)?,
         "rlimit-nofile" => g.rlimit_nofile = Some(ctx.uint(k, v)?),
         "cpd-bypass" => g.cpd_bypass |= ctx.flag(k, v)?,
         "allow-early-data" => g.allow_early_data |= ctx.flag(k, v)?,

@@ -90,6 +90,8 @@ pub struct Global {
     pub allow_early_data: bool,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`); `--admin-addr` wins.
     pub admin_addr: Option<std::net::SocketAddr>,
+    /// Plain HTTP/1 requests to `http://` mounts skip hyper (`http::passthrough`).
+    pub proxy_passthrough: bool,
 }
 
 impl Default for Global {
@@ -113,6 +115,7 @@ impl Default for Global {
             ip_limit_wsi: 0,
             rlimit_nofile: None,
             admin_addr: None,
+            proxy_passthrough: true,
             cpd_bypass: false,
             allow_early_data: false,
         }

@@ -52,6 +52,7 @@ pub fn compile(cfg: &Config, mode: CompileMode, warnings: &mut Vec<Warning>) -> 
             reject: g.reject_service_keywords.clone(),
             timeout: Duration::from_secs(g.timeout_secs.into()),
             threads: g.count_threads as usize,
+            passthrough: g.proxy_passthrough,
         },
         listeners,
     })

@@ -25,6 +25,8 @@ pub struct GlobalRt {
     pub reject: Vec<RejectRule>,
     pub timeout: Duration,
     pub threads: usize,
+    /// `proxy-passthrough`: the HTTP/1 passthrough may serve proxy mounts.
+    pub passthrough: bool,
 }
 
 /// The vhosts that share one socket, in config order (the first is the default).

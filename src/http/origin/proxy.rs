@@ -89,9 +89,8 @@ impl ProxyRt {
             None
         };
         let connector = Connector { target: Arc::new(target), tls: tls_connector, timeout };
-        // The passthrough relays bytes as they come: not for TLS upstreams, nor for bodies
-        // whose links are rewritten.
-        let passthrough = (!tls && !mount.rewrite_links).then(|| Arc::new(RawPool::new(connector.clone())));
+        // The passthrough speaks plain HTTP/1 to its upstreams: not for TLS ones.
+        let passthrough = (!tls).then(|| Arc::new(RawPool::new(connector.clone())));
         let pool = Arc::new(Pool::new(connector));
         let links = mount.rewrite_links.then(|| LinkMap {
             origin_url: format!("{base}{path}"),
@@ -195,6 +194,11 @@ impl ProxyRt {
         self.passthrough.as_ref()
     }
 
+    /// What D11 link rewriting maps, unless the mount turned it off.
+    pub fn links(&self) -> Option<&LinkMap> {
+        self.links.as_ref()
+    }
+
     /// The `Host:` sent upstream.
     pub fn upstream_host(&self) -> &HeaderValue {
         &self.host
@@ -218,11 +222,19 @@ impl ProxyRt {
 
 /// `text/html` that is not compressed: the only bodies whose links are rewritten.
 fn is_plain_html(h: &HeaderMap) -> bool {
-    let html = h
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+    is_plain_html_by(
+        h.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
+        h.get(header::CONTENT_ENCODING).map(HeaderValue::as_bytes),
+    )
+}
+
+/// `is_plain_html` from the first `Content-Type` and `Content-Encoding` values.
+pub(crate) fn is_plain_html_by(content_type: Option<&[u8]>, content_encoding: Option<&[u8]>) -> bool {
+    let html = content_type
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .filter(|v| is_header_text(v.as_bytes()))
         .is_some_and(|t| t.trim_start().get(..9).is_some_and(|p| p.eq_ignore_ascii_case("text/html")));
-    let encoded = h.get(header::CONTENT_ENCODING).is_some_and(|v| v.as_bytes() != b"identity");
+    let encoded = content_encoding.is_some_and(|v| v != b"identity");
     html && !encoded
 }
 

@@ -64,12 +64,23 @@ impl ChunkedEnd {
         let in_trailers =
             matches!(self.state, State::TrailerStart | State::Trailer | State::TrailerLf | State::EndLf | State::Done);
         let mut forward = if in_trailers { Some(0) } else { None };
-        let end = self.advance(bytes, &mut forward)?;
+        let end = self.advance(bytes, &mut forward, &mut |_| {})?;
         let forward = forward.unwrap_or(end.unwrap_or(bytes.len()));
         Ok(Scan { forward, end })
     }
 
-    fn advance(&mut self, bytes: &[u8], forward: &mut Option<usize>) -> Result<Option<usize>, Malformed> {
+    /// Reads on through `bytes` and appends the chunk data (the payload) to `out`: where the body
+    /// ends, if it does. For bodies that are decoded, not relayed (links rewritten).
+    pub fn decode(&mut self, bytes: &[u8], out: &mut Vec<u8>) -> Result<Option<usize>, Malformed> {
+        self.advance(bytes, &mut None, &mut |data| out.extend_from_slice(data))
+    }
+
+    fn advance(
+        &mut self,
+        bytes: &[u8],
+        forward: &mut Option<usize>,
+        on_data: &mut dyn FnMut(&[u8]),
+    ) -> Result<Option<usize>, Malformed> {
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
@@ -125,6 +136,7 @@ impl ChunkedEnd {
                 }
                 State::Data => {
                     let take = (self.size.min((bytes.len() - i) as u64)) as usize;
+                    on_data(&bytes[i..i + take]);
                     self.size -= take as u64;
                     self.payload += take as u64;
                     i += take;
@@ -215,6 +227,11 @@ mod tests {
         assert_eq!((end, passed.as_slice()), (Some(trailers.len()), &b"A\r\n0123456789\r\n0\r\n"[..]));
         assert_eq!(end_of(b"0\r\n\r\n").unwrap().0, Some(5));
         assert_eq!(end_of(b"3\r\nab").unwrap(), (None, b"3\r\nab".to_vec()));
+        let mut decoded = Vec::new();
+        let mut s = ChunkedEnd::default();
+        assert_eq!(s.decode(&body[..20], &mut decoded), Ok(None));
+        assert_eq!(s.decode(&body[20..], &mut decoded), Ok(Some(body.len() - 24)));
+        assert_eq!(decoded, b"hello world");
         // Leading zeros, and whitespace before an extension.
         assert_eq!(end_of(b"000000000000000000003\r\nabc\r\n0 ;x\r\n\r\n").unwrap().0, Some(36));
     }

@@ -3,11 +3,16 @@
 //! Most of a reverse proxy's CPU goes on taking each request and response apart and putting it
 //! back together (measured: hyper's server and client together cost lwsws three times nginx's
 //! user time per proxied request). For the common case, an HTTP/1.1 request with its whole body
-//! at hand on a `http://` mount that does not rewrite links, this module parses the client's
-//! head once, writes the upstream's request straight from it, and relays the response's bytes,
-//! rewriting only its head. Everything else (HTTP/1.0, upgrades, `Expect`, streamed uploads,
-//! auth, TLS upstreams, link rewriting, tracing) is declined before anything is sent, and the
-//! hyper path gets the request exactly as it arrived.
+//! at hand on a `http://` mount, this module parses the client's head once, writes the
+//! upstream's request straight from it, and relays the response's bytes, rewriting only its
+//! head (and, for HTML on mounts that rewrite links, the body, through the same rewriter as the
+//! hyper path). Everything else (HTTP/1.0, upgrades, `Expect`, streamed uploads, auth, TLS
+//! upstreams, tracing) is declined before anything is sent, and the hyper path gets the request
+//! exactly as it arrived.
+//!
+//! Where the two paths differ, on purpose: an idempotent request on a pooled connection that
+//! closes without answering is sent once more on a new connection (as nginx does), and an
+//! upstream that stalls mid-body for the proxy timeout has the response cut.
 //!
 //! The behaviour is the hyper path's: the same route lookup, forwarding headers (D13),
 //! response headers, error pages, metrics and access log, on the same connection deadlines.
@@ -32,6 +37,7 @@ use self::response::{Framing, Head, Shape};
 use crate::http::activity::Activity;
 use crate::http::error::HttpError;
 use crate::http::origin::proxy::Stream;
+use crate::http::origin::rewrite::LinkRewriter;
 use crate::http::service::ConnCtx;
 use crate::listen::io::Prefixed;
 
@@ -57,7 +63,8 @@ pub enum Outcome {
 /// Whether any request on this connection could take the passthrough, so that connections
 /// that never could skip the extra look at each head.
 pub fn applies(ctx: &ConnCtx) -> bool {
-    !ctx.redirect_to_https
+    ctx.table.global.passthrough
+        && !ctx.redirect_to_https
         && !crate::telemetry::enabled()
         && ctx
             .routes()
@@ -114,7 +121,12 @@ where
     let started = Instant::now();
     let vhost = plan.vhost.clone();
     let mount = &vhost.mounts[plan.mount];
-    let shape = Shape { head_request: plan.head_request, prefix: &mount.headers, close: plan.close };
+    let shape = Shape {
+        head_request: plan.head_request,
+        prefix: &mount.headers,
+        close: plan.close,
+        links: plan.proxy.links().is_some(),
+    };
     let answered = match exchange(&plan, &shape).await {
         Ok((conn, head, rest)) => {
             let status = head.status;
@@ -265,6 +277,9 @@ async fn relay<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    if head.rewrite {
+        return Ok(relay_rewritten(io, conn, head, buf, plan, timeout).await);
+    }
     let up_timeout = plan.proxy.timeout();
     let mut out = head.client;
     let mut payload = 0u64;
@@ -350,6 +365,120 @@ where
         plan.pool.checkin(conn);
     }
     Ok(Relayed { payload, result })
+}
+
+/// An HTML body whose links are rewritten (D11): its payload is taken out of the upstream's
+/// framing, rewritten as it streams, and sent to the client in chunks.
+async fn relay_rewritten<S>(
+    io: &mut Prefixed<S>,
+    mut conn: Stream,
+    head: Head,
+    mut buf: BytesMut,
+    plan: &Plan,
+    timeout: Duration,
+) -> Relayed
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let map = plan.proxy.links().expect("only mounts that rewrite links get rewritten heads");
+    let mut rewriter = Some(LinkRewriter::new(map));
+    let mut body = Payload::new(head.framing);
+    let mut out = head.client;
+    let mut sent = 0u64;
+    let result = loop {
+        let Ok(piece) = body.next(&mut conn, &mut buf, plan.proxy.timeout()).await else { break Err(()) };
+        let rewritten = match (piece, rewriter.as_mut()) {
+            (Some(data), Some(r)) => r.write(&data),
+            _ => rewriter.take().map(LinkRewriter::end).unwrap_or(Ok(Vec::new())),
+        };
+        let Ok(rewritten) = rewritten else {
+            tracing::debug!(upstream = %plan.proxy.upstream_name(), "HTML rewriting failed; response cut");
+            break Err(());
+        };
+        if !rewritten.is_empty() {
+            chunk(&mut out, &rewritten);
+            sent += rewritten.len() as u64;
+        }
+        let ended = rewriter.is_none();
+        if ended {
+            out.extend_from_slice(b"0\r\n\r\n");
+        }
+        if !out.is_empty() && write_all(io, &[&out], timeout).await.is_err() {
+            break Err(());
+        }
+        out.clear();
+        if ended {
+            break Ok(());
+        }
+    };
+    if result.is_ok() && head.reusable && body.clean_end {
+        plan.pool.checkin(conn);
+    }
+    Relayed { payload: sent, result }
+}
+
+/// An upstream body's payload, piece by piece, whatever its framing.
+struct Payload {
+    framing: Framing,
+    left: u64,
+    chunks: ChunkedEnd,
+    done: bool,
+    /// The body ended and nothing came after it.
+    clean_end: bool,
+}
+
+impl Payload {
+    fn new(framing: Framing) -> Self {
+        let left = if let Framing::Length(n) = framing { n } else { 0 };
+        Payload { framing, left, chunks: ChunkedEnd::default(), done: false, clean_end: false }
+    }
+
+    /// The next piece of payload, `None` once the body has ended. `buf` holds what has been
+    /// read of the body and not yet used.
+    async fn next(&mut self, conn: &mut Stream, buf: &mut BytesMut, timeout: Duration) -> Result<Option<Vec<u8>>, ()> {
+        loop {
+            if self.done {
+                return Ok(None);
+            }
+            match self.framing {
+                Framing::Empty => self.finish(buf),
+                Framing::Length(_) if self.left == 0 => self.finish(buf),
+                Framing::Length(_) if !buf.is_empty() => {
+                    let take = (buf.len() as u64).min(self.left) as usize;
+                    self.left -= take as u64;
+                    return Ok(Some(buf.split_to(take).to_vec()));
+                }
+                Framing::Chunked if !buf.is_empty() => {
+                    let mut data = Vec::new();
+                    match self.chunks.decode(buf, &mut data).map_err(|_| ())? {
+                        Some(end) => {
+                            buf.advance(end);
+                            self.finish(buf);
+                        }
+                        None => buf.clear(),
+                    }
+                    if !data.is_empty() {
+                        return Ok(Some(data));
+                    }
+                }
+                Framing::UntilClose if !buf.is_empty() => return Ok(Some(buf.split().to_vec())),
+                Framing::UntilClose => {
+                    buf.reserve(READ_CHUNK);
+                    match tokio::time::timeout(timeout, conn.read_buf(buf)).await {
+                        Ok(Ok(0)) => self.done = true,
+                        Ok(Ok(_)) => {}
+                        _ => return Err(()),
+                    }
+                }
+                Framing::Length(_) | Framing::Chunked => read_more(conn, buf, timeout).await?,
+            }
+        }
+    }
+
+    fn finish(&mut self, buf: &BytesMut) {
+        self.done = true;
+        self.clean_end = buf.is_empty();
+    }
 }
 
 /// More of the upstream's body; an upstream that closes or stalls mid-body cuts the response.

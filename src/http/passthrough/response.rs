@@ -4,7 +4,7 @@
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::request::header;
-use crate::http::origin::proxy::HOP_BY_HOP;
+use crate::http::origin::proxy::{HOP_BY_HOP, is_plain_html_by};
 
 /// More upstream headers than this and the response is refused (502).
 const MAX_HEADERS: usize = 100;
@@ -28,6 +28,8 @@ pub struct Head {
     pub framing: Framing,
     /// The upstream connection can carry another request once the body has been read.
     pub reusable: bool,
+    /// An HTML body whose links are rewritten (D11): decoded, rewritten, sent chunked.
+    pub rewrite: bool,
     /// The head for the client, blank line included.
     pub client: Vec<u8>,
 }
@@ -46,6 +48,8 @@ pub struct Shape<'a> {
     /// `mount.headers` or `vhost.headers`: configured headers, `server:`, STS.
     pub prefix: &'a [(HeaderName, HeaderValue)],
     pub close: bool,
+    /// The mount rewrites links in HTML.
+    pub links: bool,
 }
 
 pub fn parse(buf: &[u8], shape: &Shape) -> Parsed {
@@ -79,6 +83,10 @@ pub fn parse(buf: &[u8], shape: &Shape) -> Parsed {
         _ => facts.keep_alive && !facts.close,
     };
     let reusable = keep_alive && framing != Framing::UntilClose;
+    let rewrite = shape.links
+        && status == 200
+        && !shape.head_request
+        && is_plain_html_by(facts.content_type, facts.content_encoding);
     let mut client = Vec::with_capacity(len + 128);
     status_line(&mut client, status, resp.reason.unwrap_or(""));
     for (n, v) in shape.prefix {
@@ -87,8 +95,10 @@ pub fn parse(buf: &[u8], shape: &Shape) -> Parsed {
     let is_named = |name: &str| facts.named.iter().any(|n| name.eq_ignore_ascii_case(n));
     for h in resp.headers.iter() {
         let hop = HOP_BY_HOP.iter().any(|n| h.name.eq_ignore_ascii_case(n)) || is_named(h.name);
-        // The framing is written below, whatever the upstream's `Connection` lists.
-        if !hop && !h.name.eq_ignore_ascii_case("content-length") {
+        // The framing is written below, whatever the upstream's `Connection` lists; rewritten
+        // bytes have no length or validator to keep.
+        let stale = rewrite && h.name.eq_ignore_ascii_case("etag");
+        if !hop && !stale && !h.name.eq_ignore_ascii_case("content-length") {
             header(&mut client, h.name, h.value);
         }
     }
@@ -96,6 +106,7 @@ pub fn parse(buf: &[u8], shape: &Shape) -> Parsed {
         header(&mut client, "date", httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
     }
     match framing {
+        _ if rewrite => header(&mut client, "transfer-encoding", b"chunked"),
         Framing::Chunked | Framing::UntilClose => header(&mut client, "transfer-encoding", b"chunked"),
         Framing::Length(n) => header(&mut client, "content-length", n.to_string().as_bytes()),
         Framing::Empty if !facts.transfer_encoding => {
@@ -110,7 +121,7 @@ pub fn parse(buf: &[u8], shape: &Shape) -> Parsed {
         header(&mut client, "connection", b"close");
     }
     client.extend_from_slice(b"\r\n");
-    Parsed::Head(Head { status, len, framing, reusable, client })
+    Parsed::Head(Head { status, len, framing, reusable, rewrite, client })
 }
 
 #[derive(Default)]
@@ -123,6 +134,8 @@ struct Facts<'h> {
     keep_alive: bool,
     date: bool,
     named: Vec<&'h str>,
+    content_type: Option<&'h [u8]>,
+    content_encoding: Option<&'h [u8]>,
 }
 
 /// `None` for framing that cannot be trusted: unreadable or disagreeing lengths.
@@ -148,6 +161,10 @@ fn facts<'h>(headers: &[httparse::Header<'h>]) -> Option<Facts<'h>> {
             }
         } else if is("date") {
             f.date = true;
+        } else if is("content-type") {
+            f.content_type.get_or_insert(h.value);
+        } else if is("content-encoding") {
+            f.content_encoding.get_or_insert(h.value);
         }
     }
     Some(f)
@@ -175,7 +192,7 @@ mod tests {
     use super::*;
 
     fn shape(head_request: bool) -> Shape<'static> {
-        Shape { head_request, prefix: &[], close: false }
+        Shape { head_request, prefix: &[], close: false, links: false }
     }
 
     fn head(raw: &str, head_request: bool) -> Head {
@@ -210,6 +227,31 @@ mod tests {
         assert!(client.starts_with("HTTP/1.1 302 Redirect\r\n"), "{client}");
         assert!(client.contains("location: /b\r\n") && client.contains("date: "));
         assert!(!client.contains("x-a") && !client.contains("keep-alive"), "{client}");
+    }
+
+    #[test]
+    fn html_is_rewritten_only_where_it_can_be() {
+        let links = Shape { head_request: false, prefix: &[], close: false, links: true };
+        let parse_with = |raw: &str, shape: &Shape| match parse(raw.as_bytes(), shape) {
+            Parsed::Head(h) => h,
+            _ => panic!("not a head: {raw}"),
+        };
+        let h = parse_with(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nETag: \"x\"\r\nContent-Length: 9\r\n\r\n",
+            &links,
+        );
+        let client = String::from_utf8(h.client.clone()).unwrap();
+        assert!(h.rewrite && h.framing == Framing::Length(9));
+        assert!(client.contains("transfer-encoding: chunked") && !client.contains("ETag") && !client.contains("ength"));
+        for raw in [
+            "HTTP/1.1 200 OK\r\nContent-Type: text/css\r\nContent-Length: 9\r\n\r\n",
+            "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: 9\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\n",
+        ] {
+            assert!(!parse_with(raw, &links).rewrite, "{raw}");
+        }
+        let head = Shape { head_request: true, ..links };
+        assert!(!parse_with("HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n", &head).rewrite);
     }
 
     #[test]
