@@ -21,9 +21,13 @@
 # The backend, the three proxies and wrk all share the same cores (2 on the
 # reference VM), so absolute figures are low; compare the ratios within a run.
 #
-# Prints a per-round table (proxy, round, req/s, p99 ms, errors), the means,
-# the ratios lwsws/nginx and lwsws/haproxy, and one machine-readable line:
-#   RESULT proxy nginx_rps=... haproxy_rps=... lwsws_rps=... ratio_nginx=... ratio_haproxy=... nginx_p99_ms=... haproxy_p99_ms=... lwsws_p99_ms=...
+# Prints a per-round table (proxy, round, req/s, p99 ms, errors, CPU per request), the
+# means, the ratios lwsws/nginx and lwsws/haproxy, and one machine-readable line:
+#   RESULT proxy nginx_rps=... haproxy_rps=... lwsws_rps=... ratio_nginx=... ratio_haproxy=... nginx_p99_ms=... haproxy_p99_ms=... lwsws_p99_ms=... nginx_cpu_us=... haproxy_cpu_us=... lwsws_cpu_us=... cpu_ratio_nginx=... cpu_ratio_haproxy=...
+# CPU per request is the proxy's user+system time (all its processes, from /proc) over the
+# requests wrk completed: it does not depend on how the shared cores were split with wrk and the
+# backend, so it is the steadier comparison. cpu_ratio_X = X's CPU per request / lwsws's
+# (above 1: lwsws does the same work with less CPU).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -282,12 +286,13 @@ parse_wrk() {
             return -1
         }
         /^Requests\/sec:/             { rps = $2 }
+        / requests in /               { total = $1 }
         /^[ \t]+99(\.0+)?%[ \t]/      { p99 = to_ms($2) }
         /^[ \t]+Socket errors:/       { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
         /^[ \t]+Non-2xx or 3xx/       { err += $NF }
         END {
-            if (rps == "" || p99 == "" || p99 < 0) exit 1
-            printf "%s %.3f %d\n", rps, p99, err
+            if (rps == "" || p99 == "" || p99 < 0 || total == "") exit 1
+            printf "%s %.3f %d %s\n", rps, p99, err, total
         }' "$1"
 }
 
@@ -297,6 +302,17 @@ run_wrk() { # server seconds outfile
         cat "$3" >&2
         die "wrk failed against $1 ($url)"
     }
+}
+
+CLK_TCK="$(getconf CLK_TCK)"
+# cpu_ticks PID -> user+system clock ticks of PID and its child processes (nginx's workers)
+cpu_ticks() {
+    local total=0 p u s
+    for p in "$1" $(pgrep -P "$1" || true); do
+        read -r u s < <(awk '{ print $14, $15 }' "/proc/$p/stat" 2>/dev/null || echo "0 0")
+        total=$((total + u + s))
+    done
+    echo "$total"
 }
 
 check_alive() { # name
@@ -318,20 +334,24 @@ fi
 for ((r = 1; r <= ROUNDS; r++)); do
     for s in "${SERVERS[@]}"; do
         raw="$BENCH_TMP/wrk-$s-$r.txt"
+        cpu_before="$(cpu_ticks "${PID[$s]}")"
         run_wrk "$s" "$DURATION" "$raw"
+        cpu_after="$(cpu_ticks "${PID[$s]}")"
         check_alive "$s"
         check_alive backend
         if ! parsed="$(parse_wrk "$raw")"; then
             cat "$raw" >&2
             die "could not parse wrk output for $s round $r"
         fi
-        read -r rps p99 errs <<<"$parsed"
+        read -r rps p99 errs total <<<"$parsed"
+        cpu_us="$(awk -v t=$((cpu_after - cpu_before)) -v hz="$CLK_TCK" -v n="$total" \
+            'BEGIN { printf "%.2f", (n > 0) ? t / hz * 1e6 / n : 0 }')"
         if ((errs > 0)); then
             log "WARNING: $s round $r: $errs socket errors / non-2xx responses:"
             grep -E 'Socket errors|Non-2xx' "$raw" >&2 || true
         fi
-        printf '%s\t%s\t%s\t%s\t%s\n' "$s" "$r" "$rps" "$p99" "$errs" >>"$RESULTS"
-        log "$s round $r: $rps req/s, p99 $p99 ms, errors $errs"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$r" "$rps" "$p99" "$errs" "$cpu_us" >>"$RESULTS"
+        log "$s round $r: $rps req/s, p99 $p99 ms, errors $errs, CPU $cpu_us us/request"
     done
 done
 
@@ -348,28 +368,31 @@ done
 echo
 echo "Backend: nginx, 1 worker, on 127.0.0.1:$BACKEND_PORT -- it shares the same $(nproc) core(s) with the proxy under test and wrk."
 echo
-printf '%-8s %5s %12s %10s %7s\n' proxy round 'req/s' 'p99 ms' errors
-printf '%-8s %5s %12s %10s %7s\n' -------- ----- ------------ ---------- -------
-awk -F'\t' '{ printf "%-8s %5s %12.2f %10.3f %7d\n", $1, $2, $3, $4, $5 }' "$RESULTS"
+printf '%-8s %5s %12s %10s %7s %10s\n' proxy round 'req/s' 'p99 ms' errors 'CPU us/req'
+printf '%-8s %5s %12s %10s %7s %10s\n' -------- ----- ------------ ---------- ------- ----------
+awk -F'\t' '{ printf "%-8s %5s %12.2f %10.3f %7d %10.2f\n", $1, $2, $3, $4, $5, $6 }' "$RESULTS"
 echo
 awk -F'\t' '
-    { rps[$1] += $3; p99[$1] += $4; err[$1] += $5; n[$1]++ }
+    { rps[$1] += $3; p99[$1] += $4; err[$1] += $5; cpu[$1] += $6; n[$1]++ }
     function mean(a, k)  { return (k in n) ? sprintf("%.2f", a[k] / n[k]) : "NA" }
     function meanp(a, k) { return (k in n) ? sprintf("%.3f", a[k] / n[k]) : "NA" }
     function ratio(a, b) { return (a != "NA" && b != "NA" && b + 0 > 0) ? sprintf("%.2f", a / b) : "NA" }
     END {
         split("nginx haproxy lwsws", names, " ")
-        printf "%-8s %12s %10s %7s\n", "proxy", "mean req/s", "p99 ms", "errors"
+        printf "%-8s %12s %10s %7s %10s\n", "proxy", "mean req/s", "p99 ms", "errors", "CPU us/req"
         for (i = 1; i <= 3; i++) {
             s = names[i]
             if (!(s in n)) continue
-            printf "%-8s %12s %10s %7d\n", s, mean(rps, s), meanp(p99, s), err[s]
+            printf "%-8s %12s %10s %7d %10s\n", s, mean(rps, s), meanp(p99, s), err[s], mean(cpu, s)
         }
         nr = mean(rps, "nginx"); hr = mean(rps, "haproxy"); lr = mean(rps, "lwsws")
         rn = ratio(lr, nr); rh = ratio(lr, hr)
+        nc = mean(cpu, "nginx"); hc = mean(cpu, "haproxy"); lc = mean(cpu, "lwsws")
+        cn = ratio(nc, lc); ch = ratio(hc, lc)
         print ""
         printf "ratio lwsws/nginx = %s   ratio lwsws/haproxy = %s\n", rn, rh
+        printf "CPU per request, X/lwsws: nginx = %s   haproxy = %s   (above 1: lwsws uses less)\n", cn, ch
         print ""
-        printf "RESULT proxy nginx_rps=%s haproxy_rps=%s lwsws_rps=%s ratio_nginx=%s ratio_haproxy=%s nginx_p99_ms=%s haproxy_p99_ms=%s lwsws_p99_ms=%s\n", \
-            nr, hr, lr, rn, rh, meanp(p99, "nginx"), meanp(p99, "haproxy"), meanp(p99, "lwsws")
+        printf "RESULT proxy nginx_rps=%s haproxy_rps=%s lwsws_rps=%s ratio_nginx=%s ratio_haproxy=%s nginx_p99_ms=%s haproxy_p99_ms=%s lwsws_p99_ms=%s nginx_cpu_us=%s haproxy_cpu_us=%s lwsws_cpu_us=%s cpu_ratio_nginx=%s cpu_ratio_haproxy=%s\n", \
+            nr, hr, lr, rn, rh, meanp(p99, "nginx"), meanp(p99, "haproxy"), meanp(p99, "lwsws"), nc, hc, lc, cn, ch
     }' "$RESULTS"

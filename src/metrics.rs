@@ -167,22 +167,56 @@ impl Default for Metrics {
     }
 }
 
+/// The request series of one mount (or of a vhost's requests that matched no mount), found in
+/// the families once and then kept: recording a request touches no map and makes no label
+/// strings. Families never drop these series, so the handles stay the ones exported.
+#[derive(Debug, Default)]
+pub struct RequestSeries {
+    by_class: [std::sync::OnceLock<Counter>; 5],
+    vhost: std::sync::OnceLock<(Histogram, Counter)>,
+}
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn status_class(status: u16) -> usize {
+    match status {
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
 impl Metrics {
     pub fn record_request(&self, vhost: &str, mount: &str, status: u16, body_bytes: u64, took: Duration) {
-        let status = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            _ => "5xx",
-        };
-        self.requests
-            .get_or_create(&RequestLabels { vhost: vhost.to_string(), mount: mount.to_string(), status })
-            .inc();
+        self.record_request_in(&RequestSeries::default(), vhost, mount, status, body_bytes, took);
+    }
+
+    /// `record_request` through the series handles kept in `series`.
+    pub fn record_request_in(
+        &self,
+        series: &RequestSeries,
+        vhost: &str,
+        mount: &str,
+        status: u16,
+        body_bytes: u64,
+        took: Duration,
+    ) {
+        let class = status_class(status);
+        let requests = series.by_class[class].get_or_init(|| {
+            let labels =
+                RequestLabels { vhost: vhost.to_string(), mount: mount.to_string(), status: STATUS_CLASSES[class] };
+            self.requests.get_or_create(&labels).clone()
+        });
+        requests.inc();
         self.requests_total.inc();
-        let v = VhostLabels { vhost: vhost.to_string() };
-        self.duration.get_or_create(&v).observe(took.as_secs_f64());
-        self.bytes_out.get_or_create(&v).inc_by(body_bytes);
+        let (duration, bytes) = series.vhost.get_or_init(|| {
+            let v = VhostLabels { vhost: vhost.to_string() };
+            (self.duration.get_or_create(&v).clone(), self.bytes_out.get_or_create(&v).clone())
+        });
+        duration.observe(took.as_secs_f64());
+        bytes.inc_by(body_bytes);
     }
 
     pub fn upstream_error(&self, vhost: &str, mount: &str, result: &'static str) {

@@ -487,10 +487,10 @@ fn finish(
     let activity = ctx.activity.clone();
     body.on_done(Box::new(move |_| activity.finish()));
     let started = parts.extensions.get::<Started>().map(|s| s.0).unwrap_or_else(std::time::Instant::now);
-    let (shared, name, mountpoint, status) = (
+    let (shared, owner, mount_index, status) = (
         ctx.shared.clone(),
-        vhost.name.clone(),
-        mount.map(|m| m.model.mountpoint.clone()).unwrap_or_default(),
+        vhost.clone(),
+        mount.and_then(|m| vhost.mounts.iter().position(|x| std::ptr::eq(x, m))),
         head.status.as_u16(),
     );
     if let Some(span) = parts.extensions.get::<tracing::Span>() {
@@ -500,7 +500,13 @@ fn finish(
         let span = span.clone();
         body.on_done(Box::new(move |_| drop(span)));
     }
-    body.on_done(Box::new(move |n| shared.metrics.record_request(&name, &mountpoint, status, n, started.elapsed())));
+    body.on_done(Box::new(move |n| {
+        let took = started.elapsed();
+        match mount_index.map(|i| &owner.mounts[i]) {
+            Some(m) => shared.metrics.record_request_in(&m.series, &owner.name, &m.model.mountpoint, status, n, took),
+            None => shared.metrics.record_request(&owner.name, "", status, n, took),
+        }
+    }));
     if let Some(log) = &vhost.access_log {
         let entry = log_entry(ctx, parts, &head);
         let log = log.clone();

@@ -189,6 +189,7 @@ fn compile_mount(
         mime: MimeRules::new(&m.extra_mimetypes),
         headers: merged,
         proxy: None,
+        series: Default::default(),
     })
 }
 

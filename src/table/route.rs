@@ -94,6 +94,8 @@ pub struct MountRt {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The pooled client of an `http(s)://` mount.
     pub proxy: Option<Arc<ProxyRt>>,
+    /// This mount's request metrics.
+    pub series: crate::metrics::RequestSeries,
 }
 
 impl RouteTable {

@@ -169,7 +169,8 @@ where
             (error.status().as_u16(), page.len() as u64, head.len(), outcome)
         }
     };
-    ctx.shared.metrics.record_request(&vhost.name, &mount.model.mountpoint, status, sent, started.elapsed());
+    let took = started.elapsed();
+    ctx.shared.metrics.record_request_in(&mount.series, &vhost.name, &mount.model.mountpoint, status, sent, took);
     if let (Some(log), Some(mut entry)) = (&vhost.access_log, plan.log.take()) {
         entry.status = status;
         entry.header_bytes = header_bytes as u64;
