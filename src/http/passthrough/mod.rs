@@ -17,6 +17,7 @@
 //! The behaviour is the hyper path's: the same route lookup, forwarding headers (D13),
 //! response headers, error pages, metrics and access log, on the same connection deadlines.
 
+mod buffers;
 mod chunked;
 mod request;
 mod response;
@@ -42,7 +43,7 @@ use crate::http::service::ConnCtx;
 use crate::listen::io::Prefixed;
 
 /// Reads from either side start with this much room.
-const READ_CHUNK: usize = 16 * 1024;
+const READ_CHUNK: usize = buffers::SIZE;
 /// A request head that has not ended by this size goes to hyper (which allows more, or answers
 /// 431); an upstream head this large is refused.
 const MAX_HEAD: usize = 16 * 1024;
@@ -86,7 +87,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut buf = buffers::take();
     let plan = loop {
         match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => {
@@ -105,9 +106,11 @@ where
             }
         }
     };
-    // Pipelined requests wait their turn in front of the stream.
-    let next = buf.split_off(plan.consumed);
-    io.unread(next.freeze());
+    if buf.len() > plan.consumed {
+        // Pipelined requests wait their turn in front of the stream.
+        io.unread(buf.split_off(plan.consumed).freeze());
+    }
+    buffers::give(buf);
     let _in_flight = InFlight::begin(&ctx.activity);
     let mut plan = *plan;
     plan.close |= shutdown.is_cancelled();
@@ -203,14 +206,11 @@ async fn exchange(plan: &Plan, shape: &Shape<'_>) -> Result<(Stream, Head, Bytes
         };
         let deadline = tokio::time::Instant::now() + timeout;
         let sent = tokio::time::timeout_at(deadline, conn.write_all(&plan.upstream)).await;
-        let mut buf = BytesMut::new();
+        let mut buf = buffers::take();
         let answer = match sent {
             Err(_) => return Err(Failure::Timeout),
             Ok(Err(e)) => Err(e.to_string()),
-            Ok(Ok(())) => {
-                buf.reserve(READ_CHUNK);
-                read_head(&mut conn, &mut buf, shape, deadline).await
-            }
+            Ok(Ok(())) => read_head(&mut conn, &mut buf, shape, deadline).await,
         };
         match answer {
             Ok(head) => return Ok((conn, head, buf)),
@@ -365,6 +365,7 @@ where
     if result.is_ok() && head.reusable && clean_end {
         plan.pool.checkin(conn);
     }
+    buffers::give(buf);
     Ok(Relayed { payload, result })
 }
 
@@ -415,6 +416,7 @@ where
     if result.is_ok() && head.reusable && body.clean_end {
         plan.pool.checkin(conn);
     }
+    buffers::give(buf);
     Relayed { payload: sent, result }
 }
 
