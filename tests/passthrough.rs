@@ -133,6 +133,12 @@ async fn serve_script(mut s: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n<img src=\"/z.png\">").await;
                 return;
             }
+            "html-empty" => b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nETag: \"e\"\r\nContent-Length: 0\r\n\r\n",
+            "html-bad-chunks" => b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",
+            "html-cut" => {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 100\r\n\r\n").await;
+                return;
+            }
             "css" => b"HTTP/1.1 200 OK\r\nContent-Type: text/css\r\nContent-Length: 17\r\n\r\na { b: url(/c) }\n",
             "cut" => {
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial").await;
@@ -517,6 +523,17 @@ async fn html_is_rewritten_in_the_passthrough_too() {
     );
     assert_eq!(c.get("/site/html-close", PROBE).await.text(), "<img src=\"/site/z.png\">");
     assert_eq!(c.get("/site/x", PROBE).await.text(), "ok", "the connection is still in step");
+    let r = c.get("/site/html-empty", PROBE).await;
+    assert_eq!(
+        (r.header("content-length"), r.header("etag")),
+        (Some("0"), Some("\"e\"")),
+        "an empty page is passed on"
+    );
+    // A page that fails before any of it was sent is a 502, counted as the upstream's failure.
+    assert_eq!(c.get("/site/html-bad-chunks", PROBE).await.status, 502);
+    assert_eq!(c.get("/site/html-cut", PROBE).await.status, 502);
+    let m = s.server.as_ref().unwrap().metrics().render();
+    assert!(m.contains(r#"lwsws_upstream_errors_total{vhost="site.test",mount="/site",result="failed"} 2"#), "{m}");
     // The same upstream unrewritten where the mount turns it off.
     assert_eq!(c.get("/api/html", PROBE).await.text(), "<a href=\"/x\">x</a>\n<br>");
     s.stop().await;

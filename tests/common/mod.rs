@@ -214,13 +214,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 
     async fn fill(&mut self) -> bool {
-        let mut tmp = [0u8; 65536];
-        match tokio::time::timeout(Duration::from_secs(10), self.s.read(&mut tmp)).await {
+        // Straight into the heap buffer: a 64 KiB array here would sit in every future that
+        // reads a response, and debug builds copy those futures on the stack.
+        self.buf.reserve(65536);
+        match tokio::time::timeout(Duration::from_secs(10), self.s.read_buf(&mut self.buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => false,
-            Ok(Ok(n)) => {
-                self.buf.extend_from_slice(&tmp[..n]);
-                true
-            }
+            Ok(Ok(_)) => true,
             Err(_) => panic!("timed out waiting for the server"),
         }
     }
@@ -374,5 +373,16 @@ impl Drop for Running {
 /// A loopback port that was free a moment ago, for a process that must be told its port
 /// before it starts (the binary, Pebble); in-process servers use port 0 instead.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    // The kernel may hand the same ephemeral port out twice in a row once the probe socket is
+    // closed; a test that asks for two ports (Pebble's listener and its management port) needs
+    // two different ones, so no port is given out twice in one test process.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }

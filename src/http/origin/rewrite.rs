@@ -61,7 +61,8 @@ impl OutputSink for Sink {
 
 /// Rewrites an HTML document handed over in pieces: each `write` returns what is ready.
 pub struct LinkRewriter {
-    rewriter: HtmlRewriter<'static, Sink>,
+    /// Boxed: lol_html's rewriter is large, and the futures that hold one should not be.
+    rewriter: Box<HtmlRewriter<'static, Sink>>,
     out: Arc<Mutex<Vec<u8>>>,
 }
 
@@ -84,7 +85,7 @@ impl LinkRewriter {
                 ElementContentHandlers::default().element(handler),
             ));
         }
-        LinkRewriter { rewriter: HtmlRewriter::new(settings, Sink(out.clone())), out }
+        LinkRewriter { rewriter: Box::new(HtmlRewriter::new(settings, Sink(out.clone()))), out }
     }
 
     /// The next piece of the document; what it lets the rewriter finish comes back.
@@ -96,7 +97,7 @@ impl LinkRewriter {
     /// The end of the document: the rest of the output.
     pub fn end(self) -> Result<Vec<u8>, RewritingError> {
         let out = self.out.clone();
-        self.rewriter.end()?;
+        (*self.rewriter).end()?;
         Ok(std::mem::take(&mut *out.lock().expect("rewrite sink")))
     }
 
@@ -177,6 +178,11 @@ mod tests {
             origin_path: "/app".into(),
             mountpoint: "/proxied".into(),
         }
+    }
+
+    #[test]
+    fn a_rewriter_is_small_to_hold() {
+        assert!(std::mem::size_of::<LinkRewriter>() <= 32, "{}", std::mem::size_of::<LinkRewriter>());
     }
 
     #[test]

@@ -84,6 +84,13 @@ impl ChunkedEnd {
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
+            if matches!(self.state, State::Size | State::SizeWs | State::Ext | State::Trailer) {
+                // The whole size line (zeros and spaces included) or trailer line is bounded.
+                self.line += 1;
+                if self.line > MAX_LINE {
+                    return Err(Malformed);
+                }
+            }
             match self.state {
                 State::Size => match b {
                     b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
@@ -97,28 +104,21 @@ impl ChunkedEnd {
                         self.size = self.size * 16 + d;
                         self.any_digit = true;
                     }
-                    b';' if self.any_digit => {
-                        self.state = State::Ext;
-                        self.line = 0;
-                    }
+                    b';' if self.any_digit => self.state = State::Ext,
                     b' ' | b'\t' if self.any_digit => self.state = State::SizeWs,
                     b'\r' if self.any_digit => self.state = State::SizeLf,
                     _ => return Err(Malformed),
                 },
                 State::SizeWs => match b {
                     b' ' | b'\t' => {}
-                    b';' => {
-                        self.state = State::Ext;
-                        self.line = 0;
-                    }
+                    b';' => self.state = State::Ext,
                     b'\r' => self.state = State::SizeLf,
                     _ => return Err(Malformed),
                 },
                 State::Ext => {
-                    self.line += 1;
                     if b == b'\r' {
                         self.state = State::SizeLf;
-                    } else if self.line > MAX_LINE || b == b'\n' {
+                    } else if b == b'\n' {
                         return Err(Malformed);
                     }
                 }
@@ -151,6 +151,7 @@ impl ChunkedEnd {
                         return Err(Malformed);
                     }
                     self.state = State::Size;
+                    self.line = 0;
                     self.digits = 0;
                     self.any_digit = false;
                 }
@@ -163,10 +164,9 @@ impl ChunkedEnd {
                     };
                 }
                 State::Trailer => {
-                    self.line += 1;
                     if b == b'\r' {
                         self.state = State::TrailerLf;
-                    } else if self.line > MAX_LINE || b == b'\n' {
+                    } else if b == b'\n' {
                         return Err(Malformed);
                     }
                 }
@@ -238,6 +238,8 @@ mod tests {
 
     #[test]
     fn malformed_framing_is_refused() {
+        let long_zeros = format!("{}1\r\n", "0".repeat(5000));
+        assert_eq!(end_of(long_zeros.as_bytes()), Err(Malformed), "a size line has a limit");
         let bad: [&[u8]; 9] = [
             b"x\r\n",
             b"\r\n",

@@ -279,7 +279,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     if head.rewrite {
-        return Ok(relay_rewritten(io, conn, head, buf, plan, timeout).await);
+        return relay_rewritten(io, conn, head, buf, plan, timeout).await;
     }
     let up_timeout = plan.proxy.timeout();
     let mut out = head.client;
@@ -370,7 +370,8 @@ where
 }
 
 /// An HTML body whose links are rewritten (D11): its payload is taken out of the upstream's
-/// framing, rewritten as it streams, and sent to the client in chunks.
+/// framing, rewritten as it streams, and sent to the client in chunks. `Err`: it failed before
+/// anything was sent, so the client can still be given a 502.
 async fn relay_rewritten<S>(
     io: &mut Prefixed<S>,
     mut conn: Stream,
@@ -378,7 +379,7 @@ async fn relay_rewritten<S>(
     mut buf: BytesMut,
     plan: &Plan,
     timeout: Duration,
-) -> Relayed
+) -> Result<Relayed, String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -386,16 +387,36 @@ where
     let mut rewriter = Some(LinkRewriter::new(map));
     let mut body = Payload::new(head.framing);
     let mut out = head.client;
+    let mut head_sent = false;
     let mut sent = 0u64;
     let result = loop {
-        let Ok(piece) = body.next(&mut conn, &mut buf, plan.proxy.timeout()).await else { break Err(()) };
-        let rewritten = match (piece, rewriter.as_mut()) {
-            (Some(data), Some(r)) => r.write(&data),
-            _ => rewriter.take().map(LinkRewriter::end).unwrap_or(Ok(Vec::new())),
+        let rewritten = match body.next(&mut conn, &mut buf, plan.proxy.timeout()).await {
+            Err(why) => Err(why),
+            Ok(piece) => match (piece, rewriter.as_mut()) {
+                (Some(piece), Some(r)) => {
+                    let written = match piece {
+                        Piece::Front(n) => {
+                            let w = r.write(&buf[..n]);
+                            buf.advance(n);
+                            w
+                        }
+                        Piece::Decoded(data) => r.write(&data),
+                    };
+                    written.map_err(|e| format!("rewriting HTML: {e}"))
+                }
+                _ => match rewriter.take() {
+                    Some(r) => r.end().map_err(|e| format!("rewriting HTML: {e}")),
+                    None => Ok(Vec::new()),
+                },
+            },
         };
-        let Ok(rewritten) = rewritten else {
-            tracing::debug!(upstream = %plan.proxy.upstream_name(), "HTML rewriting failed; response cut");
-            break Err(());
+        let rewritten = match rewritten {
+            Ok(bytes) => bytes,
+            Err(why) if !head_sent => return Err(why),
+            Err(why) => {
+                tracing::debug!(upstream = %plan.proxy.upstream_name(), error = %why, "response cut");
+                break Err(());
+            }
         };
         if !rewritten.is_empty() {
             chunk(&mut out, &rewritten);
@@ -405,8 +426,11 @@ where
         if ended {
             out.extend_from_slice(b"0\r\n\r\n");
         }
-        if !out.is_empty() && write_all(io, &[&out], timeout).await.is_err() {
-            break Err(());
+        if !out.is_empty() {
+            if write_all(io, &[&out], timeout).await.is_err() {
+                break Err(());
+            }
+            head_sent = true;
         }
         out.clear();
         if ended {
@@ -417,7 +441,13 @@ where
         plan.pool.checkin(conn);
     }
     buffers::give(buf);
-    Relayed { payload: sent, result }
+    Ok(Relayed { payload: sent, result })
+}
+
+/// A piece of payload: the first bytes of the read buffer, or bytes taken out of chunks.
+enum Piece {
+    Front(usize),
+    Decoded(Vec<u8>),
 }
 
 /// An upstream body's payload, piece by piece, whatever its framing.
@@ -437,8 +467,15 @@ impl Payload {
     }
 
     /// The next piece of payload, `None` once the body has ended. `buf` holds what has been
-    /// read of the body and not yet used.
-    async fn next(&mut self, conn: &mut Stream, buf: &mut BytesMut, timeout: Duration) -> Result<Option<Vec<u8>>, ()> {
+    /// read of the body and not yet used; a `Front` piece is used once the caller advances
+    /// past it.
+    async fn next(
+        &mut self,
+        conn: &mut Stream,
+        buf: &mut BytesMut,
+        timeout: Duration,
+    ) -> Result<Option<Piece>, String> {
+        let cut = || "the upstream closed or stalled mid-body".to_string();
         loop {
             if self.done {
                 return Ok(None);
@@ -449,11 +486,12 @@ impl Payload {
                 Framing::Length(_) if !buf.is_empty() => {
                     let take = (buf.len() as u64).min(self.left) as usize;
                     self.left -= take as u64;
-                    return Ok(Some(buf.split_to(take).to_vec()));
+                    return Ok(Some(Piece::Front(take)));
                 }
                 Framing::Chunked if !buf.is_empty() => {
                     let mut data = Vec::new();
-                    match self.chunks.decode(buf, &mut data).map_err(|_| ())? {
+                    let end = self.chunks.decode(buf, &mut data).map_err(|_| "malformed chunked body".to_string())?;
+                    match end {
                         Some(end) => {
                             buf.advance(end);
                             self.finish(buf);
@@ -461,19 +499,19 @@ impl Payload {
                         None => buf.clear(),
                     }
                     if !data.is_empty() {
-                        return Ok(Some(data));
+                        return Ok(Some(Piece::Decoded(data)));
                     }
                 }
-                Framing::UntilClose if !buf.is_empty() => return Ok(Some(buf.split().to_vec())),
+                Framing::UntilClose if !buf.is_empty() => return Ok(Some(Piece::Front(buf.len()))),
                 Framing::UntilClose => {
                     buf.reserve(READ_CHUNK);
                     match tokio::time::timeout(timeout, conn.read_buf(buf)).await {
                         Ok(Ok(0)) => self.done = true,
                         Ok(Ok(_)) => {}
-                        _ => return Err(()),
+                        _ => return Err(cut()),
                     }
                 }
-                Framing::Length(_) | Framing::Chunked => read_more(conn, buf, timeout).await?,
+                Framing::Length(_) | Framing::Chunked => read_more(conn, buf, timeout).await.map_err(|_| cut())?,
             }
         }
     }

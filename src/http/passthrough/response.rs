@@ -82,8 +82,13 @@ pub fn parse(buf: &[u8], shape: &Shape) -> Parsed {
         Some(1) => !facts.close,
         _ => facts.keep_alive && !facts.close,
     };
-    let reusable = keep_alive && framing != Framing::UntilClose;
-    let rewrite = shape.links
+    // Both a length and a transfer coding: the chunks are followed, but a connection whose
+    // framing was ambiguous is not trusted with another request (RFC 9112 6.3).
+    let ambiguous = facts.transfer_encoding && facts.content_length.is_some();
+    let reusable = keep_alive && framing != Framing::UntilClose && !ambiguous;
+    // An empty body is passed on as it is, validators and all, as the hyper path does.
+    let rewrite = framing != Framing::Length(0)
+        && shape.links
         && status == 200
         && !shape.head_request
         && is_plain_html_by(facts.content_type, facts.content_encoding);
@@ -167,6 +172,17 @@ fn facts<'h>(headers: &[httparse::Header<'h>]) -> Option<Facts<'h>> {
             f.content_encoding.get_or_insert(h.value);
         }
     }
+    // Headers the upstream's `Connection` names are gone before anything reads them.
+    let named = |n: &str| f.named.iter().any(|t| t.eq_ignore_ascii_case(n));
+    if named("content-type") {
+        f.content_type = None;
+    }
+    if named("content-encoding") {
+        f.content_encoding = None;
+    }
+    if named("date") {
+        f.date = false;
+    }
     Some(f)
 }
 
@@ -218,6 +234,11 @@ mod tests {
         assert!(!head("HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\n", false).reusable);
         assert!(!head("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n", false).reusable);
         assert!(head("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\n", false).reusable);
+        let both = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n";
+        assert!(!head(both, false).reusable, "ambiguous framing is not trusted again");
+        let h = head("HTTP/1.1 200 OK\r\nconnection: date\r\ndate: stale\r\ncontent-length: 0\r\n\r\n", false);
+        let client = String::from_utf8(h.client).unwrap();
+        assert!(!client.contains("stale") && client.contains("date: "), "{client}");
     }
 
     #[test]
@@ -245,6 +266,8 @@ mod tests {
         assert!(client.contains("transfer-encoding: chunked") && !client.contains("ETag") && !client.contains("ength"));
         for raw in [
             "HTTP/1.1 200 OK\r\nContent-Type: text/css\r\nContent-Length: 9\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nConnection: content-type\r\nContent-Type: text/html\r\nContent-Length: 9\r\n\r\n",
             "HTTP/1.1 404 Not Found\r\nContent-Type: text/html\r\nContent-Length: 9\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\n",
         ] {
