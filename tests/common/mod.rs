@@ -131,14 +131,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Reads one response; `head_only` for HEAD requests (no body despite content-length).
     pub async fn read_response(&mut self, head_only: bool) -> Option<Resp> {
-        let end = loop {
-            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
-                break i;
-            }
-            if !self.fill().await {
-                return None;
-            }
-        };
+        let end = self.fill_until(b"\r\n\r\n").await?;
         let head_text = String::from_utf8_lossy(&self.buf[..end]).into_owned();
         self.buf.drain(..end + 4);
         let mut lines = head_text.split("\r\n");
@@ -175,28 +168,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     async fn read_chunked(&mut self) -> Option<Vec<u8>> {
         let mut body = Vec::new();
         loop {
-            let line_end = loop {
-                if let Some(i) = find(&self.buf, b"\r\n") {
-                    break i;
-                }
-                if !self.fill().await {
-                    return None;
-                }
-            };
+            let line_end = self.fill_until(b"\r\n").await?;
             let line = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
             let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
             self.buf.drain(..line_end + 2);
             if size == 0 {
                 // Trailers, then the blank line.
                 loop {
-                    let end = loop {
-                        if let Some(i) = find(&self.buf, b"\r\n") {
-                            break i;
-                        }
-                        if !self.fill().await {
-                            return None;
-                        }
-                    };
+                    let end = self.fill_until(b"\r\n").await?;
                     self.buf.drain(..end + 2);
                     if end == 0 {
                         return Some(body);
@@ -210,6 +189,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             body.extend(self.buf.drain(..size));
             self.buf.drain(..2);
+        }
+    }
+
+    /// Reads until `needle` is in the buffer: where it starts, or `None` if the peer closed.
+    async fn fill_until(&mut self, needle: &[u8]) -> Option<usize> {
+        loop {
+            if let Some(i) = find(&self.buf, needle) {
+                return Some(i);
+            }
+            if !self.fill().await {
+                return None;
+            }
         }
     }
 
