@@ -255,3 +255,42 @@ raise_nofile() {
     ulimit -n "$hard"
     log "WARNING: could not raise ulimit -n to $want (no CAP_SYS_RESOURCE?); using hard limit $hard, enough for $min"
 }
+
+# parse_wrk FILE -> "RPS P99_MS ERRORS TOTAL" ; ERRORS counts socket errors + non-2xx/3xx,
+# TOTAL the requests wrk completed
+parse_wrk() {
+    awk '
+        function to_ms(v,   n, u) {
+            n = v; sub(/[a-z]+$/, "", n); u = v; sub(/^[0-9.]+/, "", u)
+            if (u == "us") return n / 1000
+            if (u == "ms") return n
+            if (u == "s")  return n * 1000
+            if (u == "m")  return n * 60000
+            if (u == "h")  return n * 3600000
+            return -1
+        }
+        /^Requests\/sec:/             { rps = $2 }
+        / requests in /               { total = $1 }
+        /^[ \t]+99(\.0+)?%[ \t]/      { p99 = to_ms($2) }
+        /^[ \t]+Socket errors:/       { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
+        /^[ \t]+Non-2xx or 3xx/       { err += $NF }
+        END {
+            if (rps == "" || p99 == "" || p99 < 0 || total == "") exit 1
+            printf "%s %.3f %d %s\n", rps, p99, err, total
+        }' "$1"
+}
+
+# cpu_ticks PID -> user+system clock ticks of PID and its child processes (nginx's workers)
+cpu_ticks() {
+    local total=0 p u s
+    for p in "$1" $(pgrep -P "$1" || true); do
+        read -r u s < <(awk '{ print $14, $15 }' "/proc/$p/stat" 2>/dev/null || echo "0 0")
+        total=$((total + u + s))
+    done
+    echo "$total"
+}
+
+# cpu_us_per_request TICKS REQUESTS -> microseconds of CPU per request
+cpu_us_per_request() {
+    awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v n="$2" 'BEGIN { printf "%.2f", (n > 0) ? t / hz * 1e6 / n : 0 }'
+}

@@ -273,46 +273,12 @@ for s in "${SERVERS[@]}"; do
 done
 
 # --- wrk runs ------------------------------------------------------------
-# parse_wrk FILE -> "RPS P99_MS ERRORS" ; ERRORS counts socket errors + non-2xx/3xx
-parse_wrk() {
-    awk '
-        function to_ms(v,   n, u) {
-            n = v; sub(/[a-z]+$/, "", n); u = v; sub(/^[0-9.]+/, "", u)
-            if (u == "us") return n / 1000
-            if (u == "ms") return n
-            if (u == "s")  return n * 1000
-            if (u == "m")  return n * 60000
-            if (u == "h")  return n * 3600000
-            return -1
-        }
-        /^Requests\/sec:/             { rps = $2 }
-        / requests in /               { total = $1 }
-        /^[ \t]+99(\.0+)?%[ \t]/      { p99 = to_ms($2) }
-        /^[ \t]+Socket errors:/       { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
-        /^[ \t]+Non-2xx or 3xx/       { err += $NF }
-        END {
-            if (rps == "" || p99 == "" || p99 < 0 || total == "") exit 1
-            printf "%s %.3f %d %s\n", rps, p99, err, total
-        }' "$1"
-}
-
 run_wrk() { # server seconds outfile
     local url="http://127.0.0.1:${PORT[$1]}/1k.html"
     wrk -t2 -c"$CONNECTIONS" -d"$2"s --latency "$url" >"$3" 2>&1 || {
         cat "$3" >&2
         die "wrk failed against $1 ($url)"
     }
-}
-
-CLK_TCK="$(getconf CLK_TCK)"
-# cpu_ticks PID -> user+system clock ticks of PID and its child processes (nginx's workers)
-cpu_ticks() {
-    local total=0 p u s
-    for p in "$1" $(pgrep -P "$1" || true); do
-        read -r u s < <(awk '{ print $14, $15 }' "/proc/$p/stat" 2>/dev/null || echo "0 0")
-        total=$((total + u + s))
-    done
-    echo "$total"
 }
 
 check_alive() { # name
@@ -344,8 +310,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
             die "could not parse wrk output for $s round $r"
         fi
         read -r rps p99 errs total <<<"$parsed"
-        cpu_us="$(awk -v t=$((cpu_after - cpu_before)) -v hz="$CLK_TCK" -v n="$total" \
-            'BEGIN { printf "%.2f", (n > 0) ? t / hz * 1e6 / n : 0 }')"
+        cpu_us="$(cpu_us_per_request $((cpu_after - cpu_before)) "$total")"
         if ((errs > 0)); then
             log "WARNING: $s round $r: $errs socket errors / non-2xx responses:"
             grep -E 'Socket errors|Non-2xx' "$raw" >&2 || true

@@ -89,28 +89,6 @@ for s in "${SERVERS[@]}"; do
 done
 
 # --- wrk runs ------------------------------------------------------------
-# parse_wrk FILE -> "RPS P99_MS ERRORS" ; ERRORS counts socket errors + non-2xx/3xx
-parse_wrk() {
-    awk '
-        function to_ms(v,   n, u) {
-            n = v; sub(/[a-z]+$/, "", n); u = v; sub(/^[0-9.]+/, "", u)
-            if (u == "us") return n / 1000
-            if (u == "ms") return n
-            if (u == "s")  return n * 1000
-            if (u == "m")  return n * 60000
-            if (u == "h")  return n * 3600000
-            return -1
-        }
-        /^Requests\/sec:/             { rps = $2 }
-        /^[ \t]+99(\.0+)?%[ \t]/      { p99 = to_ms($2) }
-        /^[ \t]+Socket errors:/       { gsub(/,/, ""); err += $4 + $6 + $8 + $10 }
-        /^[ \t]+Non-2xx or 3xx/       { err += $NF }
-        END {
-            if (rps == "" || p99 == "" || p99 < 0) exit 1
-            printf "%s %.3f %d\n", rps, p99, err
-        }' "$1"
-}
-
 run_wrk() { # server file seconds outfile
     local url="http://127.0.0.1:${PORT[$1]}/$2"
     wrk -t2 -c"$CONNECTIONS" -d"$3"s --latency "$url" >"$4" 2>&1 || {
@@ -136,7 +114,7 @@ for f in "${FILES[@]}"; do
                 cat "$raw" >&2
                 die "could not parse wrk output for $s $f round $r"
             fi
-            read -r rps p99 errs <<<"$parsed"
+            read -r rps p99 errs _ <<<"$parsed"
             if ((errs > 0)); then
                 log "WARNING: $s $f round $r: $errs socket errors / non-2xx responses:"
                 grep -E 'Socket errors|Non-2xx' "$raw" >&2 || true
