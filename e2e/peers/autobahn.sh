@@ -42,27 +42,12 @@ die() {
     exit 2
 }
 
-# shellcheck disable=SC2317  # run by the EXIT trap
-cleanup() {
-    local i
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -0 "$SERVER_PID" 2>/dev/null && kill -KILL "$SERVER_PID" 2>/dev/null
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    if [[ -n "$TMP" && -d "$TMP" ]]; then
-        if [[ "${KEEP_TMP:-0}" == 1 ]]; then log "keeping $TMP"; else rm -rf -- "$TMP"; fi
-    fi
-}
+# shellcheck source=e2e/peers/lwsws.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lwsws.sh"
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 is_py27() { [[ -n "$1" && -x "$1" ]] && "$1" -c 'import sys; sys.exit(sys.version_info[:2] != (2, 7))' 2>/dev/null; }
 
 # --- Python 2.7 --------------------------------------------------------------------------------
@@ -123,18 +108,8 @@ cat >"$TMP/conf.d/echo" <<EOF
 }
 EOF
 SERVER_LOG="$OUT/lwsws.log"
-RUST_LOG="${RUST_LOG:-lwsws=info}" "$BIN" -c "$TMP" >"$SERVER_LOG" 2>&1 &
-SERVER_PID=$!
+RUST_LOG="${RUST_LOG:-lwsws=info}" start_lwsws "$BIN" "$TMP" "$SERVER_LOG" "$PORT"
 log "lwsws $BIN (pid $SERVER_PID) on ws://127.0.0.1:$PORT (lws-echo default); log $SERVER_LOG"
-for ((i = 0; i < 100; i++)); do
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        tail -n 20 "$SERVER_LOG" >&2
-        die "lwsws exited during startup"
-    fi
-    port_open "$PORT" && break
-    sleep 0.1
-done
-port_open "$PORT" || die "lwsws did not listen on 127.0.0.1:$PORT within 10 s"
 
 # --- the suite -----------------------------------------------------------------------------------
 REPORTS="$TMP/reports/servers"

@@ -53,30 +53,12 @@ die() {
 pass() { PASSED=$((PASSED + 1)); printf 'PASS  %-16s %s\n' "$1" "$2"; }
 fail() { FAILED=$((FAILED + 1)); printf 'FAIL  %-16s %s\n' "$1" "$2"; }
 
-cleanup() {
-    local i
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$SERVER_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -0 "$SERVER_PID" 2>/dev/null && kill -KILL "$SERVER_PID" 2>/dev/null
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    if [[ -n "$TMP" && -d "$TMP" ]]; then
-        if [[ "${KEEP_TMP:-0}" == 1 ]]; then
-            log "keeping $TMP"
-        else
-            rm -rf -- "$TMP"
-        fi
-    fi
-}
+# shellcheck source=e2e/peers/lwsws.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lwsws.sh"
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # --- what the test needs ------------------------------------------------------------------
 [[ -x "$BIN" ]] || die "no lwsws binary at $BIN (build it, or pass its path as the first argument)"
@@ -125,20 +107,8 @@ EOF
 
 # --- the server -----------------------------------------------------------------------------
 SERVER_LOG="$OUT/lwsws.log"
-RUST_LOG="${RUST_LOG:-lwsws=debug}" "$BIN" -c "$TMP" >"$SERVER_LOG" 2>&1 &
-SERVER_PID=$!
+RUST_LOG="${RUST_LOG:-lwsws=debug}" start_lwsws "$BIN" "$TMP" "$SERVER_LOG" "$WS_PORT" "$WSS_PORT"
 log "lwsws $BIN (pid $SERVER_PID): ws 127.0.0.1:$WS_PORT, wss 127.0.0.1:$WSS_PORT; log $SERVER_LOG"
-for ((i = 0; i < 100; i++)); do
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        tail -n 20 "$SERVER_LOG" >&2
-        die "lwsws exited during startup"
-    fi
-    port_open "$WS_PORT" && port_open "$WSS_PORT" && break
-    sleep 0.1
-done
-if ! port_open "$WS_PORT" || ! port_open "$WSS_PORT"; then
-    die "lwsws did not listen on both ports within 10 s"
-fi
 
 # --- the client runs --------------------------------------------------------------------------
 # run_client NAME ARGS...: the test client for RUN_SECS seconds, stopped by SIGINT as a user
