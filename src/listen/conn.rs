@@ -47,35 +47,36 @@ impl AppState {
 pub async fn accept_loop(socket: Socket, key: ListenKey, state: Arc<AppState>, stop: CancellationToken) {
     match socket {
         Socket::Tcp(l) => {
-            let l = tokio::net::TcpListener::from_std(l).expect("listener registers with the runtime");
-            loop {
-                let accepted = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    r = l.accept() => r,
-                };
-                match accepted {
-                    Ok((stream, peer)) => {
-                        let _ = stream.set_nodelay(true);
-                        state.tracker.spawn(connection(stream, Some(peer), key.clone(), state.clone()));
-                    }
-                    Err(e) => accept_error(e).await,
-                }
-            }
+            let l = &tokio::net::TcpListener::from_std(l).expect("listener registers with the runtime");
+            let start = |(stream, peer): (tokio::net::TcpStream, SocketAddr)| {
+                let _ = stream.set_nodelay(true);
+                state.tracker.spawn(connection(stream, Some(peer), key.clone(), state.clone()));
+            };
+            accept_each(&stop, || l.accept(), start).await
         }
         Socket::Unix(l) => {
-            let l = tokio::net::UnixListener::from_std(l).expect("listener registers with the runtime");
-            loop {
-                let accepted = tokio::select! {
-                    _ = stop.cancelled() => return,
-                    r = l.accept() => r,
-                };
-                match accepted {
-                    Ok((stream, _)) => {
-                        state.tracker.spawn(connection(stream, None, key.clone(), state.clone()));
-                    }
-                    Err(e) => accept_error(e).await,
-                }
-            }
+            let l = &tokio::net::UnixListener::from_std(l).expect("listener registers with the runtime");
+            let start = |(stream, _)| {
+                state.tracker.spawn(connection(stream, None, key.clone(), state.clone()));
+            };
+            accept_each(&stop, || l.accept(), start).await
+        }
+    }
+}
+
+/// Hands each accepted connection to `start` until `stop`.
+async fn accept_each<C, A>(stop: &CancellationToken, mut accept: impl FnMut() -> A, mut start: impl FnMut(C))
+where
+    A: std::future::Future<Output = std::io::Result<C>>,
+{
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = accept() => r,
+        };
+        match accepted {
+            Ok(conn) => start(conn),
+            Err(e) => accept_error(e).await,
         }
     }
 }
