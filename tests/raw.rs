@@ -67,15 +67,20 @@ async fn raw_proxy_alone_on_its_port_with_half_close() {
     s.stop().await;
 }
 
-#[tokio::test]
-async fn fallback_on_a_plain_port_serves_http_and_passes_the_rest() {
-    let echo = echo_service().await;
-    let v = format!(
+/// A plain vhost serving files, whose non-HTTP connections go raw to `echo`.
+fn plain_fallback_vhost(echo: SocketAddr) -> String {
+    format!(
         r#"{{ "vhosts": [{{ "name": "localhost", "port": "0", "interface": "127.0.0.1", "fallback-listen-accept": "1",
             "mounts": [{{ "mountpoint": "/", "origin": "file://{{DIR}}/www" }}],
             "ws-protocols": [{{ "raw-proxy": {{ "onward": "ipv4:127.0.0.1:{}", "raw": "1" }} }}] }}] }}"#,
         echo.port()
-    );
+    )
+}
+
+#[tokio::test]
+async fn fallback_on_a_plain_port_serves_http_and_passes_the_rest() {
+    let echo = echo_service().await;
+    let v = plain_fallback_vhost(echo);
     let s = TestServer::start("{}", &[&v]).await;
     put(s.path(), "www/index.html", "web page");
     assert_eq!(common::get(s.addr(), "/", "").await.text(), "web page");
@@ -177,12 +182,7 @@ async fn plain_http_on_a_tls_port_does_not_reach_an_mtls_vhost() {
 #[tokio::test]
 async fn a_silent_client_on_a_fallback_port_is_closed_not_sent_raw() {
     let echo = echo_service().await;
-    let v = format!(
-        r#"{{ "vhosts": [{{ "name": "localhost", "port": "0", "interface": "127.0.0.1", "fallback-listen-accept": "1",
-            "mounts": [{{ "mountpoint": "/", "origin": "file://{{DIR}}/www" }}],
-            "ws-protocols": [{{ "raw-proxy": {{ "onward": "ipv4:127.0.0.1:{}", "raw": "1" }} }}] }}] }}"#,
-        echo.port()
-    );
+    let v = plain_fallback_vhost(echo);
     let s = TestServer::start(r#"{ "global": { "timeout-secs": "1" } }"#, &[&v]).await;
     let mut c = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
     let mut buf = [0u8; 16];
