@@ -410,6 +410,17 @@ where
                 },
             },
         };
+        // When the whole body is already in hand, the end goes out in the same write.
+        let rewritten = match rewritten {
+            Ok(mut bytes) if rewriter.is_some() && body.ended_in_buffer(&buf) => {
+                let r = rewriter.take().expect("checked above");
+                r.end().map_err(|e| format!("rewriting HTML: {e}")).map(|tail| {
+                    bytes.extend_from_slice(&tail);
+                    bytes
+                })
+            }
+            other => other,
+        };
         let rewritten = match rewritten {
             Ok(bytes) => bytes,
             Err(why) if !head_sent => return Err(why),
@@ -514,6 +525,14 @@ impl Payload {
                 Framing::Length(_) | Framing::Chunked => read_more(conn, buf, timeout).await.map_err(|_| cut())?,
             }
         }
+    }
+
+    /// The body has ended with what is in `buf`: the next piece would be `None` without a read.
+    fn ended_in_buffer(&mut self, buf: &BytesMut) -> bool {
+        if matches!(self.framing, Framing::Length(_) | Framing::Empty) && self.left == 0 && !self.done {
+            self.finish(buf);
+        }
+        self.done
     }
 
     fn finish(&mut self, buf: &BytesMut) {
