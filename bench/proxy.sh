@@ -16,6 +16,8 @@
 #   CONNECTIONS   wrk -c (default 64); wrk always uses -t2
 #   ONLY          subset of "nginx haproxy lwsws" (space or comma separated) to run
 #                 (testing); default all three. The backend is always started.
+#   REWRITE_LINKS lwsws's mount "rewrite-links" (default 1, lwsws's default; 0 is the
+#                 like-for-like comparison: nginx and haproxy rewrite nothing)
 #   KEEP_TMP=1    keep the temp dir (configs, logs, raw wrk output)
 #
 # The backend, the three proxies and wrk all share the same cores (2 on the
