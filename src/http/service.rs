@@ -340,19 +340,12 @@ fn route<'v>(
     }
     let mount = mount.ok_or(HttpError::NotFound)?;
     *mount_used = Some(mount);
-    let keepalive = mount.model.keepalive_timeout.map(|s| std::time::Duration::from_secs(s.into()));
-    ctx.activity.set_keepalive(keepalive.unwrap_or(vhost.keepalive));
-    let mp = mount.model.mountpoint.as_str();
-    let remainder = path.get(mp.trim_end_matches('/').len()..).unwrap_or("");
+    ctx.activity.set_keepalive(vhost.keepalive_for(mount));
+    let remainder = mount.remainder(&path);
     if let Origin::Redirect(url) = &mount.model.origin {
         return redirect::moved(&redirect::mount_target(url, mount.model.append_path, remainder)).map(Action::Done);
     }
-    if mp.len() > 1
-        && !mp.ends_with('/')
-        && path == mp
-        && !parts.uri.path().ends_with('/')
-        && !matches!(mount.model.origin, Origin::Cgi(_) | Origin::Callback(_))
-    {
+    if mount.wants_trailing_slash(&path, parts.uri.path()) {
         return trailing_slash(ctx, parts, &path, host).map(Action::Done);
     }
     if let Some(file) = &mount.model.basic_auth {

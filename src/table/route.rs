@@ -137,7 +137,30 @@ pub fn strip_port(host: &str) -> &str {
     }
 }
 
+impl MountRt {
+    /// The part of a normalised request path after this mount's mountpoint.
+    pub fn remainder<'p>(&self, path: &'p str) -> &'p str {
+        path.get(self.model.mountpoint.trim_end_matches('/').len()..).unwrap_or("")
+    }
+
+    /// `/dir` naming a mountpoint `/dir` exactly, where the file and proxy origins answer with a
+    /// 301 to `/dir/` (spec 2.3). `raw_path` is the request's path before normalising.
+    pub fn wants_trailing_slash(&self, path: &str, raw_path: &str) -> bool {
+        let mp = self.model.mountpoint.as_str();
+        mp.len() > 1
+            && !mp.ends_with('/')
+            && path == mp
+            && !raw_path.ends_with('/')
+            && !matches!(self.model.origin, crate::model::Origin::Cgi(_) | crate::model::Origin::Callback(_))
+    }
+}
+
 impl VhostRt {
+    /// The keep-alive after a request to `mount`: its own, else the vhost's.
+    pub fn keepalive_for(&self, mount: &MountRt) -> Duration {
+        mount.model.keepalive_timeout.map(|s| Duration::from_secs(s.into())).unwrap_or(self.keepalive)
+    }
+
     /// Where `mount` (one of this vhost's, as `select_mount` returned it) stands in `mounts`,
     /// for work that outlives the borrow and must find it again.
     pub fn mount_index(&self, mount: &MountRt) -> usize {

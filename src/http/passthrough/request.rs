@@ -111,17 +111,12 @@ fn decide(req: &httparse::Request, head_len: usize, buf: &[u8], ctx: &ConnCtx) -
     }
     let proxy = mount.proxy.clone()?;
     let pool = proxy.passthrough()?.clone();
-    let mp = mount.model.mountpoint.as_str();
-    if mp.len() > 1 && !mp.ends_with('/') && path == mp && !raw_path.ends_with('/') {
+    if mount.wants_trailing_slash(&path, raw_path) {
         // `/dir` → `/dir/` is the hyper path's redirect.
         return None;
     }
-    if let Some(secs) = mount.model.keepalive_timeout {
-        ctx.activity.set_keepalive(std::time::Duration::from_secs(secs.into()));
-    } else {
-        ctx.activity.set_keepalive(vhost.keepalive);
-    }
-    let remainder = path.get(mp.trim_end_matches('/').len()..).unwrap_or("");
+    ctx.activity.set_keepalive(vhost.keepalive_for(mount));
+    let remainder = mount.remainder(&path);
     let upstream_target = proxy::upstream_path(proxy.upstream_base_path(), remainder, query);
     let client = ClientInfo { addr: ctx.peer.map(|p| p.ip().to_canonical()), tls: ctx.tls, host: facts.host };
     let forwarding = Forwarding::new(&client, facts.xff, facts.forwarded);
