@@ -95,9 +95,7 @@ impl HttpError {
             .body(Body::full(page))
             .expect("static response")
     }
-}
 
-impl HttpError {
     /// The error's page: lws's body with the message this error carries, if any.
     pub fn page(&self) -> String {
         let msg = match self {

@@ -480,12 +480,8 @@ fn finish(
     let activity = ctx.activity.clone();
     body.on_done(Box::new(move |_| activity.finish()));
     let started = parts.extensions.get::<Started>().map(|s| s.0).unwrap_or_else(std::time::Instant::now);
-    let (shared, owner, mount_index, status) = (
-        ctx.shared.clone(),
-        vhost.clone(),
-        mount.and_then(|m| vhost.mounts.iter().position(|x| std::ptr::eq(x, m))),
-        head.status.as_u16(),
-    );
+    let (shared, owner, mount_index, status) =
+        (ctx.shared.clone(), vhost.clone(), mount.map(|m| vhost.mount_index(m)), head.status.as_u16());
     if let Some(span) = parts.extensions.get::<tracing::Span>() {
         let mount = mount.map(|m| m.model.mountpoint.as_str());
         crate::telemetry::record_response(span, &parts.method, &vhost.name, mount, status, ctx.peer.map(|p| p.ip()));

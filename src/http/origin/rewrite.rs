@@ -96,8 +96,8 @@ impl LinkRewriter {
 
     /// The end of the document: the rest of the output.
     pub fn end(self) -> Result<Vec<u8>, RewritingError> {
-        let out = self.out.clone();
-        (*self.rewriter).end()?;
+        let LinkRewriter { rewriter, out } = self;
+        rewriter.end()?;
         Ok(std::mem::take(&mut *out.lock().expect("rewrite sink")))
     }
 

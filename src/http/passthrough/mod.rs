@@ -208,20 +208,17 @@ async fn exchange(plan: &Plan, shape: &Shape<'_>) -> Result<(Stream, Head, Bytes
         let sent = tokio::time::timeout_at(deadline, conn.write_all(&plan.upstream)).await;
         let mut buf = buffers::take();
         let answer = match sent {
-            Err(_) => return Err(Failure::Timeout),
-            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(Failure::Timeout),
+            Ok(Err(e)) => Err(Failure::Failed(e.to_string())),
             Ok(Ok(())) => read_head(&mut conn, &mut buf, shape, deadline).await,
         };
         match answer {
             Ok(head) => return Ok((conn, head, buf)),
-            Err(why) if why == TIMED_OUT => return Err(Failure::Timeout),
-            Err(_) if reused && buf.is_empty() && plan.idempotent => continue,
-            Err(why) => return Err(Failure::Failed(why)),
+            Err(Failure::Failed(_)) if reused && buf.is_empty() && plan.idempotent => continue,
+            Err(failure) => return Err(failure),
         }
     }
 }
-
-const TIMED_OUT: &str = "timed out";
 
 /// Reads until a final response head is complete; interim (1xx) heads are dropped on the way.
 async fn read_head(
@@ -229,12 +226,13 @@ async fn read_head(
     buf: &mut BytesMut,
     shape: &Shape<'_>,
     deadline: tokio::time::Instant,
-) -> Result<Head, String> {
+) -> Result<Head, Failure> {
+    let failed = |why: &str| Failure::Failed(why.to_string());
     loop {
         match tokio::time::timeout_at(deadline, conn.read_buf(buf)).await {
-            Err(_) => return Err(TIMED_OUT.to_string()),
-            Ok(Err(e)) => return Err(e.to_string()),
-            Ok(Ok(0)) => return Err("the upstream closed the connection before a response".to_string()),
+            Err(_) => return Err(Failure::Timeout),
+            Ok(Err(e)) => return Err(Failure::Failed(e.to_string())),
+            Ok(Ok(0)) => return Err(failed("the upstream closed the connection before a response")),
             Ok(Ok(_)) => {}
         }
         loop {
@@ -248,8 +246,8 @@ async fn read_head(
                     buf.reserve(READ_CHUNK);
                     break;
                 }
-                response::Parsed::Partial => return Err("response head too large".to_string()),
-                response::Parsed::Invalid => return Err("malformed response head".to_string()),
+                response::Parsed::Partial => return Err(failed("response head too large")),
+                response::Parsed::Invalid => return Err(failed("malformed response head")),
             }
             if buf.is_empty() {
                 break;
