@@ -74,7 +74,8 @@ pub fn applies(ctx: &ConnCtx) -> bool {
             .any(|v| v.mounts.iter().any(|m| m.proxy.as_ref().is_some_and(|p| p.passthrough().is_some())))
 }
 
-/// Reads the next request head and serves it if it can. Call when the client has sent bytes.
+/// Reads the next request head and serves it if it can. Call when the client has sent bytes,
+/// on a connection `applies` accepted.
 /// `shutdown`: once cancelled (server stopping, listener drained), the response says
 /// `connection: close` and the connection ends after it, as hyper's do.
 pub async fn serve_one<S>(

@@ -74,7 +74,8 @@ struct HeadFacts<'h> {
 /// `None` for anything the hyper path should answer: HTTP/1.0, upgrades, `Expect`, chunked or
 /// incomplete bodies, odd targets, and every mount that is not a plain passthrough proxy.
 fn decide(req: &httparse::Request, head_len: usize, buf: &[u8], ctx: &ConnCtx) -> Option<Plan> {
-    if req.version != Some(1) || ctx.redirect_to_https || crate::telemetry::enabled() {
+    // (`redirect-http`, tracing and the off switch were checked per connection: `applies`.)
+    if req.version != Some(1) {
         return None;
     }
     let method = req.method?;
