@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -19,13 +19,9 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 
+use super::idle::IdleConns;
 use super::proxy::Connector;
 use crate::http::body::BoxError;
-
-/// How long an idle upstream connection is kept.
-const IDLE_LIMIT: Duration = Duration::from_secs(90);
-/// At most this many idle connections per mount.
-const MAX_IDLE: usize = 256;
 
 type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 
@@ -51,13 +47,13 @@ pub enum Failure {
 }
 
 pub struct Pool {
-    idle: Mutex<Vec<(Conn, Instant)>>,
+    idle: IdleConns<Conn>,
     connector: Connector,
 }
 
 impl Pool {
     pub fn new(connector: Connector) -> Self {
-        Pool { idle: Mutex::new(Vec::new()), connector }
+        Pool { idle: IdleConns::default(), connector }
     }
 
     async fn connect(&self, upgrade: bool) -> Result<Conn, Failure> {
@@ -69,17 +65,8 @@ impl Pool {
 
     /// An idle connection that is still open and ready.
     fn checkout(&self) -> Option<Conn> {
-        let mut idle = self.idle.lock().expect("upstream pool");
-        while let Some((mut conn, since)) = idle.pop() {
-            // A peer that closed an idle connection shows as a finished driver.
-            if since.elapsed() < IDLE_LIMIT
-                && conn.drive(&mut Context::from_waker(Waker::noop()))
-                && conn.sender.is_ready()
-            {
-                return Some(conn);
-            }
-        }
-        None
+        // A peer that closed an idle connection shows as a finished driver.
+        self.idle.take(|conn| conn.drive(&mut Context::from_waker(Waker::noop())) && conn.sender.is_ready())
     }
 
     /// Keeps `conn` for the next request if it is ready for one (a connection still writing a
@@ -89,11 +76,7 @@ impl Pool {
         if conn.done || !conn.sender.is_ready() {
             return;
         }
-        let mut idle = self.idle.lock().expect("upstream pool");
-        idle.retain(|(_, since)| since.elapsed() < IDLE_LIMIT);
-        if idle.len() < MAX_IDLE {
-            idle.push((conn, Instant::now()));
-        }
+        self.idle.put(conn);
     }
 
     /// A response with no body to read (HEAD, 204, 304, a zero length): its connection is

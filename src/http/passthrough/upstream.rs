@@ -2,35 +2,23 @@
 //! with nothing in flight, kept for the next request.
 
 use std::io;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
+use crate::http::origin::idle::IdleConns;
 use crate::http::origin::proxy::{Connector, Stream};
 
-/// How long an idle upstream connection is kept.
-const IDLE_LIMIT: Duration = Duration::from_secs(90);
-/// At most this many idle connections per mount.
-const MAX_IDLE: usize = 256;
-
 pub struct RawPool {
-    idle: Mutex<Vec<(Stream, Instant)>>,
+    idle: IdleConns<Stream>,
     connector: Connector,
 }
 
 impl RawPool {
     pub fn new(connector: Connector) -> Self {
-        RawPool { idle: Mutex::new(Vec::new()), connector }
+        RawPool { idle: IdleConns::default(), connector }
     }
 
     /// The most recently used idle connection that is still open.
     pub fn checkout(&self) -> Option<Stream> {
-        let mut idle = self.idle.lock().expect("upstream pool");
-        while let Some((conn, since)) = idle.pop() {
-            if since.elapsed() < IDLE_LIMIT && conn.is_idle_open() {
-                return Some(conn);
-            }
-        }
-        None
+        self.idle.take(|conn| conn.is_idle_open())
     }
 
     /// A new connection, within the mount's timeout.
@@ -38,16 +26,8 @@ impl RawPool {
         self.connector.open().await
     }
 
-    /// Keeps a connection whose response was read to its end. Expired entries go at the same
-    /// time, so a burst's leftovers do not hold sockets open.
+    /// Keeps a connection whose response was read to its end.
     pub fn checkin(&self, conn: Stream) {
-        let now = Instant::now();
-        let mut idle = self.idle.lock().expect("upstream pool");
-        // Checked out from the back, so the front holds the oldest: the expired are a prefix.
-        let expired = idle.iter().take_while(|(_, since)| now.duration_since(*since) >= IDLE_LIMIT).count();
-        idle.drain(..expired);
-        if idle.len() < MAX_IDLE {
-            idle.push((conn, now));
-        }
+        self.idle.put(conn);
     }
 }
