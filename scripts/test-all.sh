@@ -8,6 +8,7 @@ missing=()
 need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
 need curl curl
 need pebble pebble
+need python3 python3
 if ((${#missing[@]})); then
   echo "[test-all] installing: ${missing[*]}"
   apt-get update -qq
@@ -16,6 +17,9 @@ fi
 
 echo "[test-all] cargo fmt --check"
 cargo fmt --all -- --check
+echo "[test-all] import graph: no circles (scripts/check-imports.py)"
+python3 scripts/check-imports.py --self-test
+python3 scripts/check-imports.py
 echo "[test-all] cargo clippy"
 cargo clippy --all-targets -- -D warnings
 echo "[test-all] cargo test"

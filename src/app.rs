@@ -14,10 +14,12 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::http::service::Shared;
+use crate::acme::{Challenges, StoreFactory};
+use crate::http::conn::Shared;
 use crate::listen::{self, AppState, Bound};
 use crate::model::{Config, ConfigError, ListenKey, Warning};
 use crate::table::{self, CompileMode, RouteTable};
+use crate::tls::CertSlots;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -26,7 +28,16 @@ pub enum StartError {
     #[error("{loc}: vhost \"{vhost}\": cannot listen on {what}: {source}")]
     Bind { loc: crate::model::Loc, vhost: String, what: String, source: std::io::Error },
     #[error("{0}")]
-    Process(String),
+    Process(#[from] crate::process::ProcessError),
+}
+
+/// Why a reload was refused; the running config keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Start(#[from] StartError),
 }
 
 /// What a reload did.
@@ -57,19 +68,33 @@ pub struct Server {
     listening: HashMap<ListenKey, Listening>,
     order: Vec<ListenKey>,
     acme: crate::acme::Managers,
+    /// Where managed certificates are served from; outlives every table.
+    slots: Arc<CertSlots>,
     state: Arc<AppState>,
 }
 
 impl Server {
-    /// Compiles `config`, binds its listeners and starts serving on the current runtime.
+    /// Compiles `config`, binds its listeners and starts serving on the current runtime, with
+    /// ACME state in files.
     pub async fn start(config: &Config, warnings: &mut Vec<Warning>) -> Result<Server, StartError> {
-        let table = table::compile(config, CompileMode::Serve, warnings)?;
-        crate::process::set_nofile(&config.global).map_err(StartError::Process)?;
+        Server::start_with(config, warnings, crate::acme::file_stores()).await
+    }
+
+    /// `start`, with ACME state kept by `stores` (Secrets, in Kubernetes mode).
+    pub async fn start_with(
+        config: &Config,
+        warnings: &mut Vec<Warning>,
+        stores: Arc<StoreFactory>,
+    ) -> Result<Server, StartError> {
+        let slots = Arc::new(CertSlots::default());
+        let challenges = Arc::new(Challenges::default());
+        let table = table::compile(config, CompileMode::Serve, &slots, warnings)?;
+        crate::process::set_nofile(&config.global)?;
         let bound = bind_all(config, &table, |_| true)?;
-        crate::process::drop_after_bind(&config.global).map_err(StartError::Process)?;
+        crate::process::drop_after_bind(&config.global)?;
         let state = Arc::new(AppState {
             table: ArcSwap::from_pointee(table),
-            shared: Arc::new(Shared::default()),
+            shared: Arc::new(Shared { challenges: challenges.clone(), ..Shared::default() }),
             shutdown: CancellationToken::new(),
             tracker: TaskTracker::new(),
             drains: Default::default(),
@@ -80,11 +105,12 @@ impl Server {
             certs: cert_stamps(config),
             listening: HashMap::new(),
             order: Vec::new(),
-            acme: Default::default(),
+            acme: crate::acme::Managers::new(slots.clone(), challenges, stores),
+            slots,
             state,
         };
         server.serve(bound);
-        server.metrics().set_cert_expiries(&cert_expiries(config));
+        server.metrics().set_cert_expiries(&cert_expiries(config, &server.slots));
         server.acme.apply(config, &server.state.shared.metrics, &server.state.shutdown);
         Ok(server)
     }
@@ -107,7 +133,7 @@ impl Server {
         if *config == self.config && certs == self.certs {
             return Ok(Reloaded::Unchanged);
         }
-        let table = table::compile(config, CompileMode::Serve, warnings)?;
+        let table = table::compile(config, CompileMode::Serve, &self.slots, warnings)?;
         let wanted: Vec<ListenKey> = table.listeners.iter().map(|l| l.key.clone()).collect();
         let bound = bind_all(config, &table, |k| !self.listening.contains_key(k))?;
         let added = bound.len();
@@ -119,7 +145,7 @@ impl Server {
             if let Some(l) = self.listening.remove(key) {
                 tracing::info!(addrs = ?l.addrs, drain = ?self.drain_limit, "listener removed by reload; closing it");
                 l.stop.cancel();
-                let drain = self.state.drains.lock().expect("drain tokens").remove(key);
+                let drain = self.state.drains.lock().remove(key);
                 if let Some(drain) = drain {
                     let limit = self.drain_limit;
                     tokio::spawn(async move {
@@ -132,7 +158,7 @@ impl Server {
         self.order.retain(|k| wanted.contains(k));
         self.config = config.clone();
         self.certs = certs;
-        self.metrics().set_cert_expiries(&cert_expiries(config));
+        self.metrics().set_cert_expiries(&cert_expiries(config, &self.slots));
         self.acme.apply(config, &self.state.shared.metrics, &self.state.shutdown);
         Ok(Reloaded::Applied { added, removed: gone.len() })
     }
@@ -140,9 +166,13 @@ impl Server {
     /// A reload, whatever set it off (`why`), of a config just read: applied in place, or
     /// refused with its error logged and counted while the running config keeps serving (D2).
     /// Returns the refusal's message.
-    pub async fn apply(&mut self, loaded: Result<crate::lwsws::Loaded, ConfigError>, why: &str) -> Result<(), String> {
+    pub async fn apply(
+        &mut self,
+        loaded: Result<crate::lwsws::Loaded, ConfigError>,
+        why: &str,
+    ) -> Result<(), ReloadError> {
         let outcome = match loaded {
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(ReloadError::Config(e)),
             Ok(loaded) => {
                 let mut warnings = loaded.warnings;
                 match self.reload(&loaded.config, &mut warnings).await {
@@ -162,15 +192,34 @@ impl Server {
                         );
                         Ok(())
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(ReloadError::Start(e)),
                 }
             }
         };
         if let Err(e) = &outcome {
-            self.metrics().reload_refused(e);
+            self.metrics().reload_refused(&e.to_string());
             tracing::error!("reload ({why}) refused: {e}; the running config keeps serving");
         }
         outcome
+    }
+
+    /// One rebuild in Kubernetes mode, whatever set it off: the front end builds the config its
+    /// resources describe, this server applies it (the last good config keeps serving on any
+    /// error), and the front end writes the outcome into the resources' status.
+    pub async fn apply_kubernetes(
+        &mut self,
+        ctl: &crate::k8s::Controller,
+        dir: &std::path::Path,
+        ddir: &str,
+        why: &str,
+    ) {
+        let crate::k8s::source::Build { loaded, verdicts } = ctl.build(dir, ddir);
+        for v in verdicts.iter().filter(|v| v.problem.is_some()) {
+            tracing::warn!(resource = %format!("{}/{}", v.namespace, v.name), problem = v.problem.as_deref().unwrap_or(""),
+                "LwswsConfig refused; the others are applied");
+        }
+        let programmed = self.apply(loaded, why).await.map_err(|e| e.to_string());
+        ctl.report(&verdicts, programmed.as_ref().map(|_| ()).map_err(String::as_str)).await;
     }
 
     /// Every TCP address bound, in config order (useful with port 0).
@@ -217,12 +266,9 @@ impl Server {
 
 /// Each TLS vhost's certificate expiry: an ACME vhost's from what it serves (its certificate
 /// may live in a Secret, not on disk), the others' from their certificate file.
-fn cert_expiries(config: &Config) -> Vec<(String, i64)> {
+fn cert_expiries(config: &Config, slots: &CertSlots) -> Vec<(String, i64)> {
     let expiry = |v: &crate::model::Vhost| match &v.acme {
-        Some(a) => crate::acme::slot(&a.cert_path)
-            .load()
-            .as_deref()
-            .and_then(|ck| crate::tls::expiry::not_after(ck.cert.first()?)),
+        Some(a) => slots.current(&a.cert_path).and_then(|ck| crate::tls::expiry::not_after(ck.cert.first()?)),
         None => crate::tls::expiry::leaf_not_after(v.host_ssl_cert.as_ref()?),
     };
     config.vhosts.iter().filter_map(|v| Some((v.name.clone(), expiry(v)?))).collect()

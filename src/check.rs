@@ -26,7 +26,8 @@ pub fn check(dir: &Path, ddir: &str) -> CheckResult {
 pub fn load_and_compile(dir: &Path, ddir: &str) -> Result<(Config, Vec<Warning>), ConfigError> {
     let loaded = lwsws::load(dir, ddir)?;
     let mut warnings = loaded.warnings;
-    table::compile(&loaded.config, CompileMode::Check, &mut warnings)?;
+    // Slots of its own: a check leaves no certificate behind anywhere.
+    table::compile(&loaded.config, CompileMode::Check, &crate::tls::CertSlots::default(), &mut warnings)?;
     Ok((loaded.config, warnings))
 }
 

@@ -5,9 +5,9 @@
 /// lws's category bits and the modules that carry out the same work in this server.
 const CATEGORIES: &[(u32, &str, &[&str])] = &[
     (32, "parser", &["lwsws::lwsws", "lwsws::http::path"]),
-    (64, "header", &["lwsws::http::service"]),
+    (64, "header", &["lwsws::http::service", "lwsws::http::routing", "lwsws::http::passthrough"]),
     (128, "ext", &["lwsws::http::websocket"]),
-    (256, "client", &["lwsws::http::origin::proxy", "lwsws::http::origin::pool", "lwsws::protocols::raw_proxy"]),
+    (256, "client", &["lwsws::http::origin::proxy", "lwsws::upstream", "lwsws::protocols::raw_proxy"]),
     (512, "latency", &["lwsws::listen"]),
     (1024, "user", &["lwsws::protocols"]),
     (2048, "thread", &["lwsws::app"]),
@@ -70,10 +70,13 @@ mod tests {
 
     #[test]
     fn category_bits_turn_on_their_modules() {
-        assert_eq!(directives(3 | 64), "warn,lwsws=warn,lwsws::http::service=debug");
+        assert_eq!(
+            directives(3 | 64),
+            "warn,lwsws=warn,lwsws::http::service=debug,lwsws::http::routing=debug,lwsws::http::passthrough=debug"
+        );
         assert_eq!(
             directives(7 | 256),
-            "warn,lwsws=info,lwsws::http::origin::proxy=debug,lwsws::http::origin::pool=debug,lwsws::protocols::raw_proxy=debug"
+            "warn,lwsws=info,lwsws::http::origin::proxy=debug,lwsws::upstream=debug,lwsws::protocols::raw_proxy=debug"
         );
         assert_eq!(directives(3 | 1024), "warn,lwsws=warn,lwsws::protocols=info");
         // Already at debug: the categories add nothing.

@@ -143,6 +143,7 @@ fn serve(
         let mut config = loaded.config;
         let mut kube = None;
         let mut verdicts = Vec::new();
+        let mut stores = lwsws::acme::file_stores();
         if let Some(ns) = &kube_namespace {
             let (ctl, changes) = match lwsws::k8s::Controller::connect(ns).await {
                 Ok(c) => c,
@@ -152,7 +153,7 @@ fn serve(
                 }
             };
             // ACME state outlives the pod only in Secrets.
-            lwsws::k8s::acme_store::use_secrets(ctl.client(), ns);
+            stores = lwsws::k8s::acme_store::secret_stores(ctl.client(), ns);
             if !ctl.synced(Duration::from_secs(30)).await {
                 tracing::warn!(
                     "the Kubernetes resources are not listed yet; starting with the files, adding them as they come"
@@ -172,7 +173,7 @@ fn serve(
             verdicts = built.verdicts;
             kube = Some((ctl, changes));
         }
-        let started = lwsws::app::Server::start(&config, &mut warnings).await;
+        let started = lwsws::app::Server::start_with(&config, &mut warnings, stores).await;
         for w in &warnings {
             tracing::warn!("{w}");
         }
@@ -196,7 +197,7 @@ fn serve(
             }
         }
         if let Some((ctl, _)) = &kube {
-            ctl.report(&verdicts, &Ok(())).await;
+            ctl.report(&verdicts, Ok(())).await;
         }
         run_until_stopped(&mut server, dir, ddir, kube).await;
         tracing::info!("stopping: no new connections; finishing in-flight requests");
@@ -250,11 +251,19 @@ async fn run_until_stopped(
                 "a Kubernetes resource changed"
             }
         };
-        match &ctl {
-            Some(ctl) => lwsws::k8s::controller::rebuild(server, ctl, dir, ddir, why).await,
-            None => {
-                let _ = server.apply(lwsws::lwsws::load(dir, ddir), why).await;
+        let rebuild = async {
+            match &ctl {
+                Some(ctl) => server.apply_kubernetes(ctl, dir, ddir, why).await,
+                None => {
+                    let _ = server.apply(lwsws::lwsws::load(dir, ddir), why).await;
+                }
             }
+        };
+        // A stop is not held up by a rebuild that waits on the Kubernetes API.
+        tokio::select! {
+            _ = rebuild => {}
+            _ = term.recv() => return,
+            _ = int.recv() => return,
         }
     }
 }

@@ -76,7 +76,7 @@ pub struct Metrics {
     requests_total: Counter,
     reloads_ok: Counter,
     reloads_failed: Counter,
-    last_reload_error: std::sync::Mutex<String>,
+    last_reload_error: parking_lot::Mutex<String>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -150,7 +150,7 @@ impl Default for Metrics {
             requests_total: Counter::default(),
             reloads_ok: Counter::default(),
             reloads_failed: Counter::default(),
-            last_reload_error: std::sync::Mutex::new(String::new()),
+            last_reload_error: parking_lot::Mutex::new(String::new()),
             upstream_errors,
             cgi_runs,
             registry,
@@ -270,7 +270,7 @@ impl Metrics {
     /// A refused reload, with its message (file:line:col), for the status page.
     pub fn reload_refused(&self, message: &str) {
         self.reload(false);
-        *self.last_reload_error.lock().expect("reload error") = message.to_string();
+        *self.last_reload_error.lock() = message.to_string();
     }
 
     /// What the lws-server-status document shows of the server (values as strings, as lws does).
@@ -280,7 +280,7 @@ impl Metrics {
             "connections_open": self.connections_open.get().to_string(),
             "reloads_ok": self.reloads_ok.get().to_string(),
             "reloads_failed": self.reloads_failed.get().to_string(),
-            "last_reload_error": self.last_reload_error.lock().expect("reload error").clone(),
+            "last_reload_error": self.last_reload_error.lock().clone(),
         })
     }
 

@@ -6,14 +6,27 @@ use nix::unistd::{Gid, Group, Uid, User, getuid, setgid, setgroups, setuid};
 
 use crate::model::Global;
 
+/// Why a process-wide setting could not be applied; the server does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("{call}: {source}")]
+    Limit { call: &'static str, source: nix::Error },
+    #[error("cannot drop privileges: {call}: {source}")]
+    Drop { call: String, source: nix::Error },
+    #[error("{0}")]
+    Lookup(String),
+}
+
 /// `rlimit-nofile`: raise (or lower) the soft limit, and the hard one too when allowed.
-pub fn set_nofile(g: &Global) -> Result<(), String> {
+pub fn set_nofile(g: &Global) -> Result<(), ProcessError> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
     let Some(want) = g.rlimit_nofile else { return Ok(()) };
-    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| format!("getrlimit: {e}"))?;
+    let (_, hard) =
+        getrlimit(Resource::RLIMIT_NOFILE).map_err(|source| ProcessError::Limit { call: "getrlimit", source })?;
     if setrlimit(Resource::RLIMIT_NOFILE, want, want.max(hard)).is_err() {
         // Not privileged to raise the hard limit: go as far as it allows.
-        setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard).map_err(|e| format!("setrlimit: {e}"))?;
+        setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard)
+            .map_err(|source| ProcessError::Limit { call: "setrlimit", source })?;
         if want > hard {
             tracing::warn!(want, hard, "rlimit-nofile is above the hard limit; using the hard limit");
         }
@@ -21,7 +34,7 @@ pub fn set_nofile(g: &Global) -> Result<(), String> {
     Ok(())
 }
 
-pub fn drop_after_bind(g: &Global) -> Result<(), String> {
+pub fn drop_after_bind(g: &Global) -> Result<(), ProcessError> {
     let wants = g.uid.is_some() || g.gid.is_some() || g.username.is_some() || g.groupname.is_some();
     if !wants {
         return Ok(());
@@ -47,26 +60,33 @@ pub fn drop_after_bind(g: &Global) -> Result<(), String> {
         gid = Some(lookup_group(name)?);
     }
     if let Some(gid) = gid {
-        setgroups(&[gid]).map_err(|e| format!("cannot drop privileges: setgroups: {e}"))?;
-        setgid(gid).map_err(|e| format!("cannot drop privileges: setgid({gid}): {e}"))?;
+        setgroups(&[gid]).map_err(|source| ProcessError::Drop { call: "setgroups".into(), source })?;
+        setgid(gid).map_err(|source| ProcessError::Drop { call: format!("setgid({gid})"), source })?;
     }
     if let Some(uid) = uid {
-        setuid(uid).map_err(|e| format!("cannot drop privileges: setuid({uid}): {e}"))?;
+        setuid(uid).map_err(|source| ProcessError::Drop { call: format!("setuid({uid})"), source })?;
     }
     tracing::info!(?uid, ?gid, "dropped privileges");
     Ok(())
 }
 
-fn lookup_user(name: &str) -> Result<User, String> {
+fn lookup_user(name: &str) -> Result<User, ProcessError> {
+    let missing = |what: String| ProcessError::Lookup(what);
     if let Ok(n) = name.parse::<u32>() {
-        return User::from_uid(Uid::from_raw(n)).ok().flatten().ok_or_else(|| format!("no user with uid {n}"));
+        return User::from_uid(Uid::from_raw(n)).ok().flatten().ok_or_else(|| missing(format!("no user with uid {n}")));
     }
-    User::from_name(name).map_err(|e| e.to_string())?.ok_or_else(|| format!("no such user \"{name}\""))
+    User::from_name(name)
+        .map_err(|e| missing(format!("user \"{name}\": {e}")))?
+        .ok_or_else(|| missing(format!("no such user \"{name}\"")))
 }
 
-fn lookup_group(name: &str) -> Result<Gid, String> {
+fn lookup_group(name: &str) -> Result<Gid, ProcessError> {
+    let missing = |what: String| ProcessError::Lookup(what);
     if let Ok(n) = name.parse::<u32>() {
         return Ok(Gid::from_raw(n));
     }
-    Group::from_name(name).map_err(|e| e.to_string())?.map(|g| g.gid).ok_or_else(|| format!("no such group \"{name}\""))
+    Group::from_name(name)
+        .map_err(|e| missing(format!("group \"{name}\": {e}")))?
+        .map(|g| g.gid)
+        .ok_or_else(|| missing(format!("no such group \"{name}\"")))
 }

@@ -32,6 +32,18 @@ async fn served(addr: std::net::SocketAddr, pki: &Pki) -> Option<Vec<u8>> {
     Some(session.peer_certificates()?[0].to_vec())
 }
 
+/// An ACME vhost whose certificate, key and account live in `state`, with a CA that cannot be
+/// reached.
+fn stored_acme_vhost(state: &std::path::Path) -> String {
+    format!(
+        r#"{{ "vhosts": [{{ "name": "localhost", "port": "0", "interface": "127.0.0.1",
+            "acme": {{ "email": "a@example.test", "directory-url": "https://127.0.0.1:1/dir",
+                       "cert-path": "{0}/cert.pem", "key-path": "{0}/key.pem", "auth-path": "{0}/account.json" }},
+            "mounts": [{{ "mountpoint": "/", "origin": "file://{0}" }}] }}] }}"#,
+        state.display()
+    )
+}
+
 #[tokio::test]
 async fn a_newer_stored_certificate_is_taken_instead_of_ordering() {
     let pki = Pki::new("acme renewal test ca");
@@ -39,14 +51,7 @@ async fn a_newer_stored_certificate_is_taken_instead_of_ordering() {
     let state = dir.path().join("state");
     // 10 s in all: renewal falls due with a third left, about 4.7 s from now.
     let short = write_pair(&pki, &state, 8);
-    let vhost = format!(
-        r#"{{ "vhosts": [{{ "name": "localhost", "port": "0", "interface": "127.0.0.1",
-            "acme": {{ "email": "a@example.test", "directory-url": "https://127.0.0.1:1/dir",
-                       "cert-path": "{0}/cert.pem", "key-path": "{0}/key.pem", "auth-path": "{0}/account.json" }},
-            "mounts": [{{ "mountpoint": "/", "origin": "file://{0}" }}] }}] }}"#,
-        state.display()
-    );
-    let s = TestServer::start("{}", &[&vhost]).await;
+    let s = TestServer::start("{}", &[&stored_acme_vhost(&state)]).await;
     assert_eq!(served(s.addr(), &pki).await.as_deref(), Some(&short[..]), "the stored certificate is served");
 
     let long = write_pair(&pki, &state, 3600);
@@ -108,5 +113,33 @@ async fn a_reload_stops_and_starts_acme_managers() {
         assert!(Instant::now() < until, "a manager did not start again");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    s.stop().await;
+}
+
+/// `--check` has no side effects: compiling a config for a check touches nothing outside what it
+/// returns. Here a check runs in the same process as a server whose ACME certificate was
+/// replaced on disk by one that lasts longer; serving that one is the server's own business (at
+/// its next reload or renewal), so the check must leave the served certificate as it was. When
+/// certificate slots were process-wide, the check's compile put the new certificate in the
+/// server's slot.
+#[tokio::test]
+async fn a_check_in_the_same_process_changes_nothing_served() {
+    let pki = Pki::new("acme check test ca");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let first = write_pair(&pki, &state, 3600);
+    let s = TestServer::start("{}", &[&stored_acme_vhost(&state)]).await;
+    assert_eq!(served(s.addr(), &pki).await.as_deref(), Some(&first[..]));
+
+    let longer = write_pair(&pki, &state, 7200);
+    let checked = lwsws::check::check(s.path(), "/usr/share");
+    assert_eq!(checked.code, 0, "{}", checked.text);
+    assert_eq!(served(s.addr(), &pki).await.as_deref(), Some(&first[..]), "the check changed what is served");
+
+    // The server itself takes the longer-lasting certificate at its next reload.
+    let mut s = s;
+    let loaded = lwsws::lwsws::load(s.path(), "/usr/share").unwrap();
+    s.server.as_mut().unwrap().apply(Ok(loaded), "test").await.unwrap();
+    assert_eq!(served(s.addr(), &pki).await.as_deref(), Some(&longer[..]), "a reload serves the newer certificate");
     s.stop().await;
 }

@@ -343,7 +343,7 @@ async fn page(port: u16, host: &str) -> Option<String> {
     (r.status == 200).then(|| r.text())
 }
 
-/// The controller driven the way `main` drives it: every change → one `rebuild`.
+/// The controller driven the way `main` drives it: every change → one `Server::apply_kubernetes`.
 #[tokio::test]
 async fn resources_are_served_refused_with_their_field_edited_and_relisted_after_410() {
     common::init();
@@ -375,7 +375,7 @@ async fn resources_are_served_refused_with_their_field_edited_and_relisted_after
     let loaded = built.loaded.unwrap();
     let mut warnings = loaded.warnings;
     let mut server = lwsws::app::Server::start(&loaded.config, &mut warnings).await.unwrap();
-    lwsws::k8s::controller::rebuild(&mut server, &ctl, conf_dir.path(), "/usr/share", "start").await;
+    server.apply_kubernetes(&ctl, conf_dir.path(), "/usr/share", "start").await;
     assert_eq!(page(port, "site.test").await.as_deref(), Some("from a resource"));
     eventually("Accepted=True on the good resource", || {
         api.condition("site", "Accepted").is_some_and(|(s, _)| s == "True")
@@ -395,7 +395,7 @@ async fn resources_are_served_refused_with_their_field_edited_and_relisted_after
                 _ = loop_stop.cancelled() => break,
                 Some(()) = changes.recv() => {
                     lwsws::reload::settle(&mut changes).await;
-                    lwsws::k8s::controller::rebuild(&mut server, &loop_ctl, &dir, "/usr/share", "watch").await;
+                    server.apply_kubernetes(&loop_ctl, &dir, "/usr/share", "watch").await;
                 }
             }
         }
@@ -575,7 +575,10 @@ async fn the_binary_in_kubernetes_mode_serves_resources_and_follows_edits() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(served.as_deref(), Some("second"));
-    assert!(child.terminate().success());
+    // Waited for off this (single-threaded) runtime, so that the fake API goes on answering
+    // whatever the binary asks it while it stops.
+    let stopped = tokio::task::spawn_blocking(move || child.terminate()).await.unwrap();
+    assert!(stopped.success());
 }
 
 /// ACME state in Kubernetes mode: the certificate as a `kubernetes.io/tls` Secret and the

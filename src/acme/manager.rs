@@ -16,13 +16,13 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
-use super::challenge::{self, Published};
+use super::challenge::{Challenges, Published};
 use super::client::http_client;
-use super::slot::slot;
-use super::store::CertStore;
+use super::store::{CertStore, StoreFactory};
 use crate::metrics::Metrics;
 use crate::model::Config;
 use crate::model::acme::{Acme, Challenge};
+use crate::tls::CertSlots;
 
 /// First retry after a failure; doubles per failure up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
@@ -30,13 +30,21 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// A CA that says "rate limited" is not asked again sooner than this.
 const RATE_LIMITED_BACKOFF: Duration = Duration::from_secs(900);
 
-/// The running managers, by vhost name; `apply` brings them in line with a config.
-#[derive(Default)]
+/// The running managers, by vhost name; `apply` brings them in line with a config. They fill
+/// the server's certificate slots, publish in its challenge answers and keep what they obtain
+/// in its store.
 pub struct Managers {
     running: HashMap<String, (Acme, CancellationToken)>,
+    slots: Arc<CertSlots>,
+    challenges: Arc<Challenges>,
+    stores: Arc<StoreFactory>,
 }
 
 impl Managers {
+    pub fn new(slots: Arc<CertSlots>, challenges: Arc<Challenges>, stores: Arc<StoreFactory>) -> Self {
+        Managers { running: HashMap::new(), slots, challenges, stores }
+    }
+
     /// Starts a manager for each ACME vhost that is new or whose ACME settings changed, and
     /// stops those of vhosts that went away. The certificates they obtained stay in their slots.
     pub fn apply(&mut self, config: &Config, metrics: &Arc<Metrics>, parent: &CancellationToken) {
@@ -57,8 +65,10 @@ impl Managers {
             let task = Manager {
                 vhost: name.to_string(),
                 acme: acme.clone(),
-                store: super::store::store_for(name, acme),
+                store: (self.stores)(name, acme),
                 metrics: metrics.clone(),
+                slots: self.slots.clone(),
+                challenges: self.challenges.clone(),
             };
             tokio::spawn(task.run(stop.clone()));
             self.running.insert(name.to_string(), (acme.clone(), stop));
@@ -71,6 +81,8 @@ struct Manager {
     acme: Acme,
     store: Box<dyn CertStore>,
     metrics: Arc<Metrics>,
+    slots: Arc<CertSlots>,
+    challenges: Arc<Challenges>,
 }
 
 /// When a certificate valid from `not_before` to `not_after` is renewed: when a third of its
@@ -103,7 +115,7 @@ struct Current {
 
 impl Manager {
     async fn run(self, stop: CancellationToken) {
-        let slot = slot(&self.acme.cert_path);
+        let slot = self.slots.slot(&self.acme.cert_path);
         let mut failures = 0u32;
         // Until the store answers, nothing is ordered: a certificate may well be in it.
         let mut current = loop {
@@ -240,8 +252,8 @@ impl Manager {
         chain: &str,
         key: &str,
         kind: &'static str,
-    ) -> Result<Current, Failure> {
-        let (ck, c) = self.certified(chain, key).map_err(Failure::from)?;
+    ) -> Result<Current, OrderFailure> {
+        let (ck, c) = self.certified(chain, key).map_err(OrderFailure::from)?;
         // Stored, counted, then served (so whoever sees it served finds it stored and counted);
         // a certificate the CA issued is served even when it cannot be stored: ordering it
         // again would spend the CA's rate limit.
@@ -273,7 +285,7 @@ impl Manager {
     }
 
     /// One ACME order, start to finish: account, order, challenges, CSR, certificate.
-    async fn order(&self) -> Result<(String, String), Failure> {
+    async fn order(&self) -> Result<(String, String), OrderFailure> {
         let account = self.account().await?;
         let ids: Vec<Identifier> = self.acme.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
         let mut order = account.new_order(&NewOrder::new(&ids)).await?;
@@ -299,8 +311,11 @@ impl Manager {
                     other => return Err(format!("unexpected identifier {other:?}").into()),
                 };
                 published.push(match self.acme.challenge {
-                    Challenge::Http01 => challenge::publish_http01(&ch.token, key_auth.as_str()),
-                    Challenge::TlsAlpn01 => challenge::publish_alpn(&domain, key_auth.digest().as_ref())?,
+                    Challenge::Http01 => self.challenges.publish_http01(&ch.token, key_auth.as_str()),
+                    Challenge::TlsAlpn01 => self
+                        .challenges
+                        .publish_alpn(&domain, key_auth.digest().as_ref())
+                        .map_err(|e| OrderFailure::from(format!("tls-alpn-01 certificate: {e}")))?,
                 });
                 ch.set_ready().await?;
             }
@@ -322,9 +337,9 @@ impl Manager {
     }
 
     /// The stored account, or a new one (stored) when there is none or the CA forgot it.
-    async fn account(&self) -> Result<Account, Failure> {
-        let http = || http_client(self.acme.ca_file.as_deref()).map_err(Failure::from);
-        let stored = self.store.load_account().await.map_err(|e| Failure::from(e.to_string()))?;
+    async fn account(&self) -> Result<Account, OrderFailure> {
+        let http = || http_client(self.acme.ca_file.as_deref()).map_err(OrderFailure::from);
+        let stored = self.store.load_account().await.map_err(|e| OrderFailure::from(e.to_string()))?;
         if let Some(json) = stored
             && let Ok(stored) = serde_json::from_str::<StoredAccount>(&json)
         {
@@ -333,7 +348,7 @@ impl Manager {
                 return Account::builder_with_http(http()?)
                     .from_credentials(stored.credentials)
                     .await
-                    .map_err(Failure::from);
+                    .map_err(OrderFailure::from);
             }
             tracing::info!(vhost = %self.vhost, "ACME: the directory changed; making an account with the new CA");
         }
@@ -356,31 +371,31 @@ struct StoredAccount {
 }
 
 /// Why an order failed, and whether the CA asked to be left alone for a while.
-struct Failure {
+struct OrderFailure {
     message: String,
     rate_limited: bool,
     account_unknown: bool,
 }
 
-impl From<String> for Failure {
+impl From<String> for OrderFailure {
     fn from(message: String) -> Self {
-        Failure { message, rate_limited: false, account_unknown: false }
+        OrderFailure { message, rate_limited: false, account_unknown: false }
     }
 }
 
-impl From<&str> for Failure {
+impl From<&str> for OrderFailure {
     fn from(message: &str) -> Self {
-        Failure::from(message.to_string())
+        OrderFailure::from(message.to_string())
     }
 }
 
-impl From<instant_acme::Error> for Failure {
+impl From<instant_acme::Error> for OrderFailure {
     fn from(e: instant_acme::Error) -> Self {
         let kind = match &e {
             instant_acme::Error::Api(p) => p.r#type.clone().unwrap_or_default(),
             _ => String::new(),
         };
-        Failure {
+        OrderFailure {
             message: e.to_string(),
             rate_limited: kind.ends_with(":rateLimited"),
             account_unknown: kind.ends_with(":accountDoesNotExist"),

@@ -4,13 +4,16 @@
 //! are answered by the running listeners: http-01 on any plain port, tls-alpn-01 on the TLS
 //! port itself.
 
+//!
+//! Nothing here is process-wide: the certificate slots (`tls::CertSlots`), the published
+//! challenge answers (`Challenges`) and the store (`StoreFactory`) are owned by the server and
+//! handed to the managers, the listeners and the request path.
+
 mod challenge;
 mod client;
 mod manager;
-mod slot;
 mod store;
 
-pub use challenge::{ACME_TLS_ALPN, alpn_challenge_config, http01_answer};
+pub use challenge::{ACME_TLS_ALPN, Challenges, Published};
 pub use manager::{Managers, renew_at};
-pub use slot::{ManagedCert, slot};
-pub use store::{CertStore, FileStore, StoreFactory, StoreFuture, set_store_factory};
+pub use store::{CertStore, FileStore, StoreFactory, StoreFuture, file_stores};

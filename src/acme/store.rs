@@ -24,22 +24,13 @@ pub trait CertStore: Send + Sync {
     fn forget_account(&self) -> StoreFuture<'_, io::Result<()>>;
 }
 
-/// Makes the store for one ACME vhost.
+/// Makes the store for one ACME vhost. The server is handed one (files by default, Secrets in
+/// Kubernetes mode) and gives it to its managers.
 pub type StoreFactory = dyn Fn(&str, &Acme) -> Box<dyn CertStore> + Send + Sync;
 
-static FACTORY: std::sync::OnceLock<Box<StoreFactory>> = std::sync::OnceLock::new();
-
-/// Keeps ACME state somewhere other than files from now on (set once, before serving).
-pub fn set_store_factory(f: Box<StoreFactory>) {
-    let _ = FACTORY.set(f);
-}
-
-/// The store for `vhost`: the one set by `set_store_factory`, else files.
-pub fn store_for(vhost: &str, a: &Acme) -> Box<dyn CertStore> {
-    match FACTORY.get() {
-        Some(f) => f(vhost, a),
-        None => Box::new(FileStore::new(a)),
-    }
+/// Keeps each vhost's ACME state in the files its config names.
+pub fn file_stores() -> std::sync::Arc<StoreFactory> {
+    std::sync::Arc::new(|_, a: &Acme| Box::new(FileStore::new(a)) as Box<dyn CertStore>)
 }
 
 #[derive(Debug, Clone)]

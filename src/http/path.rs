@@ -1,7 +1,12 @@
 //! Request paths: percent-decoded, then normalised (`.`, `..`, `//`, `\`) so that no request can
 //! name anything outside a mount's directory. `..` never climbs above `/`, as in lws.
 
-use percent_encoding::percent_decode_str;
+use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
+
+/// Characters a decoded path may hold that cannot stand in a URL (a Location, an upstream
+/// request target) as they are.
+const PATH_ESCAPES: &AsciiSet =
+    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}');
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -44,6 +49,11 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
         out.push('/');
     }
     Ok(out)
+}
+
+/// Re-encodes a decoded, normalised path for use in a URL.
+pub fn encode_path(path: &str) -> String {
+    utf8_percent_encode(path, PATH_ESCAPES).to_string()
 }
 
 #[cfg(test)]

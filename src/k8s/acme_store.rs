@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 
-use crate::acme::{CertStore, StoreFuture};
+use crate::acme::{CertStore, StoreFactory, StoreFuture};
 
 const MANAGER: &str = "lwsws";
 
@@ -112,12 +112,12 @@ impl CertStore for SecretStore {
     }
 }
 
-/// From now on, ACME vhosts keep their state in Secrets of `namespace`.
-pub fn use_secrets(client: kube::Client, namespace: &str) {
+/// Stores that keep each ACME vhost's state in Secrets of `namespace`, for the server to use.
+pub fn secret_stores(client: kube::Client, namespace: &str) -> std::sync::Arc<StoreFactory> {
     let namespace = namespace.to_string();
-    crate::acme::set_store_factory(Box::new(move |vhost, _| {
-        Box::new(SecretStore::new(client.clone(), &namespace, vhost))
-    }));
+    std::sync::Arc::new(move |vhost: &str, _: &crate::model::acme::Acme| {
+        Box::new(SecretStore::new(client.clone(), &namespace, vhost)) as Box<dyn CertStore>
+    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,8 @@
-//! Watches `LwswsConfig` resources and Secrets in one namespace (kube-runtime reflectors), and
-//! after each burst of changes rebuilds the config exactly as a file reload does (zero drop),
-//! then writes each resource's `Accepted` and `Programmed` conditions. A status is written only
+//! Watches `LwswsConfig` resources and Secrets in one namespace (kube-runtime reflectors). After
+//! each burst of changes the server asks it for the config it now describes (`build`), applies
+//! that exactly as a file reload (zero drop), and hands back the outcome, which this writes as
+//! each resource's `Accepted` and `Programmed` conditions (`report`). It never applies anything
+//! itself. A status is written only
 //! when it changes, so the watch events that status writes cause settle at once.
 
 use std::path::{Path, PathBuf};
@@ -15,7 +17,6 @@ use tokio::sync::mpsc;
 
 use super::crd::{Condition, LwswsConfig, LwswsConfigStatus};
 use super::source::{self, Build, TlsPair, Verdict};
-use crate::app::Server;
 use crate::lwsws::Source;
 
 pub struct Controller {
@@ -24,7 +25,7 @@ pub struct Controller {
     configs: Store<LwswsConfig>,
     secrets: Store<Secret>,
     secret_dir: PathBuf,
-    last_good: std::sync::Mutex<source::LastGood>,
+    last_good: parking_lot::Mutex<source::LastGood>,
 }
 
 impl Controller {
@@ -85,7 +86,7 @@ impl Controller {
             Err(e) => return Build { loaded: Err(e), verdicts: Vec::new() },
         };
         let lookup = |ns: &str, name: &str| self.tls_pair(ns, name);
-        let mut last_good = self.last_good.lock().expect("last good resources");
+        let mut last_good = self.last_good.lock();
         source::build(&files, &self.configs.state(), &lookup, &self.secret_dir, ddir, &mut last_good)
     }
 
@@ -99,8 +100,8 @@ impl Controller {
     }
 
     /// Writes the conditions that changed: `Accepted` from the verdict, `Programmed` from
-    /// whether the merged config is now serving.
-    pub async fn report(&self, verdicts: &[Verdict], programmed: &Result<(), String>) {
+    /// whether the merged config is now serving (`Err`: why the server refused it).
+    pub async fn report(&self, verdicts: &[Verdict], programmed: Result<(), &str>) {
         let api: Api<LwswsConfig> = Api::namespaced(self.client.clone(), &self.namespace);
         for v in verdicts {
             let current = self.configs.get(&reflector::ObjectRef::new(&v.name).within(&v.namespace));
@@ -183,16 +184,4 @@ pub fn file_sources(dir: &Path) -> Result<Vec<Source>, crate::model::ConfigError
         return Ok(vec![Source { name: "(no conf file)".into(), text: "{}".into() }]);
     }
     Ok(crate::lwsws::load::file_sources(dir)?.1)
-}
-
-/// One rebuild, whatever set it off: build, reload in place (the last good config keeps
-/// serving on any error), then report to the resources.
-pub async fn rebuild(server: &mut Server, ctl: &Controller, dir: &Path, ddir: &str, why: &str) {
-    let Build { loaded, verdicts } = ctl.build(dir, ddir);
-    for v in verdicts.iter().filter(|v| v.problem.is_some()) {
-        tracing::warn!(resource = %format!("{}/{}", v.namespace, v.name), problem = v.problem.as_deref().unwrap_or(""),
-            "LwswsConfig refused; the others are applied");
-    }
-    let programmed = server.apply(loaded, why).await;
-    ctl.report(&verdicts, &programmed).await;
 }

@@ -97,7 +97,8 @@ fn fits(before: &[Source], source: &Source, ddir: &str) -> Result<(), ConfigErro
     trial.push(source.clone());
     let loaded = load_sources(&trial, ddir)?;
     let mut warnings = loaded.warnings;
-    crate::table::compile(&loaded.config, crate::table::CompileMode::Check, &mut warnings)?;
+    let slots = crate::tls::CertSlots::default();
+    crate::table::compile(&loaded.config, crate::table::CompileMode::Check, &slots, &mut warnings)?;
     Ok(())
 }
 

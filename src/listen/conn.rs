@@ -14,10 +14,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::bind::Socket;
-use super::io::{Prefixed, Readiness};
 use super::serve::serve;
 use super::sniff::{self, Verdict};
-use crate::http::service::{ConnCtx, Shared};
+use crate::acme::Challenges;
+use crate::http::conn::{ConnCtx, Shared};
+use crate::http::io::{Prefixed, Readiness};
 use crate::metrics::ResultLabels;
 use crate::model::ListenKey;
 use crate::model::protocols::Onward;
@@ -32,13 +33,13 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// Per listener: cancelled (after the drain limit) when a reload removes the listener, so
     /// its HTTP connections finish their requests and close. Children of `shutdown`.
-    pub drains: std::sync::Mutex<std::collections::HashMap<ListenKey, CancellationToken>>,
+    pub drains: parking_lot::Mutex<std::collections::HashMap<ListenKey, CancellationToken>>,
 }
 
 impl AppState {
     /// The token an HTTP connection on `key` stops on: server shutdown, or its listener drained.
     pub fn drain_for(&self, key: &ListenKey) -> CancellationToken {
-        let mut drains = self.drains.lock().expect("drain tokens");
+        let mut drains = self.drains.lock();
         drains.entry(key.clone()).or_insert_with(|| self.shutdown.child_token()).clone()
     }
 }
@@ -203,26 +204,27 @@ async fn tls_connection<S>(
     let timeout = table.global.timeout;
     // Boxed so the handshake's state is freed once done, not carried by the connection's task.
     let handshakes = &state.shared.metrics.tls_handshakes;
-    let (tls, vhost) = match Box::pin(tokio::time::timeout(timeout, tls_handshake(stream, routes))).await {
-        Ok(Ok(Some(done))) => {
-            handshakes.get_or_create(&ResultLabels { result: "success" }).inc();
-            done
-        }
-        Ok(Ok(None)) => {
-            handshakes.get_or_create(&ResultLabels { result: "acme_challenge" }).inc();
-            return;
-        }
-        Ok(Err(e)) => {
-            handshakes.get_or_create(&ResultLabels { result: "failure" }).inc();
-            tracing::debug!(?peer, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            handshakes.get_or_create(&ResultLabels { result: "timeout" }).inc();
-            tracing::debug!(?peer, "TLS handshake timed out");
-            return;
-        }
-    };
+    let (tls, vhost) =
+        match Box::pin(tokio::time::timeout(timeout, tls_handshake(stream, routes, &state.shared.challenges))).await {
+            Ok(Ok(Some(done))) => {
+                handshakes.get_or_create(&ResultLabels { result: "success" }).inc();
+                done
+            }
+            Ok(Ok(None)) => {
+                handshakes.get_or_create(&ResultLabels { result: "acme_challenge" }).inc();
+                return;
+            }
+            Ok(Err(e)) => {
+                handshakes.get_or_create(&ResultLabels { result: "failure" }).inc();
+                tracing::debug!(?peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                handshakes.get_or_create(&ResultLabels { result: "timeout" }).inc();
+                tracing::debug!(?peer, "TLS handshake timed out");
+                return;
+            }
+        };
     let keepalive = vhost.keepalive;
     let ctx = ConnCtx {
         tls: true,
@@ -253,7 +255,11 @@ impl Drop for OpenConnection {
 /// Reads the ClientHello, picks the vhost by SNI (D3; unknown or absent SNI: the first vhost on
 /// the port), and completes the handshake with that vhost's certificate and settings.
 /// `None`: the handshake was a CA's tls-alpn-01 validation, answered and done.
-async fn tls_handshake<S>(stream: S, routes: &ListenerRoutes) -> std::io::Result<Option<(TlsStream<S>, Arc<VhostRt>)>>
+async fn tls_handshake<S>(
+    stream: S,
+    routes: &ListenerRoutes,
+    challenges: &Challenges,
+) -> std::io::Result<Option<(TlsStream<S>, Arc<VhostRt>)>>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -261,7 +267,7 @@ where
     let sni = start.client_hello().server_name().map(str::to_string);
     let acme_validation =
         start.client_hello().alpn().is_some_and(|mut offered| offered.any(|p| p == crate::acme::ACME_TLS_ALPN));
-    if acme_validation && let Some(config) = sni.as_deref().and_then(crate::acme::alpn_challenge_config) {
+    if acme_validation && let Some(config) = sni.as_deref().and_then(|name| challenges.alpn_config(name)) {
         // A CA validating tls-alpn-01: the handshake itself is the answer (RFC 8737).
         let mut tls = start.into_stream(config).await?;
         let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;

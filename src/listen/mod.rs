@@ -3,7 +3,6 @@
 
 mod bind;
 mod conn;
-pub(crate) mod io;
 mod serve;
 mod sniff;
 

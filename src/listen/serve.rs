@@ -24,12 +24,13 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::io::{Prefixed, Readiness};
 use crate::http::activity::{Activity, Next};
-use crate::http::body::Body;
+use crate::http::conn::ConnCtx;
+use crate::http::io::{Prefixed, Readiness};
 use crate::http::passthrough::{self, Outcome};
-use crate::http::service::{self, ConnCtx, Reply};
-use crate::http::upgrade::UpgradeSlot;
+use crate::http::service::{self, Reply};
+use crate::wire::body::Body;
+use crate::wire::upgrade::UpgradeSlot;
 
 /// Idle time after which an HTTP/1 connection gives up hyper's buffers. Short, because the
 /// buffers of a burst of connections that go idle together otherwise fragment the heap for good

@@ -9,6 +9,7 @@
 //! message must name the `file:line:col` of the key it is about, which serde cannot report.
 //! Nothing here binds, opens certificates, or touches the request path.
 
+mod acme;
 mod global;
 pub mod lexer;
 pub mod load;

@@ -34,7 +34,7 @@ pub fn adapt(ctx: &mut Ctx, node: &Node) -> Result<Vhost, ConfigError> {
     if v.acme.is_none()
         && let Some(p) = v.ws_protocols.iter().find(|p| p.name == "lws-acme-client")
     {
-        v.acme = crate::model::acme::from_pvos(p);
+        v.acme = super::acme::from_pvos(p);
     }
     if let Some(a) = &mut v.acme {
         let dir = crate::model::acme::default_dir(&v.name);

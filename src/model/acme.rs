@@ -5,8 +5,6 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
-use super::vhost::Protocol;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Challenge {
@@ -55,25 +53,4 @@ pub fn state_dir() -> PathBuf {
 /// Names from lws's `subject-alt-name` (commas or spaces between them).
 pub fn split_names(s: &str) -> impl Iterator<Item = String> + '_ {
     s.split([',', ' ']).map(str::trim).filter(|n| !n.is_empty()).map(str::to_string)
-}
-
-/// The lws-acme-client pvos as an `Acme`; `None` while any required pvo is missing (the
-/// protocol check reports which).
-pub fn from_pvos(p: &Protocol) -> Option<Acme> {
-    let mut domains = vec![p.pvo("common-name")?.trim().to_string()];
-    for n in split_names(p.pvo("subject-alt-name").unwrap_or("")) {
-        if !domains.contains(&n) {
-            domains.push(n);
-        }
-    }
-    Some(Acme {
-        domains,
-        email: p.pvo("email")?.to_string(),
-        directory: p.pvo("directory-url")?.to_string(),
-        challenge: p.pvo("challenge-type").and_then(Challenge::parse).unwrap_or(Challenge::Http01),
-        cert_path: p.pvo("cert-path")?.into(),
-        key_path: p.pvo("key-path")?.into(),
-        account_path: p.pvo("auth-path")?.into(),
-        ca_file: p.pvo("ca-file").map(PathBuf::from),
-    })
 }

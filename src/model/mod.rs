@@ -6,12 +6,14 @@
 
 pub mod acme;
 mod config;
+mod loc;
 mod mount;
 pub mod protocols;
 mod validate;
 mod vhost;
 
-pub use config::{Config, ConfigError, Global, Loc, RejectRule, Warning};
+pub use config::{Config, Global, RejectRule};
+pub use loc::{ConfigError, Loc, Warning};
 pub use mount::{CacheRule, Mount, Origin, Upstream};
 pub use validate::{BUILTIN_PROTOCOLS, validate};
 pub use vhost::{ListenKey, Protocol, SocketOptions, Vhost};

@@ -8,7 +8,7 @@ use futures::SinkExt;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::Ws;
+use super::frames::Ws;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IdlePolicy {

@@ -7,7 +7,9 @@
 //! and start again once 21 are free; a member that stays that far behind for 3 s is closed.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -37,7 +39,7 @@ pub struct Mirror {
 
 impl Mirror {
     fn join(&self, name: &str) -> Option<(broadcast::Sender<Message>, broadcast::Receiver<Message>)> {
-        let mut map = self.instances.lock().expect("mirror instances");
+        let mut map = self.instances.lock();
         map.retain(|_, tx| tx.receiver_count() > 0);
         if !map.contains_key(name) && map.len() >= MAX_INSTANCES {
             return None;

@@ -15,8 +15,8 @@ use http_body_util::{BodyExt, BodyStream, Limited};
 use hyper::body::Incoming;
 
 use super::{BoxFuture, Protocol};
-use crate::http::body::Body;
-use crate::http::error::HttpError;
+use crate::wire::body::Body;
+use crate::wire::error::HttpError;
 
 const MAX_UPLOAD: usize = 100_000;
 /// A whole form, urlencoded, is small; this bounds what is buffered.

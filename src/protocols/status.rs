@@ -1,7 +1,9 @@
 //! `lws-status` (spec 6): on every connect and close, each client gets the list of connected
 //! clients as JSON. What clients send is ignored.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt;
@@ -32,7 +34,7 @@ impl Status {
     }
 
     fn document(&self, wsi: u64) -> String {
-        let conns = self.conns.lock().expect("status list");
+        let conns = self.conns.lock();
         let list: Vec<_> =
             conns.1.iter().map(|c| json!({ "peer": c.peer, "time": c.time.to_string(), "ua": c.ua })).collect();
         json!({
@@ -46,7 +48,7 @@ impl Status {
     }
 
     fn add(&self, info: &WsInfo) -> u64 {
-        let mut g = self.conns.lock().expect("status list");
+        let mut g = self.conns.lock();
         g.0 += 1;
         let id = g.0;
         let time = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
@@ -58,7 +60,7 @@ impl Status {
     }
 
     fn remove(&self, id: u64) {
-        self.conns.lock().expect("status list").1.retain(|c| c.id != id);
+        self.conns.lock().1.retain(|c| c.id != id);
         self.changed.send_modify(|v| *v += 1);
     }
 }

@@ -5,16 +5,18 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
+use super::access_log::AccessLog;
+use super::mime::MimeRules;
 use super::route::{GlobalRt, ListenerMode, ListenerRoutes, MountRt, RouteTable, VhostProtocols, VhostRt};
-use crate::http::access_log::AccessLog;
-use crate::http::mime::MimeRules;
-use crate::http::origin::proxy::ProxyRt;
 use crate::model::protocols::parse_onward;
 use crate::model::{Config, ConfigError, Loc, Mount, Origin, Vhost, Warning};
 use crate::protocols::{self, IdlePolicy, VhostSummary};
+use crate::tls::CertSlots;
+use crate::upstream::ProxyRt;
 
 /// `Check` builds everything but opens no file for writing (`lwsws --check` must not create
-/// access logs); `Serve` opens them.
+/// access logs); `Serve` opens them. Either way, compiling touches nothing but what it returns
+/// and the certificate slots it is handed (a check hands it slots of its own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompileMode {
     Check,
@@ -23,7 +25,14 @@ pub enum CompileMode {
 
 const STS_VALUE: &str = "max-age=15768000 ; includeSubDomains";
 
-pub fn compile(cfg: &Config, mode: CompileMode, warnings: &mut Vec<Warning>) -> Result<RouteTable, ConfigError> {
+/// `slots`: where ACME vhosts' certificates are served from (the server's own, so that a reload
+/// keeps what the managers obtained).
+pub fn compile(
+    cfg: &Config,
+    mode: CompileMode,
+    slots: &CertSlots,
+    warnings: &mut Vec<Warning>,
+) -> Result<RouteTable, ConfigError> {
     let g = &cfg.global;
     let server = match &g.server_string {
         Some(s) => Some(
@@ -34,7 +43,7 @@ pub fn compile(cfg: &Config, mode: CompileMode, warnings: &mut Vec<Warning>) -> 
     };
     let mut listeners: Vec<ListenerRoutes> = Vec::new();
     for v in &cfg.vhosts {
-        let rt = Arc::new(compile_vhost(cfg, v, server.as_ref(), mode, warnings)?);
+        let rt = Arc::new(compile_vhost(cfg, v, server.as_ref(), mode, slots, warnings)?);
         let key = v.listen_key();
         match listeners.iter_mut().find(|l| l.key == key) {
             Some(l) => l.vhosts.push(rt),
@@ -63,6 +72,7 @@ fn compile_vhost(
     v: &Vhost,
     server: Option<&HeaderValue>,
     mode: CompileMode,
+    slots: &CertSlots,
     warnings: &mut Vec<Warning>,
 ) -> Result<VhostRt, ConfigError> {
     let mut headers = header_list(&v.headers, &v.loc, "headers")?;
@@ -85,12 +95,12 @@ fn compile_vhost(
                 });
             }
             let proxy = ProxyRt::new(*tls, upstream, path, m, v, timeout)
-                .map_err(|e| ConfigError::new(m.loc.clone(), Some("origin"), e))?;
+                .map_err(|e| ConfigError::new(m.loc.clone(), Some("origin"), e.to_string()))?;
             rt.proxy = Some(Arc::new(proxy));
         }
         mounts.push(rt);
     }
-    let tls = if v.is_tls() { Some(crate::tls::server_config(v, &cfg.global, warnings)?) } else { None };
+    let tls = if v.is_tls() { Some(crate::tls::server_config(v, &cfg.global, slots, warnings)?) } else { None };
     let access_log = match (&v.access_log, mode) {
         (Some(path), CompileMode::Serve) => Some(Arc::new(AccessLog::open(path).map_err(|e| {
             ConfigError::new(v.loc.clone(), Some("access-log"), format!("cannot open {}: {e}", path.display()))

@@ -6,12 +6,12 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
-use crate::http::access_log::AccessLog;
-use crate::http::mime::MimeRules;
-use crate::http::origin::proxy::ProxyRt;
+use super::access_log::AccessLog;
+use super::mime::MimeRules;
 use crate::model::protocols::Onward;
 use crate::model::{ListenKey, Mount, RejectRule};
 use crate::protocols::{IdlePolicy, Protocol};
+use crate::upstream::ProxyRt;
 
 #[derive(Debug)]
 pub struct RouteTable {

@@ -10,9 +10,17 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::ciphers::{self, SSL_OP_NO_TLSV1_2, SSL_OP_NO_TLSV1_3};
+use super::slots::{CertSlots, ManagedCert};
 use crate::model::{ConfigError, Global, Vhost, Warning};
 
-pub fn server_config(v: &Vhost, g: &Global, warnings: &mut Vec<Warning>) -> Result<Arc<ServerConfig>, ConfigError> {
+/// `slots`: where managed (ACME) certificates are served from; a vhost with `acme` reads and
+/// seeds its slot there.
+pub fn server_config(
+    v: &Vhost,
+    g: &Global,
+    slots: &CertSlots,
+    warnings: &mut Vec<Warning>,
+) -> Result<Arc<ServerConfig>, ConfigError> {
     let err =
         |key: &str, msg: String| ConfigError::new(v.loc.clone(), Some(key), format!("vhost \"{}\": {msg}", v.name));
     let mut notes = Vec::new();
@@ -74,7 +82,7 @@ pub fn server_config(v: &Vhost, g: &Global, warnings: &mut Vec<Warning>) -> Resu
         // Managed: the slot (the one the ACME manager fills) keeps the certificate across
         // reloads and takes renewals live. What is on disk seeds it when it is empty, or
         // replaces it when it lasts longer (edited by hand): never an older certificate.
-        let slot = crate::acme::slot(&acme.cert_path);
+        let slot = slots.slot(&acme.cert_path);
         match load_key_pair(&acme.cert_path, &acme.key_path, &provider) {
             Ok(ck) => {
                 let lasts = |k: &CertifiedKey| k.cert.first().and_then(|c| super::expiry::not_after(c));
@@ -89,7 +97,7 @@ pub fn server_config(v: &Vhost, g: &Global, warnings: &mut Vec<Warning>) -> Resu
             }),
             Err(_) => {}
         }
-        builder.with_cert_resolver(Arc::new(crate::acme::ManagedCert(slot)))
+        builder.with_cert_resolver(Arc::new(ManagedCert(slot)))
     } else {
         match load_key_pair(cert_path, key_path, &provider) {
             Ok(ck) => builder.with_cert_resolver(Arc::new(Fixed(Some(Arc::new(ck))))),

@@ -22,9 +22,9 @@ use tokio::process::{ChildStdout, Command};
 use tokio::sync::watch;
 use tokio_util::io::ReaderStream;
 
-use crate::http::body::{Body, BoxError};
-use crate::http::error::HttpError;
 use crate::model::Mount;
+use crate::wire::body::{Body, BoxError};
+use crate::wire::error::HttpError;
 
 /// A head larger than this from a script is an error, not a head.
 const MAX_HEAD: usize = 64 * 1024;

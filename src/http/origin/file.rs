@@ -11,9 +11,9 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode, header};
 
 use super::file_cache::FileCache;
-use crate::http::body::{Body, Segment};
-use crate::http::error::HttpError;
 use crate::table::MountRt;
+use crate::wire::body::{Body, Segment};
+use crate::wire::error::HttpError;
 
 /// More ranges than this in one request is an abuse, not a download manager.
 const MAX_RANGES: usize = 32;

@@ -3,11 +3,11 @@
 //! Every request still stats the file and the entry is used only when size, mtime and inode
 //! all match, so an edit on disk is served at once. The cache survives config reloads.
 
+use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
 
 use bytes::Bytes;
 
@@ -55,7 +55,7 @@ impl FileCache {
             return Ok(None);
         }
         let stamp = Stamp::of(meta);
-        if let Some((s, data)) = self.entries.read().expect("cache lock").0.get(path)
+        if let Some((s, data)) = self.entries.read().0.get(path)
             && *s == stamp
         {
             return Ok(Some(data.clone()));
@@ -65,7 +65,7 @@ impl FileCache {
             // Changed while we read it: serve what we read, cache nothing.
             return Ok(Some(data));
         }
-        let mut guard = self.entries.write().expect("cache lock");
+        let mut guard = self.entries.write();
         let (map, total) = &mut *guard;
         if let Some((_, old)) = map.remove(path) {
             *total -= old.len();

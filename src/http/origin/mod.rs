@@ -4,8 +4,6 @@
 pub mod cgi;
 pub mod file;
 pub mod file_cache;
-pub mod idle;
-pub mod pool;
 pub mod proxy;
 pub mod redirect;
 pub mod rewrite;

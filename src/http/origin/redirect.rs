@@ -1,10 +1,10 @@
 //! `>http(s)://` redirect mounts and the trailing-slash redirect (spec 2.3).
 
 use http::{HeaderValue, Response, StatusCode, header};
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 
-use crate::http::body::Body;
-use crate::http::error::HttpError;
+use crate::http::path::encode_path;
+use crate::wire::body::Body;
+use crate::wire::error::HttpError;
 
 /// 301 to `target`, with lws's empty text/html body.
 pub fn moved(target: &str) -> Result<Response<Body>, HttpError> {
@@ -26,15 +26,6 @@ pub fn mount_target(origin_url: &str, append_path: bool, remainder: &str) -> Str
     }
     let base = origin_url.trim_end_matches('/');
     format!("{base}/{}", encode_path(remainder.trim_start_matches('/')))
-}
-
-/// Characters a decoded path may hold that cannot stand in a Location as they are.
-const PATH_ESCAPES: &AsciiSet =
-    &CONTROLS.add(b' ').add(b'"').add(b'#').add(b'%').add(b'<').add(b'>').add(b'?').add(b'`').add(b'{').add(b'}');
-
-/// Re-encodes a decoded, normalised path for use in a Location header.
-pub fn encode_path(path: &str) -> String {
-    utf8_percent_encode(path, PATH_ESCAPES).to_string()
 }
 
 #[cfg(test)]

@@ -5,45 +5,36 @@
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, header};
 use http_body::{Frame, SizeHint};
 use lol_html::send::{ElementContentHandlers, HtmlRewriter, Settings};
 use lol_html::{OutputSink, Selector};
+use parking_lot::Mutex;
 
-use crate::http::body::{BoxError, StreamBody};
+use crate::http::forward::is_header_text;
+use crate::upstream::LinkMap;
+use crate::wire::body::{BoxError, StreamBody};
 
-/// What to rewrite: URLs starting with `origin_url` (scheme://authority/path) or `origin_path`.
-#[derive(Debug, Clone)]
-pub struct LinkMap {
-    pub origin_url: String,
-    pub origin_path: String,
-    pub mountpoint: String,
+/// `text/html` that is not compressed: the only bodies whose links are rewritten.
+pub fn is_plain_html(h: &HeaderMap) -> bool {
+    is_plain_html_by(
+        h.get(header::CONTENT_TYPE).map(HeaderValue::as_bytes),
+        h.get(header::CONTENT_ENCODING).map(HeaderValue::as_bytes),
+    )
 }
 
-impl LinkMap {
-    pub fn map(&self, url: &str) -> Option<String> {
-        let mp = self.mountpoint.trim_end_matches('/');
-        let base = self.origin_path.trim_end_matches('/');
-        let origin = self.origin_url.trim_end_matches('/');
-        if let Some(rest) = url.strip_prefix(origin).filter(|r| r.is_empty() || r.starts_with(['/', '?', '#'])) {
-            return Some(format!("{mp}{}", if rest.is_empty() { "/" } else { rest }));
-        }
-        if !url.starts_with('/') || url.starts_with("//") || mp.is_empty() {
-            return None;
-        }
-        if !base.is_empty()
-            && let Some(rest) = url.strip_prefix(base).filter(|r| r.is_empty() || r.starts_with(['/', '?', '#']))
-        {
-            return Some(format!("{mp}{}", if rest.is_empty() { "/" } else { rest }));
-        }
-        if url == mp || url.starts_with(&format!("{mp}/")) {
-            return None;
-        }
-        Some(format!("{mp}{url}"))
-    }
+/// `is_plain_html` from the first `Content-Type` and `Content-Encoding` values.
+pub fn is_plain_html_by(content_type: Option<&[u8]>, content_encoding: Option<&[u8]>) -> bool {
+    let html = content_type
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .filter(|v| is_header_text(v.as_bytes()))
+        .is_some_and(|t| t.trim_start().get(..9).is_some_and(|p| p.eq_ignore_ascii_case("text/html")));
+    let encoded = content_encoding.is_some_and(|v| v != b"identity");
+    html && !encoded
 }
 
 /// The attributes that carry links, with their selectors parsed once (parsing them per
@@ -55,7 +46,7 @@ struct Sink(Arc<Mutex<Vec<u8>>>);
 
 impl OutputSink for Sink {
     fn handle_chunk(&mut self, chunk: &[u8]) {
-        self.0.lock().expect("rewrite sink").extend_from_slice(chunk);
+        self.0.lock().extend_from_slice(chunk);
     }
 }
 
@@ -98,11 +89,11 @@ impl LinkRewriter {
     pub fn end(self) -> Result<Vec<u8>, RewritingError> {
         let LinkRewriter { rewriter, out } = self;
         rewriter.end()?;
-        Ok(std::mem::take(&mut *out.lock().expect("rewrite sink")))
+        Ok(std::mem::take(&mut *out.lock()))
     }
 
     fn take(&self) -> Vec<u8> {
-        std::mem::take(&mut *self.out.lock().expect("rewrite sink"))
+        std::mem::take(&mut *self.out.lock())
     }
 }
 

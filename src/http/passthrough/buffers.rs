@@ -7,6 +7,8 @@ use std::cell::RefCell;
 use bytes::BytesMut;
 
 pub const SIZE: usize = 16 * 1024;
+/// Reads from either side start with this much room.
+pub const READ_CHUNK: usize = SIZE;
 /// Spare buffers per thread: enough for the requests one thread has in flight at once.
 const KEEP: usize = 32;
 

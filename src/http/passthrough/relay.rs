@@ -6,20 +6,32 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use super::buffers;
+use super::buffers::{self, READ_CHUNK};
 use super::chunked::ChunkedEnd;
 use super::request::Plan;
 use super::response::{Framing, Head};
-use crate::http::origin::proxy::Stream;
+use crate::http::io::Prefixed;
 use crate::http::origin::rewrite::LinkRewriter;
-use crate::listen::io::Prefixed;
-
-use super::READ_CHUNK;
+use crate::upstream::Stream;
 
 pub(super) struct Relayed {
     /// Body bytes the client was given (chunk framing not counted).
     pub payload: u64,
-    pub result: Result<(), ()>,
+    /// `Err`: the response was cut after its head went out.
+    pub result: Result<(), Cut>,
+}
+
+/// Why a body stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Cut {
+    #[error("the client stopped reading")]
+    Client,
+    #[error("the upstream closed or stalled mid-body")]
+    Upstream,
+    #[error("malformed chunked body")]
+    Malformed,
+    #[error("rewriting HTML: {0}")]
+    Rewrite(String),
 }
 
 /// Sends the client head and the body as the upstream frames it. The upstream connection goes
@@ -32,7 +44,7 @@ pub(super) async fn relay<S>(
     mut buf: BytesMut,
     plan: &Plan,
     timeout: Duration,
-) -> Result<Relayed, String>
+) -> Result<Relayed, Cut>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -54,15 +66,15 @@ where
                 payload += take as u64;
                 clean_end = buf.len() == take;
                 buf.clear();
-                if write_all(io, &[&out], timeout).await.is_err() {
-                    break Err(());
+                if let Err(cut) = write_all(io, &[&out], timeout).await {
+                    break Err(cut);
                 }
                 out.clear();
                 if left == 0 {
                     break Ok(());
                 }
-                if read_more(&mut conn, &mut buf, up_timeout).await.is_err() {
-                    break Err(());
+                if let Err(cut) = read_more(&mut conn, &mut buf, up_timeout).await {
+                    break Err(cut);
                 }
             }
         }
@@ -72,8 +84,8 @@ where
             loop {
                 let found = match scan.scan(&buf) {
                     Ok(found) => found,
-                    Err(_) if first => return Err("malformed chunked body".to_string()),
-                    Err(_) => break Err(()),
+                    Err(_) if first => return Err(Cut::Malformed),
+                    Err(_) => break Err(Cut::Malformed),
                 };
                 first = false;
                 let end = found.end;
@@ -84,17 +96,17 @@ where
                 }
                 clean_end = end.is_none_or(|n| n == buf.len());
                 buf.clear();
-                if write_all(io, &[&out], timeout).await.is_err() {
-                    break Err(());
+                if let Err(cut) = write_all(io, &[&out], timeout).await {
+                    break Err(cut);
                 }
                 out.clear();
                 if end.is_some() {
                     payload = scan.payload();
                     break Ok(());
                 }
-                if read_more(&mut conn, &mut buf, up_timeout).await.is_err() {
+                if let Err(cut) = read_more(&mut conn, &mut buf, up_timeout).await {
                     payload = scan.payload();
-                    break Err(());
+                    break Err(cut);
                 }
             }
         }
@@ -107,8 +119,8 @@ where
             } else {
                 out.extend_from_slice(b"0\r\n\r\n");
             }
-            if write_all(io, &[&out], timeout).await.is_err() {
-                break Err(());
+            if let Err(cut) = write_all(io, &[&out], timeout).await {
+                break Err(cut);
             }
             out.clear();
             if done {
@@ -116,7 +128,7 @@ where
             }
             match tokio::time::timeout(up_timeout, conn.read_buf(&mut buf)).await {
                 Ok(Ok(_)) => {}
-                Ok(Err(_)) | Err(_) => break Err(()),
+                Ok(Err(_)) | Err(_) => break Err(Cut::Upstream),
             }
         },
     };
@@ -137,7 +149,7 @@ async fn relay_rewritten<S>(
     mut buf: BytesMut,
     plan: &Plan,
     timeout: Duration,
-) -> Result<Relayed, String>
+) -> Result<Relayed, Cut>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -160,10 +172,10 @@ where
                         }
                         Piece::Decoded(data) => r.write(&data),
                     };
-                    written.map_err(|e| format!("rewriting HTML: {e}"))
+                    written.map_err(|e| Cut::Rewrite(e.to_string()))
                 }
                 _ => match rewriter.take() {
-                    Some(r) => r.end().map_err(|e| format!("rewriting HTML: {e}")),
+                    Some(r) => r.end().map_err(|e| Cut::Rewrite(e.to_string())),
                     None => Ok(Vec::new()),
                 },
             },
@@ -172,7 +184,7 @@ where
         let rewritten = match rewritten {
             Ok(mut bytes) if rewriter.is_some() && body.ended_in_buffer(&buf) => {
                 let r = rewriter.take().expect("checked above");
-                r.end().map_err(|e| format!("rewriting HTML: {e}")).map(|tail| {
+                r.end().map_err(|e| Cut::Rewrite(e.to_string())).map(|tail| {
                     bytes.extend_from_slice(&tail);
                     bytes
                 })
@@ -183,8 +195,8 @@ where
             Ok(bytes) => bytes,
             Err(why) if !head_sent => return Err(why),
             Err(why) => {
-                tracing::debug!(upstream = %plan.proxy.upstream_name(), error = %why, "response cut");
-                break Err(());
+                tracing::debug!(upstream = %plan.endpoint.name, error = %why, "response cut");
+                break Err(why);
             }
         };
         if !rewritten.is_empty() {
@@ -196,8 +208,8 @@ where
             out.extend_from_slice(b"0\r\n\r\n");
         }
         if !out.is_empty() {
-            if write_all(io, &[&out], timeout).await.is_err() {
-                break Err(());
+            if let Err(cut) = write_all(io, &[&out], timeout).await {
+                break Err(cut);
             }
             head_sent = true;
         }
@@ -238,13 +250,7 @@ impl Payload {
     /// The next piece of payload, `None` once the body has ended. `buf` holds what has been
     /// read of the body and not yet used; a `Front` piece is used once the caller advances
     /// past it.
-    async fn next(
-        &mut self,
-        conn: &mut Stream,
-        buf: &mut BytesMut,
-        timeout: Duration,
-    ) -> Result<Option<Piece>, String> {
-        let cut = || "the upstream closed or stalled mid-body".to_string();
+    async fn next(&mut self, conn: &mut Stream, buf: &mut BytesMut, timeout: Duration) -> Result<Option<Piece>, Cut> {
         loop {
             if self.done {
                 return Ok(None);
@@ -259,7 +265,7 @@ impl Payload {
                 }
                 Framing::Chunked if !buf.is_empty() => {
                     let mut data = Vec::new();
-                    let end = self.chunks.decode(buf, &mut data).map_err(|_| "malformed chunked body".to_string())?;
+                    let end = self.chunks.decode(buf, &mut data).map_err(|_| Cut::Malformed)?;
                     match end {
                         Some(end) => {
                             buf.advance(end);
@@ -277,10 +283,10 @@ impl Payload {
                     match tokio::time::timeout(timeout, conn.read_buf(buf)).await {
                         Ok(Ok(0)) => self.done = true,
                         Ok(Ok(_)) => {}
-                        _ => return Err(cut()),
+                        _ => return Err(Cut::Upstream),
                     }
                 }
-                Framing::Length(_) | Framing::Chunked => read_more(conn, buf, timeout).await.map_err(|_| cut())?,
+                Framing::Length(_) | Framing::Chunked => read_more(conn, buf, timeout).await?,
             }
         }
     }
@@ -300,11 +306,11 @@ impl Payload {
 }
 
 /// More of the upstream's body; an upstream that closes or stalls mid-body cuts the response.
-async fn read_more(conn: &mut Stream, buf: &mut BytesMut, timeout: Duration) -> Result<(), ()> {
+async fn read_more(conn: &mut Stream, buf: &mut BytesMut, timeout: Duration) -> Result<(), Cut> {
     buf.reserve(READ_CHUNK);
     match tokio::time::timeout(timeout, conn.read_buf(buf)).await {
         Ok(Ok(n)) if n > 0 => Ok(()),
-        _ => Err(()),
+        _ => Err(Cut::Upstream),
     }
 }
 
@@ -316,14 +322,14 @@ fn chunk(out: &mut Vec<u8>, data: &[u8]) {
 }
 
 /// Writes to the client; one that stops reading for `timeout-secs` is given up on.
-pub(super) async fn write_all<S>(io: &mut Prefixed<S>, parts: &[&[u8]], timeout: Duration) -> Result<(), ()>
+pub(super) async fn write_all<S>(io: &mut Prefixed<S>, parts: &[&[u8]], timeout: Duration) -> Result<(), Cut>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     for part in parts.iter().filter(|p| !p.is_empty()) {
         match tokio::time::timeout(timeout, io.write_all(part)).await {
             Ok(Ok(())) => {}
-            _ => return Err(()),
+            _ => return Err(Cut::Client),
         }
     }
     Ok(())

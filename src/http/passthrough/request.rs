@@ -1,17 +1,14 @@
-//! The request side: the client's head as read, whether the passthrough may serve it, and the
-//! bytes that go upstream. Anything it does not handle exactly as the hyper path would is
-//! declined, and hyper gets the request as it arrived.
+//! The request side: the client's head as read, routed by the one routing decision, whether the
+//! passthrough can carry what was decided, and the bytes that go upstream. Anything it does not
+//! carry exactly as the hyper path would is declined, and hyper gets the request as it arrived.
 
 use std::sync::Arc;
 
-use crate::http::access_log::Entry;
-use crate::http::origin::proxy::{self, ClientInfo, Forwarding, ProxyRt, is_header_text};
-use crate::http::path;
-use crate::http::service::{self, ConnCtx};
-use crate::model::Origin;
-use crate::table::VhostRt;
-
-use super::RawPool;
+use crate::http::conn::ConnCtx;
+use crate::http::forward::{self, ClientInfo, Forwarding, is_header_text};
+use crate::http::routing::{self, Action, Decision, RequestHead};
+use crate::table::{Entry, VhostRt};
+use crate::upstream::{Endpoint, ProxyRt, RawPool};
 
 /// More headers than this and hyper (which allows 100) takes the request.
 const MAX_HEADERS: usize = 64;
@@ -25,6 +22,8 @@ pub struct Plan {
     pub vhost: Arc<VhostRt>,
     pub mount: usize,
     pub proxy: Arc<ProxyRt>,
+    /// The endpoint of the upstream group this request goes to, and its plain sockets.
+    pub endpoint: Arc<Endpoint>,
     pub pool: Arc<RawPool>,
     pub head_request: bool,
     /// The client asked for the connection to close after this response.
@@ -35,7 +34,7 @@ pub struct Plan {
     pub log: Option<Entry>,
 }
 
-pub enum Parsed {
+pub enum Planned {
     Plan(Box<Plan>),
     /// The head is not complete yet.
     Partial,
@@ -43,17 +42,17 @@ pub enum Parsed {
     Decline,
 }
 
-pub fn plan(buf: &[u8], ctx: &ConnCtx) -> Parsed {
+pub fn plan(buf: &[u8], ctx: &ConnCtx) -> Planned {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(_) => return Parsed::Decline,
+        Ok(httparse::Status::Partial) => return Planned::Partial,
+        Err(_) => return Planned::Decline,
     };
-    match decide(&req, head_len, buf, ctx) {
-        Some(plan) => Parsed::Plan(Box::new(plan)),
-        None => Parsed::Decline,
+    match carry(&req, head_len, buf, ctx) {
+        Some(plan) => Planned::Plan(Box::new(plan)),
+        None => Planned::Decline,
     }
 }
 
@@ -72,8 +71,8 @@ struct HeadFacts<'h> {
 }
 
 /// `None` for anything the hyper path should answer: HTTP/1.0, upgrades, `Expect`, chunked or
-/// incomplete bodies, odd targets, and every mount that is not a plain passthrough proxy.
-fn decide(req: &httparse::Request, head_len: usize, buf: &[u8], ctx: &ConnCtx) -> Option<Plan> {
+/// incomplete bodies, odd targets, and every routing decision but a plain proxy action.
+fn carry(req: &httparse::Request, head_len: usize, buf: &[u8], ctx: &ConnCtx) -> Option<Plan> {
     // (`redirect-http`, tracing and the off switch were checked per connection: `applies`.)
     if req.version != Some(1) {
         return None;
@@ -94,32 +93,29 @@ fn decide(req: &httparse::Request, head_len: usize, buf: &[u8], ctx: &ConnCtx) -
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    let vhost = service::select_vhost(ctx, facts.host);
-    if service::misdirected(ctx, &vhost) || crate::acme::http01_answer(raw_path).is_some() {
+    // Upgrades were declined with the head's facts: this head has no `Upgrade`.
+    let head = RequestHead {
+        method,
+        path: raw_path,
+        query,
+        host: facts.host,
+        user_agent: facts.user_agent,
+        ..Default::default()
+    };
+    let Decision::Routed(routed) = routing::decide(ctx, &head) else { return None };
+    // What the passthrough carries: a proxy action with nothing left to check or to change in
+    // the answer (credentials, `reject-service-keywords`' close, the error document's 404).
+    if !matches!(routed.action, Action::Proxy) || routed.auth.is_some() || routed.close || routed.error_document {
         return None;
     }
-    if facts.user_agent.is_some_and(|ua| service::reject_rule(ctx, ua).is_some()) {
-        return None;
-    }
-    if vhost.error_404.as_deref() == Some(raw_path) {
-        return None;
-    }
-    let path = path::normalize(raw_path).ok()?;
-    let mount = vhost.select_mount(&path, false)?;
-    let Origin::Proxy { .. } = &mount.model.origin else { return None };
-    if mount.model.basic_auth.is_some() {
-        return None;
-    }
-    let proxy = mount.proxy.clone()?;
-    let pool = proxy.passthrough()?.clone();
-    if mount.wants_trailing_slash(&path, raw_path) {
-        // `/dir` → `/dir/` is the hyper path's redirect.
-        return None;
-    }
+    let vhost = routed.vhost.clone();
+    let mount = routed.mount()?;
+    let proxy = mount.proxy.clone().filter(|p| p.passthrough())?;
+    let endpoint = proxy.group().pick().clone();
+    let pool = endpoint.raw.clone()?;
     ctx.activity.set_keepalive(vhost.keepalive_for(mount));
-    let remainder = mount.remainder(&path);
-    let upstream_target = proxy::upstream_path(proxy.upstream_base_path(), remainder, query);
-    let client = ClientInfo { addr: ctx.peer.map(|p| p.ip().to_canonical()), tls: ctx.tls, host: facts.host };
+    let upstream_target = forward::upstream_path(proxy.upstream_base_path(), routed.remainder(), query);
+    let client = ClientInfo { addr: ctx.client_ip(), tls: ctx.tls, host: facts.host };
     let forwarding = Forwarding::new(&client, facts.xff, facts.forwarded);
     let mut upstream = Vec::with_capacity(head_len + 256 + body_len);
     head_line(&mut upstream, method, &upstream_target);
@@ -153,13 +149,13 @@ fn decide(req: &httparse::Request, head_len: usize, buf: &[u8], ctx: &ConnCtx) -
         referer: lossy(facts.referer),
         user_agent: lossy(facts.user_agent),
     });
-    let mount_index = vhost.mount_index(mount);
     Some(Plan {
         consumed: head_len + body_len,
         upstream,
-        mount: mount_index,
+        mount: routed.mount?,
         vhost,
         proxy,
+        endpoint,
         pool,
         head_request: method == "HEAD",
         close: facts.close,
@@ -234,7 +230,7 @@ pub(super) fn content_length(value: &[u8]) -> Option<usize> {
 /// (the framing and Host always: a `Connection` token never takes them away).
 fn replaced(name: &str, facts: &HeadFacts, forwarding: &Forwarding) -> bool {
     let is = |n: &str| name.eq_ignore_ascii_case(n);
-    proxy::HOP_BY_HOP.iter().any(|h| is(h))
+    forward::HOP_BY_HOP.iter().any(|h| is(h))
         || facts.named.iter().any(|n| is(n))
         || is("host")
         || is("content-length")

@@ -4,7 +4,8 @@
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use super::request::header;
-use crate::http::origin::proxy::{HOP_BY_HOP, is_plain_html_by};
+use crate::http::forward::HOP_BY_HOP;
+use crate::http::origin::rewrite::is_plain_html_by;
 
 /// More upstream headers than this and the response is refused (502).
 const MAX_HEADERS: usize = 100;
@@ -34,7 +35,7 @@ pub struct Head {
     pub client: Vec<u8>,
 }
 
-pub enum Parsed {
+pub enum HeadParse {
     Head(Head),
     /// An interim (1xx) response of this many bytes, which is not passed on.
     Interim(usize),
@@ -52,21 +53,21 @@ pub struct Shape<'a> {
     pub links: bool,
 }
 
-pub fn parse(buf: &[u8], shape: &Shape) -> Parsed {
+pub fn parse(buf: &[u8], shape: &Shape) -> HeadParse {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
     let len = match resp.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Parsed::Partial,
-        Err(_) => return Parsed::Invalid,
+        Ok(httparse::Status::Partial) => return HeadParse::Partial,
+        Err(_) => return HeadParse::Invalid,
     };
-    let Some(status) = resp.code.filter(|c| *c >= 100) else { return Parsed::Invalid };
+    let Some(status) = resp.code.filter(|c| *c >= 100) else { return HeadParse::Invalid };
     if status < 200 {
         // 101 was not asked for (upgrades take the hyper path); other interim answers are
         // dropped, as hyper's client drops them.
-        return if status == 101 { Parsed::Invalid } else { Parsed::Interim(len) };
+        return if status == 101 { HeadParse::Invalid } else { HeadParse::Interim(len) };
     }
-    let Some(facts) = facts(resp.headers) else { return Parsed::Invalid };
+    let Some(facts) = facts(resp.headers) else { return HeadParse::Invalid };
     let framing = if shape.head_request || status == 204 || status == 304 {
         Framing::Empty
     } else if facts.chunked {
@@ -126,7 +127,7 @@ pub fn parse(buf: &[u8], shape: &Shape) -> Parsed {
         header(&mut client, "connection", b"close");
     }
     client.extend_from_slice(b"\r\n");
-    Parsed::Head(Head { status, len, framing, reusable, rewrite, client })
+    HeadParse::Head(Head { status, len, framing, reusable, rewrite, client })
 }
 
 #[derive(Default)]
@@ -213,7 +214,7 @@ mod tests {
 
     fn head(raw: &str, head_request: bool) -> Head {
         match parse(raw.as_bytes(), &shape(head_request)) {
-            Parsed::Head(h) => h,
+            HeadParse::Head(h) => h,
             _ => panic!("not a head: {raw}"),
         }
     }
@@ -254,7 +255,7 @@ mod tests {
     fn html_is_rewritten_only_where_it_can_be() {
         let links = Shape { head_request: false, prefix: &[], close: false, links: true };
         let parse_with = |raw: &str, shape: &Shape| match parse(raw.as_bytes(), shape) {
-            Parsed::Head(h) => h,
+            HeadParse::Head(h) => h,
             _ => panic!("not a head: {raw}"),
         };
         let h = parse_with(
@@ -279,15 +280,15 @@ mod tests {
 
     #[test]
     fn bad_heads_are_refused() {
-        let bad = |raw: &str| matches!(parse(raw.as_bytes(), &shape(false)), Parsed::Invalid);
+        let bad = |raw: &str| matches!(parse(raw.as_bytes(), &shape(false)), HeadParse::Invalid);
         assert!(bad("HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n"));
         assert!(bad("HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n"));
         assert!(bad("HTTP/1.1 101 Switching Protocols\r\n\r\n"));
         assert!(bad("garbage\r\n\r\n"));
         assert!(matches!(
             parse(b"HTTP/1.1 103 Early Hints\r\nlink: x\r\n\r\nHTTP/1.1", &shape(false)),
-            Parsed::Interim(37)
+            HeadParse::Interim(37)
         ));
-        assert!(matches!(parse(b"HTTP/1.1 200 OK\r\n", &shape(false)), Parsed::Partial));
+        assert!(matches!(parse(b"HTTP/1.1 200 OK\r\n", &shape(false)), HeadParse::Partial));
     }
 }

@@ -1,10 +1,11 @@
-//! The plain upstream connections of one proxy mount, as the passthrough uses them: sockets
-//! with nothing in flight, kept for the next request.
+//! The plain upstream connections of one endpoint, as the passthrough uses them: sockets with
+//! nothing in flight, kept for the next request.
 
 use std::io;
 
-use crate::http::origin::idle::IdleConns;
-use crate::http::origin::proxy::{Connector, Stream};
+use super::connect::Connector;
+use super::idle::IdleConns;
+use super::stream::Stream;
 
 pub struct RawPool {
     idle: IdleConns<Stream>,

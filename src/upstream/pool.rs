@@ -1,4 +1,4 @@
-//! The upstream connections of one proxy mount, driven inline.
+//! The upstream connections of one endpoint as the hyper path uses them, driven inline.
 //!
 //! hyper's pooled client runs every upstream connection as a task of its own and spawns another
 //! per request to hand the connection back; this pool instead polls the connection from the
@@ -19,9 +19,9 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 
+use super::connect::Connector;
 use super::idle::IdleConns;
-use super::proxy::Connector;
-use crate::http::body::BoxError;
+use crate::wire::body::BoxError;
 
 type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 
@@ -41,8 +41,12 @@ impl Conn {
     }
 }
 
-pub enum Failure {
+/// Why a request got no response head from the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("connect: {0}")]
     Connect(io::Error),
+    #[error("{0}")]
     Upstream(hyper::Error),
 }
 
@@ -56,9 +60,9 @@ impl Pool {
         Pool { idle: IdleConns::default(), connector }
     }
 
-    async fn connect(&self, upgrade: bool) -> Result<Conn, Failure> {
-        let io = self.connector.dial().await.map_err(Failure::Connect)?;
-        let (sender, conn) = http1::handshake(io).await.map_err(Failure::Upstream)?;
+    async fn connect(&self, upgrade: bool) -> Result<Conn, SendError> {
+        let io = self.connector.dial().await.map_err(SendError::Connect)?;
+        let (sender, conn) = http1::handshake(io).await.map_err(SendError::Upstream)?;
         let driver: Driver = if upgrade { Box::pin(conn.with_upgrades()) } else { Box::pin(conn) };
         Ok(Conn { sender, driver, done: false })
     }
@@ -88,7 +92,7 @@ impl Pool {
 
     /// Sends `req` on a pooled connection (retrying once on a fresh one if a reused connection
     /// turned out closed before the request left), and returns the response with its connection.
-    pub async fn send(&self, req: Request<Upload>, upgrade: bool) -> Result<(Response<Incoming>, Conn), Failure> {
+    pub async fn send(&self, req: Request<Upload>, upgrade: bool) -> Result<(Response<Incoming>, Conn), SendError> {
         let reused = if upgrade { None } else { self.checkout() };
         let fresh = reused.is_none();
         let mut conn = match reused {
@@ -100,9 +104,9 @@ impl Pool {
             Err(mut e) => match e.take_message() {
                 Some(req) if !fresh => {
                     let mut conn = self.connect(upgrade).await?;
-                    exchange(&mut conn, req).await.map(|r| (r, conn)).map_err(|e| Failure::Upstream(e.into_error()))
+                    exchange(&mut conn, req).await.map(|r| (r, conn)).map_err(|e| SendError::Upstream(e.into_error()))
                 }
-                _ => Err(Failure::Upstream(e.into_error())),
+                _ => Err(SendError::Upstream(e.into_error())),
             },
         }
     }

@@ -4,8 +4,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
 
+use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Any byte stream a connection may be carried on (TCP, TLS, unix), with bytes already read
@@ -22,15 +22,15 @@ pub struct UpgradeSlot(Mutex<Option<OnUpgrade>>);
 
 impl UpgradeSlot {
     pub fn set(&self, handler: OnUpgrade) {
-        *self.0.lock().expect("upgrade slot") = Some(handler);
+        *self.0.lock() = Some(handler);
     }
 
     pub fn is_set(&self) -> bool {
-        self.0.lock().expect("upgrade slot").is_some()
+        self.0.lock().is_some()
     }
 
     pub fn take(&self) -> Option<OnUpgrade> {
-        self.0.lock().expect("upgrade slot").take()
+        self.0.lock().take()
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::server::TlsStream;
 
-use crate::http::activity::Activity;
+use super::activity::Activity;
 
 /// Waiting for the peer to send something, holding no read buffer meanwhile.
 pub trait Readiness {

@@ -1,12 +1,12 @@
-//! The idle upstream connections of one proxy mount, for both request paths: each kept at most
+//! The idle upstream connections of one endpoint, for both request paths: each kept at most
 //! `IDLE_LIMIT`, at most `MAX_IDLE` of them, the most recently used handed out first.
 
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long an idle upstream connection is kept.
 const IDLE_LIMIT: Duration = Duration::from_secs(90);
-/// At most this many idle connections per mount.
+/// At most this many idle connections per endpoint.
 const MAX_IDLE: usize = 256;
 
 pub struct IdleConns<T> {
@@ -24,7 +24,7 @@ impl<T> IdleConns<T> {
     /// The most recently used connection that has not expired and that `usable` accepts;
     /// the ones passed over on the way are closed.
     pub fn take(&self, mut usable: impl FnMut(&mut T) -> bool) -> Option<T> {
-        let mut list = self.list.lock().expect("idle upstream connections");
+        let mut list = self.list.lock();
         while let Some((mut conn, since)) = list.pop() {
             if since.elapsed() < IDLE_LIMIT && usable(&mut conn) {
                 return Some(conn);
@@ -37,7 +37,7 @@ impl<T> IdleConns<T> {
     /// leftovers do not hold sockets open.
     pub fn put(&self, conn: T) {
         let now = Instant::now();
-        let mut list = self.list.lock().expect("idle upstream connections");
+        let mut list = self.list.lock();
         // Oldest first, so the expired are a prefix.
         let expired = list.iter().take_while(|(_, since)| now.duration_since(*since) >= IDLE_LIMIT).count();
         list.drain(..expired);

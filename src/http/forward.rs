@@ -1,0 +1,153 @@
+//! The forwarding rules of a proxied request (spec 2.5, D13), shared by both request paths:
+//! which headers are hop-by-hop, the `X-Forwarded-*` and RFC 7239 `Forwarded` headers this hop
+//! adds, and the path the upstream is asked for. The hyper path applies them to a `HeaderMap`,
+//! the passthrough while it writes the upstream's head; the rules themselves live only here.
+
+use std::net::IpAddr;
+
+use http::{HeaderMap, HeaderName, HeaderValue, header};
+
+use super::path::encode_path;
+
+/// Headers that belong to one connection and never cross the proxy.
+pub const HOP_BY_HOP: &[&str] =
+    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
+
+/// What the request path knows about the client, for the forwarding headers.
+pub struct ClientInfo<'a> {
+    pub addr: Option<IpAddr>,
+    pub tls: bool,
+    pub host: Option<&'a str>,
+}
+
+/// origin path + remainder, `//` collapsed, a trailing `/` only where the request had one.
+pub fn upstream_path(base: &str, remainder: &str, query: Option<&str>) -> String {
+    let joined = format!("{}/{}", base.trim_end_matches('/'), remainder.trim_start_matches('/'));
+    let mut out = String::with_capacity(joined.len() + 16);
+    for c in joined.chars() {
+        if c == '/' && out.ends_with('/') {
+            continue;
+        }
+        out.push(c);
+    }
+    if remainder.is_empty() && !base.ends_with('/') && out.len() > 1 {
+        out.pop();
+    }
+    let mut out = encode_path(&out);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// Removes the hop-by-hop headers and those the message's own `Connection` names.
+pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(*n);
+    }
+}
+
+/// The client's headers minus hop-by-hop ones, the origin's Host (D13), and the forwarding
+/// headers (`X-Forwarded-*` and RFC 7239 `Forwarded`), appended to any the client sent.
+pub fn forward_headers(client_headers: &HeaderMap, host: &HeaderValue, client: &ClientInfo) -> HeaderMap {
+    let mut h = client_headers.clone();
+    strip_hop_by_hop(&mut h);
+    h.insert(header::HOST, host.clone());
+    let text = |name| h.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let f = Forwarding::new(client, text("x-forwarded-for"), text(header::FORWARDED.as_str()));
+    let value = |s: &str| HeaderValue::from_str(s).expect("forwarding values are header text");
+    if let Some(xff) = &f.xff {
+        h.insert("x-forwarded-for", value(xff));
+    }
+    h.insert("x-forwarded-proto", HeaderValue::from_static(f.proto));
+    if let Some(host) = f.host {
+        h.insert("x-forwarded-host", value(host));
+    }
+    h.insert(header::FORWARDED, value(&f.forwarded));
+    h
+}
+
+/// Whether `v` can be a header value as it stands: visible ASCII, spaces and tabs.
+pub fn is_header_text(v: &[u8]) -> bool {
+    v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+/// The forwarding headers of one request (D13). Each replaces the client's header of the same
+/// name; `X-Forwarded-For` and `Forwarded` carry the client's earlier hops on. `xff` and `host`
+/// are `None` where the client's own header is left as it was.
+pub struct Forwarding<'a> {
+    pub xff: Option<String>,
+    pub proto: &'static str,
+    pub host: Option<&'a str>,
+    pub forwarded: String,
+}
+
+impl<'a> Forwarding<'a> {
+    /// `prev_xff` and `prev_forwarded`: the client's first such header, when it is header text.
+    pub fn new(client: &ClientInfo<'a>, prev_xff: Option<&str>, prev_forwarded: Option<&str>) -> Self {
+        let proto = if client.tls { "https" } else { "http" };
+        let xff = client.addr.map(|ip| match prev_xff {
+            Some(prev) => format!("{prev}, {ip}"),
+            None => ip.to_string(),
+        });
+        let host = client.host.filter(|h| is_header_text(h.as_bytes()));
+        let mut element = String::new();
+        if let Some(ip) = client.addr {
+            element = if ip.is_ipv6() { format!("for=\"[{ip}]\"") } else { format!("for={ip}") };
+            element.push(';');
+        }
+        element.push_str("proto=");
+        element.push_str(proto);
+        if let Some(c) = client.host.filter(|c| c.bytes().all(|b| b.is_ascii_graphic() && b != b'"')) {
+            element.push_str(&format!(";host=\"{c}\""));
+        }
+        let forwarded = match prev_forwarded {
+            Some(prev) => format!("{prev}, {element}"),
+            None => element,
+        };
+        Forwarding { xff, proto, host, forwarded }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_map_as_lws_does() {
+        assert_eq!(upstream_path("/", "", None), "/");
+        assert_eq!(upstream_path("/app", "", None), "/app");
+        assert_eq!(upstream_path("/app", "/x/y", Some("a=1")), "/app/x/y?a=1");
+        assert_eq!(upstream_path("/app/", "/x/", None), "/app/x/");
+        assert_eq!(upstream_path("/", "/a b", None), "/a%20b");
+    }
+
+    #[test]
+    fn forwarding_headers() {
+        let mut client = HeaderMap::new();
+        client.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        client.insert("x-secret", HeaderValue::from_static("1"));
+        client.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        client.insert(header::COOKIE, HeaderValue::from_static("a=b"));
+        let info = ClientInfo { addr: Some("127.0.0.1".parse().unwrap()), tls: true, host: Some("site.test") };
+        let h = forward_headers(&client, &HeaderValue::from_static("backend:8080"), &info);
+        assert_eq!(h[header::HOST], "backend:8080");
+        assert!(h.get("x-secret").is_none() && h.get(header::CONNECTION).is_none());
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "site.test");
+        assert_eq!(h[header::FORWARDED], "for=127.0.0.1;proto=https;host=\"site.test\"");
+        assert_eq!(h[header::COOKIE], "a=b");
+    }
+}

@@ -1,0 +1,338 @@
+//! The one routing decision. Both request paths (the hyper service and the HTTP/1 passthrough)
+//! describe the request's head as a `RequestHead` and call `decide`; the phases run here, once,
+//! in this order:
+//!
+//! 1. an ACME http-01 validation is answered, whatever the vhost;
+//! 2. plain HTTP on a TLS port with `redirect-http` goes to https;
+//! 3. vhost by Host, else the TLS handshake's, else the first on the port (D3);
+//! 4. the 421 guard: a vhost whose client-certificate check this connection did not pass;
+//! 5. path normalisation (400, or 405 for `*`);
+//! 6. `reject-service-keywords` (the configured answer, then close);
+//! 7. mount by longest prefix (`no-ws-upgrades` mounts skipped for upgrades);
+//! 8. a websocket that no proxy or redirect mount takes goes to the vhost's protocols, with its
+//!    subprotocol chosen here (spec 1.4);
+//! 9. no mount: 404; a redirect mount: its target; `/dir` naming a mount: 301 to `/dir/`;
+//! 10. basic auth: the credentials file to check before the action runs;
+//! 11. the action: file, proxy, CGI or callback.
+//!
+//! Carriers only decide whether they can *carry* the action (the passthrough takes plain proxy
+//! actions without auth), never the route. The credentials check is left to the carrier because
+//! bcrypt costs milliseconds of CPU and the hyper path runs it off the event loop.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use http::request::Parts;
+use http::{StatusCode, header};
+
+use super::auth::AuthOutcome;
+use super::conn::ConnCtx;
+use super::origin::redirect;
+use super::path;
+use crate::model::Origin;
+use crate::protocols::Protocol;
+use crate::table::{MountRt, VhostRt};
+use crate::wire::error::HttpError;
+
+/// What routing reads of a request: its head, as either request path parsed it.
+#[derive(Default)]
+pub struct RequestHead<'a> {
+    pub method: &'a str,
+    /// The target's path as sent (percent-encoded, not normalised), without the query.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    /// Host (HTTP/1) or :authority (HTTP/2).
+    pub host: Option<&'a str>,
+    pub user_agent: Option<&'a [u8]>,
+    /// The request carries an `Upgrade` header.
+    pub upgrade: bool,
+    /// A websocket handshake (`Connection: upgrade` + `Upgrade: websocket`), as offered.
+    pub websocket: Option<WsOffer>,
+}
+
+/// What a websocket handshake offers.
+#[derive(Debug, Default)]
+pub struct WsOffer {
+    pub version_13: bool,
+    pub has_key: bool,
+    /// The subprotocols offered, in the client's order.
+    pub offered: Vec<String>,
+}
+
+impl<'a> RequestHead<'a> {
+    /// The head as hyper parsed it.
+    pub fn from_parts(parts: &'a Parts) -> Self {
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+        RequestHead {
+            method: parts.method.as_str(),
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            host,
+            user_agent: parts.headers.get(header::USER_AGENT).map(|v| v.as_bytes()),
+            upgrade: parts.headers.contains_key(header::UPGRADE),
+            websocket: is_websocket(parts).then(|| WsOffer::from_parts(parts)),
+        }
+    }
+}
+
+impl WsOffer {
+    fn from_parts(parts: &Parts) -> Self {
+        let offered = parts
+            .headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        WsOffer {
+            version_13: parts.headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) == Some(b"13"),
+            has_key: parts.headers.contains_key(header::SEC_WEBSOCKET_KEY),
+            offered,
+        }
+    }
+}
+
+/// `Connection: upgrade` + `Upgrade: websocket`.
+pub fn is_websocket(parts: &Parts) -> bool {
+    let upgrade = parts.headers.get(header::UPGRADE).and_then(|v| v.to_str().ok());
+    let connection = parts
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
+    connection && upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket"))
+}
+
+/// Where routing sent the request.
+pub enum Decision {
+    /// An ACME http-01 validation: the key authorization is the whole answer.
+    AcmeAnswer(String),
+    /// `redirect-http`: the https URL, or `None` when the request has no usable Host.
+    ToHttps(Option<String>),
+    /// Everything else: a vhost was chosen.
+    Routed(Routed),
+}
+
+/// A request routed to a vhost (and maybe a mount), with the action to run.
+pub struct Routed {
+    pub vhost: Arc<VhostRt>,
+    /// The mount chosen (an index into `vhost.mounts`); `None` when none matched, and for
+    /// websockets served by the vhost's protocols.
+    pub mount: Option<usize>,
+    /// The normalised path (empty when it could not be normalised).
+    pub path: String,
+    /// Where the part after the mountpoint starts in `path`.
+    remainder_at: usize,
+    pub action: Action,
+    /// A basic-auth credentials file to check before the action may run.
+    pub auth: Option<PathBuf>,
+    /// The connection closes after the answer (`reject-service-keywords`).
+    pub close: bool,
+    /// The request is for the vhost's `error-document-404` page itself.
+    pub error_document: bool,
+}
+
+pub enum Action {
+    /// An error page (through the vhost's error document for a 404).
+    Error(HttpError),
+    /// A 301 to this URL (a redirect mount, or the trailing-slash rule).
+    Redirect(String),
+    /// The websocket handshake for `vhost.ws.protocols[protocol]`; `named`: the client offered
+    /// subprotocols, so the answer names the one chosen.
+    Websocket {
+        protocol: usize,
+        named: bool,
+    },
+    File,
+    Proxy,
+    Cgi,
+    Callback(Arc<dyn Protocol>),
+}
+
+impl Routed {
+    /// The normalised path after the mountpoint.
+    pub fn remainder(&self) -> &str {
+        &self.path[self.remainder_at..]
+    }
+
+    pub fn mount(&self) -> Option<&MountRt> {
+        self.mount.map(|i| &self.vhost.mounts[i])
+    }
+
+    /// Applies the credentials check's outcome: the action runs only when it allowed.
+    pub fn authorized(mut self, outcome: AuthOutcome) -> Self {
+        match outcome {
+            AuthOutcome::Allowed(_) => {}
+            AuthOutcome::Denied => self.action = Action::Error(HttpError::Unauthorized),
+            AuthOutcome::Malformed => self.action = Action::Error(HttpError::Forbidden),
+        }
+        self.auth = None;
+        self
+    }
+
+    /// The action could not run for a reason of the server's own.
+    pub fn failed(mut self, error: HttpError) -> Self {
+        self.action = Action::Error(error);
+        self.auth = None;
+        self
+    }
+}
+
+pub fn decide(ctx: &ConnCtx, head: &RequestHead) -> Decision {
+    if let Some(answer) = ctx.shared.challenges.http01_answer(head.path) {
+        // An ACME http-01 validation, on whichever plain listener the CA reached.
+        return Decision::AcmeAnswer(answer);
+    }
+    if ctx.redirect_to_https {
+        return Decision::ToHttps(https_target(head));
+    }
+    let vhost = select_vhost(ctx, head.host);
+    let mut routed = Routed {
+        error_document: vhost.error_404.as_deref() == Some(head.path),
+        vhost,
+        mount: None,
+        path: String::new(),
+        remainder_at: 0,
+        action: Action::Error(HttpError::NotFound),
+        auth: None,
+        close: false,
+    };
+    routed.action = route(ctx, head, &mut routed).unwrap_or_else(Action::Error);
+    Decision::Routed(routed)
+}
+
+/// Phases 4 to 11; an `Err` is the answer. Fills in `routed`'s mount, path and auth.
+fn route(ctx: &ConnCtx, head: &RequestHead, routed: &mut Routed) -> Result<Action, HttpError> {
+    let vhost = routed.vhost.clone();
+    if misdirected(ctx, &vhost) {
+        return Err(HttpError::Misdirected);
+    }
+    routed.path = path::normalize(head.path).map_err(|e| match e {
+        path::PathError::NotAbsolute if head.path == "*" => HttpError::MethodNotAllowed,
+        _ => HttpError::BadRequest("bad path"),
+    })?;
+    if let Some(rejection) = rejected(ctx, head.user_agent) {
+        routed.close = true;
+        return Err(rejection);
+    }
+    let mount = vhost.select_mount(&routed.path, head.upgrade);
+    if let Some(offer) = &head.websocket
+        && !matches!(mount.map(|m| &m.model.origin), Some(Origin::Proxy { .. } | Origin::Redirect(_)))
+    {
+        // Websockets go to the vhost's protocols whatever the mount, except where a proxy
+        // mount passes them on or a redirect mount sends them away (spec 2.3, 2.5).
+        let protocol = choose_protocol(&vhost, head.method, offer)?;
+        routed.auth = vhost.ws.auth[protocol].clone();
+        return Ok(Action::Websocket { protocol, named: !offer.offered.is_empty() });
+    }
+    let mount = mount.ok_or(HttpError::NotFound)?;
+    routed.mount = Some(vhost.mount_index(mount));
+    routed.remainder_at = routed.path.len() - mount.remainder(&routed.path).len();
+    if let Origin::Redirect(url) = &mount.model.origin {
+        return Ok(Action::Redirect(redirect::mount_target(url, mount.model.append_path, routed.remainder())));
+    }
+    if mount.wants_trailing_slash(&routed.path, head.path) {
+        return Ok(Action::Redirect(trailing_slash_target(ctx, head, &routed.path)));
+    }
+    routed.auth = mount.model.basic_auth.clone();
+    match &mount.model.origin {
+        Origin::File(_) => Ok(Action::File),
+        Origin::Gzip => Err(HttpError::NotFound),
+        Origin::Redirect(_) => unreachable!("handled above"),
+        Origin::Proxy { .. } => Ok(Action::Proxy),
+        Origin::Cgi(_) => Ok(Action::Cgi),
+        Origin::Callback(name) => {
+            let protocol = vhost.ws.by_name(name).ok_or_else(|| {
+                tracing::warn!(protocol = %name, "callback:// names a protocol that is not enabled on this vhost");
+                HttpError::NotFound
+            })?;
+            Ok(Action::Callback(protocol.clone()))
+        }
+    }
+}
+
+/// D3 on every request: the Host's vhost if one matches, else the handshake's, else the first.
+fn select_vhost(ctx: &ConnCtx, host: Option<&str>) -> Arc<VhostRt> {
+    let routes = ctx.routes();
+    host.and_then(|h| routes.find_vhost(h)).or(ctx.handshake_vhost.as_ref()).unwrap_or_else(|| routes.first()).clone()
+}
+
+/// A request for a vhost whose client-certificate check this connection did not pass.
+fn misdirected(ctx: &ConnCtx, vhost: &Arc<VhostRt>) -> bool {
+    // The client certificate was checked against the handshake vhost's CA, not this one's:
+    // SNI for one vhost plus Host for an mTLS vhost must not skip its check.
+    let other_handshake = ctx.handshake_vhost.as_ref().is_some_and(|hs| !Arc::ptr_eq(hs, vhost));
+    // Plain HTTP let in on a TLS port (allow-http-on-https) has no certificate to show.
+    vhost.client_cert_required && (other_handshake || !ctx.tls)
+}
+
+/// `reject-service-keywords`: the first keyword found in the User-Agent decides the answer.
+fn rejected(ctx: &ConnCtx, user_agent: Option<&[u8]>) -> Option<HttpError> {
+    let rules = &ctx.table.global.reject;
+    if rules.is_empty() {
+        return None;
+    }
+    let ua = String::from_utf8_lossy(user_agent?);
+    let rule = rules.iter().find(|r| ua.contains(&r.keyword))?;
+    tracing::info!(keyword = %rule.keyword, "request rejected by reject-service-keywords");
+    let status = StatusCode::from_u16(rule.status).unwrap_or(StatusCode::FORBIDDEN);
+    Some(HttpError::Rejected { status, text: rule.text.clone() })
+}
+
+/// The subprotocol a websocket handshake gets (spec 1.4): the client's first offer the vhost
+/// has, else the protocol with the `default` pvo.
+fn choose_protocol(vhost: &VhostRt, method: &str, offer: &WsOffer) -> Result<usize, HttpError> {
+    if method != "GET" {
+        return Err(HttpError::BadRequest("a websocket handshake is a GET"));
+    }
+    if !offer.version_13 {
+        return Err(HttpError::BadRequest("unsupported websocket version"));
+    }
+    if !offer.has_key {
+        return Err(HttpError::BadRequest("no Sec-WebSocket-Key"));
+    }
+    if offer.offered.is_empty() {
+        if vhost.ws.disable_no_protocol {
+            return Err(HttpError::Forbidden);
+        }
+        return vhost
+            .ws
+            .default
+            .ok_or(HttpError::BadRequest("no websocket subprotocol offered and none is the default"));
+    }
+    offer
+        .offered
+        .iter()
+        .find_map(|o| vhost.ws.protocols.iter().position(|p| p.name() == o && p.speaks_websocket()))
+        .ok_or(HttpError::BadRequest("none of the offered websocket subprotocols is enabled here"))
+}
+
+/// `redirect-http`: `https://` + Host + path + `?args`; no Host, or one longer than lws's 128
+/// bytes, has none.
+fn https_target(head: &RequestHead) -> Option<String> {
+    let host = head.host.filter(|h| h.len() <= 128 && !h.contains('/'))?;
+    let query = head.query.map(|q| format!("?{q}")).unwrap_or_default();
+    Some(format!("https://{host}{}{query}", head.path))
+}
+
+/// `/dir` naming a mount exactly → `/dir/` on the same host and scheme. Built from the
+/// normalised path, which starts with exactly one `/`, so no request can turn it into a
+/// protocol-relative redirect to another host.
+fn trailing_slash_target(ctx: &ConnCtx, head: &RequestHead, path: &str) -> String {
+    let query = head.query.map(|q| format!("?{q}")).unwrap_or_default();
+    let path = path::encode_path(path);
+    match head.host {
+        Some(h) if !h.starts_with('+') && !h.contains('/') => {
+            let scheme = if ctx.tls { "https" } else { "http" };
+            format!("{scheme}://{h}{path}/{query}")
+        }
+        _ => format!("{path}/{query}"),
+    }
+}

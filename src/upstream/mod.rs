@@ -1,0 +1,20 @@
+//! Reaching upstreams, below both request paths (the hyper service and the passthrough) and
+//! below the route table that holds them: a compiled proxy mount (`ProxyRt`), its group of
+//! endpoints, how an endpoint is dialed, and the pools of idle connections. Nothing here knows
+//! how a request is routed or answered; the forwarding rules are `http::forward`.
+
+mod connect;
+mod group;
+mod idle;
+mod pool;
+mod proxy_rt;
+mod raw_pool;
+mod stream;
+
+pub use connect::{Connector, SetupError};
+pub use group::{Endpoint, Group};
+pub use idle::IdleConns;
+pub use pool::{Conn, Driven, Pool, Progress, SendError, Upload, finish_upgrade};
+pub use proxy_rt::{LinkMap, ProxyRt};
+pub use raw_pool::RawPool;
+pub use stream::{Stream, UpstreamIo};
