@@ -41,6 +41,8 @@ pub struct RequestHead<'a> {
     /// The target's path as sent (percent-encoded, not normalised), without the query.
     pub path: &'a str,
     pub query: Option<&'a str>,
+    /// The path and query as sent (`/` for a target that has neither), for `redirect-http`.
+    pub path_and_query: &'a str,
     /// Host (HTTP/1) or :authority (HTTP/2).
     pub host: Option<&'a str>,
     pub user_agent: Option<&'a [u8]>,
@@ -71,6 +73,7 @@ impl<'a> RequestHead<'a> {
             method: parts.method.as_str(),
             path: parts.uri.path(),
             query: parts.uri.query(),
+            path_and_query: parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
             host,
             user_agent: parts.headers.get(header::USER_AGENT).map(|v| v.as_bytes()),
             upgrade: parts.headers.contains_key(header::UPGRADE),
@@ -137,6 +140,18 @@ pub struct Routed {
     pub close: bool,
     /// The request is for the vhost's `error-document-404` page itself.
     pub error_document: bool,
+    /// Something the carrier that answers logs (a carrier that declines says nothing, so a
+    /// request the passthrough hands to hyper is logged once).
+    pub note: Option<Note>,
+}
+
+/// A routing outcome worth a log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// `reject-service-keywords` matched this keyword.
+    Rejected(String),
+    /// A `callback://` mount names a protocol the vhost does not enable.
+    CallbackNotEnabled(String),
 }
 
 pub enum Action {
@@ -164,6 +179,19 @@ impl Routed {
 
     pub fn mount(&self) -> Option<&MountRt> {
         self.mount.map(|i| &self.vhost.mounts[i])
+    }
+
+    /// Logs what routing noticed; called by the carrier that answers.
+    pub fn log_note(&self) {
+        match &self.note {
+            Some(Note::Rejected(keyword)) => {
+                tracing::info!(keyword = %keyword, "request rejected by reject-service-keywords")
+            }
+            Some(Note::CallbackNotEnabled(protocol)) => {
+                tracing::warn!(protocol = %protocol, "callback:// names a protocol that is not enabled on this vhost")
+            }
+            None => {}
+        }
     }
 
     /// Applies the credentials check's outcome: the action runs only when it allowed.
@@ -203,6 +231,7 @@ pub fn decide(ctx: &ConnCtx, head: &RequestHead) -> Decision {
         action: Action::Error(HttpError::NotFound),
         auth: None,
         close: false,
+        note: None,
     };
     routed.action = route(ctx, head, &mut routed).unwrap_or_else(Action::Error);
     Decision::Routed(routed)
@@ -218,8 +247,9 @@ fn route(ctx: &ConnCtx, head: &RequestHead, routed: &mut Routed) -> Result<Actio
         path::PathError::NotAbsolute if head.path == "*" => HttpError::MethodNotAllowed,
         _ => HttpError::BadRequest("bad path"),
     })?;
-    if let Some(rejection) = rejected(ctx, head.user_agent) {
+    if let Some((rejection, keyword)) = rejected(ctx, head.user_agent) {
         routed.close = true;
+        routed.note = Some(Note::Rejected(keyword));
         return Err(rejection);
     }
     let mount = vhost.select_mount(&routed.path, head.upgrade);
@@ -249,10 +279,10 @@ fn route(ctx: &ConnCtx, head: &RequestHead, routed: &mut Routed) -> Result<Actio
         Origin::Proxy { .. } => Ok(Action::Proxy),
         Origin::Cgi(_) => Ok(Action::Cgi),
         Origin::Callback(name) => {
-            let protocol = vhost.ws.by_name(name).ok_or_else(|| {
-                tracing::warn!(protocol = %name, "callback:// names a protocol that is not enabled on this vhost");
-                HttpError::NotFound
-            })?;
+            let Some(protocol) = vhost.ws.by_name(name) else {
+                routed.note = Some(Note::CallbackNotEnabled(name.clone()));
+                return Err(HttpError::NotFound);
+            };
             Ok(Action::Callback(protocol.clone()))
         }
     }
@@ -273,17 +303,17 @@ fn misdirected(ctx: &ConnCtx, vhost: &Arc<VhostRt>) -> bool {
     vhost.client_cert_required && (other_handshake || !ctx.tls)
 }
 
-/// `reject-service-keywords`: the first keyword found in the User-Agent decides the answer.
-fn rejected(ctx: &ConnCtx, user_agent: Option<&[u8]>) -> Option<HttpError> {
+/// `reject-service-keywords`: the first keyword found in the User-Agent decides the answer
+/// (returned with the keyword, for the log).
+fn rejected(ctx: &ConnCtx, user_agent: Option<&[u8]>) -> Option<(HttpError, String)> {
     let rules = &ctx.table.global.reject;
     if rules.is_empty() {
         return None;
     }
     let ua = String::from_utf8_lossy(user_agent?);
     let rule = rules.iter().find(|r| ua.contains(&r.keyword))?;
-    tracing::info!(keyword = %rule.keyword, "request rejected by reject-service-keywords");
     let status = StatusCode::from_u16(rule.status).unwrap_or(StatusCode::FORBIDDEN);
-    Some(HttpError::Rejected { status, text: rule.text.clone() })
+    Some((HttpError::Rejected { status, text: rule.text.clone() }, rule.keyword.clone()))
 }
 
 /// The subprotocol a websocket handshake gets (spec 1.4): the client's first offer the vhost
@@ -318,8 +348,7 @@ fn choose_protocol(vhost: &VhostRt, method: &str, offer: &WsOffer) -> Result<usi
 /// bytes, has none.
 fn https_target(head: &RequestHead) -> Option<String> {
     let host = head.host.filter(|h| h.len() <= 128 && !h.contains('/'))?;
-    let query = head.query.map(|q| format!("?{q}")).unwrap_or_default();
-    Some(format!("https://{host}{}{query}", head.path))
+    Some(format!("https://{host}{}", head.path_and_query))
 }
 
 /// `/dir` naming a mount exactly → `/dir/` on the same host and scheme. Built from the

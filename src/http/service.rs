@@ -86,6 +86,7 @@ pub fn handle(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> Reply {
 
 /// Runs the decided action.
 fn carry(ctx: &Arc<ConnCtx>, routed: Routed, parts: Parts, body: Incoming) -> Reply {
+    routed.log_note();
     let vhost = routed.vhost.clone();
     let mount = routed.mount.map(|i| &vhost.mounts[i]);
     if let Some(m) = mount {

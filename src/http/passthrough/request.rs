@@ -98,6 +98,7 @@ fn carry(req: &httparse::Request, head_len: usize, buf: &[u8], ctx: &ConnCtx) ->
         method,
         path: raw_path,
         query,
+        path_and_query: target,
         host: facts.host,
         user_agent: facts.user_agent,
         ..Default::default()
