@@ -2,6 +2,7 @@
 //! describe the request's head as a `RequestHead` and call `decide`; the phases run here, once,
 //! in this order:
 //!
+//! 0. a request whose Host is missing (HTTP/1.1), repeated or not an authority is a 400;
 //! 1. an ACME http-01 validation is answered, whatever the vhost;
 //! 2. plain HTTP on a TLS port with `redirect-http` goes to https;
 //! 3. vhost by Host, else the TLS handshake's, else the first on the port (D3);
@@ -43,8 +44,11 @@ pub struct RequestHead<'a> {
     pub query: Option<&'a str>,
     /// The path and query as sent (`/` for a target that has neither), for `redirect-http`.
     pub path_and_query: &'a str,
-    /// Host (HTTP/1) or :authority (HTTP/2).
+    /// Host (HTTP/1) or :authority (HTTP/2), when the request has a valid one.
     pub host: Option<&'a str>,
+    /// Why the request's Host is unacceptable (missing in HTTP/1.1, repeated, not an
+    /// authority, or an HTTP/2 `host` that disagrees with `:authority`): a 400 (RFC 9112 3.2).
+    pub bad_host: Option<&'static str>,
     pub user_agent: Option<&'a [u8]>,
     /// The request carries an `Upgrade` header.
     pub upgrade: bool,
@@ -64,12 +68,12 @@ pub struct WsOffer {
 impl<'a> RequestHead<'a> {
     /// The head as hyper parsed it.
     pub fn from_parts(parts: &'a Parts) -> Self {
-        let host = parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+        let (host, bad_host) = match host_of(parts) {
+            Ok(host) => (host, None),
+            Err(why) => (None, Some(why)),
+        };
         RequestHead {
+            bad_host,
             method: parts.method.as_str(),
             path: parts.uri.path(),
             query: parts.uri.query(),
@@ -101,6 +105,68 @@ impl WsOffer {
     }
 }
 
+/// The request's host, checked: HTTP/1.1 needs exactly one Host, and it must be an
+/// authority (`host[:port]`, RFC 3986 3.2); HTTP/2's `:authority` wins, and a `host` header that
+/// disagrees with it is refused. An empty Host is a target without an authority: `None`.
+fn host_of(parts: &Parts) -> Result<Option<&str>, &'static str> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let first = hosts.next();
+    if hosts.next().is_some() {
+        return Err("more than one Host header");
+    }
+    let header = match first {
+        Some(v) => Some(v.to_str().ok().filter(|h| valid_authority(h)).ok_or("the Host header is not an authority")?),
+        None => None,
+    };
+    let authority = parts.uri.authority().map(|a| a.as_str());
+    match parts.version {
+        http::Version::HTTP_2 | http::Version::HTTP_3 => {
+            if let (Some(h), Some(a)) = (header, authority)
+                && !h.eq_ignore_ascii_case(a)
+            {
+                return Err("the host header disagrees with :authority");
+            }
+            Ok(authority.or(header).filter(|h| !h.is_empty()))
+        }
+        http::Version::HTTP_11 if header.is_none() => Err("an HTTP/1.1 request without a Host header"),
+        _ => Ok(header.or(authority).filter(|h| !h.is_empty())),
+    }
+}
+
+/// `host[:port]` as RFC 3986 3.2.2 and 3.2.3 write it: a bracketed IP literal or a reg-name
+/// (letters, digits, `-._~`, sub-delims, percent-escapes), then an optional port of digits.
+/// Empty (no authority) is valid too. Nothing else may be taken for a host: such a value would
+/// be forwarded to upstreams and written into logs.
+pub fn valid_authority(h: &str) -> bool {
+    let (host, port) = match h.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((literal, after)) => {
+                let literal_ok = !literal.is_empty()
+                    && literal.bytes().all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.'))
+                    && literal.contains(':');
+                if !literal_ok {
+                    return false;
+                }
+                match after {
+                    "" => return true,
+                    _ => ("x", after.strip_prefix(':')),
+                }
+            }
+            None => return false,
+        },
+        None => match h.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (h, None),
+        },
+    };
+    let port_ok = match port {
+        None => true,
+        Some(p) => p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()),
+    };
+    let reg_name = |b: u8| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b);
+    port_ok && (h.is_empty() || (!host.is_empty() && host.bytes().all(reg_name)))
+}
+
 /// `Connection: upgrade` + `Upgrade: websocket`.
 pub fn is_websocket(parts: &Parts) -> bool {
     let upgrade = parts.headers.get(header::UPGRADE).and_then(|v| v.to_str().ok());
@@ -115,6 +181,9 @@ pub fn is_websocket(parts: &Parts) -> bool {
 
 /// Where routing sent the request.
 pub enum Decision {
+    /// A request no route can take (its Host is missing or invalid): 400, and the connection
+    /// closes.
+    BadRequest(&'static str),
     /// An ACME http-01 validation: the key authorization is the whole answer.
     AcmeAnswer(String),
     /// `redirect-http`: the https URL, or `None` when the request has no usable Host.
@@ -214,6 +283,9 @@ impl Routed {
 }
 
 pub fn decide(ctx: &ConnCtx, head: &RequestHead) -> Decision {
+    if let Some(why) = head.bad_host {
+        return Decision::BadRequest(why);
+    }
     if let Some(answer) = ctx.shared.challenges.http01_answer(head.path) {
         // An ACME http-01 validation, on whichever plain listener the CA reached.
         return Decision::AcmeAnswer(answer);
@@ -363,5 +435,53 @@ fn trailing_slash_target(ctx: &ConnCtx, head: &RequestHead, path: &str) -> Strin
             format!("{scheme}://{h}{path}/{query}")
         }
         _ => format!("{path}/{query}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(version: http::Version, uri: &str, hosts: &[&str]) -> Parts {
+        let mut b = http::Request::builder().version(version).uri(uri);
+        for h in hosts {
+            b = b.header(header::HOST, *h);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn hosts_are_checked_as_rfc_9112_asks() {
+        use http::Version;
+        assert_eq!(host_of(&parts(Version::HTTP_11, "/", &["a.test:80"])), Ok(Some("a.test:80")));
+        assert!(host_of(&parts(Version::HTTP_11, "/", &[])).is_err(), "HTTP/1.1 needs a Host");
+        assert_eq!(host_of(&parts(Version::HTTP_10, "/", &[])), Ok(None), "HTTP/1.0 may go without");
+        assert!(host_of(&parts(Version::HTTP_11, "/", &["a.test", "a.test"])).is_err(), "two");
+        assert_eq!(host_of(&parts(Version::HTTP_11, "/", &[""])), Ok(None), "empty: no authority");
+        let h2 = |uri, hosts: &[&str]| host_of(&parts(Version::HTTP_2, uri, hosts)).map(|h| h.map(str::to_string));
+        assert_eq!(h2("https://a.test/x", &[]), Ok(Some("a.test".into())));
+        assert_eq!(h2("https://a.test/x", &["A.test"]), Ok(Some("a.test".into())));
+        assert!(h2("https://a.test/x", &["b.test"]).is_err(), "host differs from :authority");
+    }
+
+    #[test]
+    fn authorities() {
+        for good in ["a.test", "a.test:8080", "127.0.0.1", "[::1]", "[::1]:443", "xn--bcher-kva.test", "a_b", ""] {
+            assert!(valid_authority(good), "{good:?}");
+        }
+        for bad in [
+            "a b",
+            "../../etc",
+            "x\"y;for=1.2.3.4",
+            "a.test:80:80",
+            "a.test:http",
+            "[::1",
+            "[]",
+            "u@a.test",
+            ":80",
+            "a/b",
+        ] {
+            assert!(!valid_authority(bad), "{bad:?}");
+        }
     }
 }

@@ -63,6 +63,7 @@ pub fn handle(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> Reply {
     let routed = match routing::decide(ctx, &RequestHead::from_parts(&parts)) {
         Decision::AcmeAnswer(answer) => return Reply::now(respond::bare(ctx, acme_answer(answer))),
         Decision::ToHttps(target) => return Reply::now(respond::bare(ctx, to_https(target))),
+        Decision::BadRequest(why) => return Reply::now(respond::bare(ctx, closing(HttpError::BadRequest(why)))),
         Decision::Routed(routed) => routed,
     };
     let Some(file) = routed.auth.clone() else {
@@ -149,16 +150,13 @@ async fn run_proxy(ctx: Arc<ConnCtx>, routed: Routed, mut parts: Parts, body: In
     }
     let host = RequestHead::from_parts(&parts).host.map(str::to_string);
     let client = ClientInfo { addr: ctx.client_ip(), tls: ctx.tls, host: host.as_deref() };
-    let mut r = proxy::forward(rt, &parts, body, routed.remainder(), client).await;
-    let failure = match &r {
-        Err(HttpError::ServiceUnavailable) => Some("connect"),
-        Err(HttpError::GatewayTimeout) => Some("timeout"),
-        Err(HttpError::BadGateway) => Some("failed"),
-        _ => None,
-    };
-    if let Some(kind) = failure {
-        ctx.shared.metrics.upstream_error(&vhost.name, &m.model.mountpoint, kind);
-    }
+    let buffer = ctx.table.global.body_buffer;
+    let mut r = proxy::forward(rt, &parts, body, routed.remainder(), client, buffer).await.map_err(|failed| {
+        if let Some(kind) = failed.kind {
+            ctx.shared.metrics.upstream_error(&vhost.name, &m.model.mountpoint, kind);
+        }
+        failed.error
+    });
     if let Ok(resp) = &mut r
         && let Some(up) = resp.extensions_mut().remove::<UpstreamUpgrade>()
     {
@@ -166,6 +164,13 @@ async fn run_proxy(ctx: Arc<ConnCtx>, routed: Routed, mut parts: Parts, body: In
         ctx.upgrade.set(Box::new(move |client_io| Box::pin(proxy::tunnel(client_io, up))));
     }
     complete(&ctx, vhost, Some(m), &parts, r, false)
+}
+
+/// An error answer after which the connection closes.
+fn closing(e: HttpError) -> Response<Body> {
+    let mut r = e.into_response();
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 fn acme_answer(key_authorization: String) -> Response<Body> {

@@ -295,6 +295,7 @@ mod tests {
                     timeout: Duration::from_secs(1),
                     threads: 1,
                     passthrough: true,
+                    body_buffer: 0,
                 },
                 listeners: vec![],
             }),

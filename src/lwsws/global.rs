@@ -72,6 +72,10 @@ fn apply_key(ctx: &mut Ctx, g: &mut Global, k: &Key, v: &Node) -> Result<(), Con
         }
         // This project's own key: the HTTP/1 passthrough of proxy mounts, on unless "0".
         "proxy-passthrough" => g.proxy_passthrough = ctx.flag(k, v)?,
+        // This project's own keys: a proxied request's body is read (up to this many bytes)
+        // before it takes an upstream connection; requests in flight per upstream endpoint.
+        "proxy-body-buffer" => g.proxy_body_buffer = ctx.uint(k, v)?,
+        "proxy-max-conns" => g.proxy_max_conns = ctx.uint(k, v)?,
         "rlimit-nofile" => g.rlimit_nofile = Some(ctx.uint(k, v)?),
         "cpd-bypass" => g.cpd_bypass |= ctx.flag(k, v)?,
         "allow-early-data" => g.allow_early_data |= ctx.flag(k, v)?,

@@ -43,6 +43,11 @@ pub struct Global {
     pub admin_addr: Option<std::net::SocketAddr>,
     /// Plain HTTP/1 requests to `http://` mounts skip hyper (`http::passthrough`).
     pub proxy_passthrough: bool,
+    /// How much of a request body is read before a proxied request takes an upstream
+    /// connection (the rest streams).
+    pub proxy_body_buffer: u32,
+    /// At most this many requests in flight to one upstream endpoint (0: no limit).
+    pub proxy_max_conns: u32,
 }
 
 impl Default for Global {
@@ -67,6 +72,8 @@ impl Default for Global {
             rlimit_nofile: None,
             admin_addr: None,
             proxy_passthrough: true,
+            proxy_body_buffer: 1024 * 1024,
+            proxy_max_conns: 256,
             cpd_bypass: false,
             allow_early_data: false,
         }

@@ -62,6 +62,7 @@ pub fn compile(
             timeout: Duration::from_secs(g.timeout_secs.into()),
             threads: g.count_threads as usize,
             passthrough: g.proxy_passthrough,
+            body_buffer: g.proxy_body_buffer as usize,
         },
         listeners,
     })
@@ -94,7 +95,8 @@ fn compile_vhost(
                     msg: "an https:// origin without \"enable-client-ssl\" (lwsws requires it; served anyway)".into(),
                 });
             }
-            let proxy = ProxyRt::new(*tls, upstream, path, m, v, timeout)
+            let max_in_flight = cfg.global.proxy_max_conns as usize;
+            let proxy = ProxyRt::new(*tls, upstream, path, m, v, timeout, max_in_flight)
                 .map_err(|e| ConfigError::new(m.loc.clone(), Some("origin"), e.to_string()))?;
             rt.proxy = Some(Arc::new(proxy));
         }

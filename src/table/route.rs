@@ -27,6 +27,8 @@ pub struct GlobalRt {
     pub threads: usize,
     /// `proxy-passthrough`: the HTTP/1 passthrough may serve proxy mounts.
     pub passthrough: bool,
+    /// `proxy-body-buffer`: bytes of a request body read before it goes upstream.
+    pub body_buffer: usize,
 }
 
 /// The vhosts that share one socket, in config order (the first is the default).

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::connect::Connector;
+use super::limit::Limit;
 use super::pool::Pool;
 use super::raw_pool::RawPool;
 
@@ -19,13 +20,16 @@ pub struct Endpoint {
     /// The passthrough's plain sockets; `None` when the passthrough cannot speak to this
     /// endpoint (TLS).
     pub raw: Option<Arc<RawPool>>,
+    /// Requests in flight, for both request paths.
+    pub limit: Limit,
 }
 
 impl Endpoint {
-    /// `plain`: the passthrough may use it (an HTTP/1 endpoint without TLS).
-    pub fn new(name: String, connector: Connector, plain: bool) -> Self {
+    /// `plain`: the passthrough may use it (an HTTP/1 endpoint without TLS); `max_in_flight`:
+    /// requests at once (0: no limit).
+    pub fn new(name: String, connector: Connector, plain: bool, max_in_flight: usize) -> Self {
         let raw = plain.then(|| Arc::new(RawPool::new(connector.clone())));
-        Endpoint { name, pool: Arc::new(Pool::new(connector)), raw }
+        Endpoint { name, pool: Arc::new(Pool::new(connector)), raw, limit: Limit::new(max_in_flight) }
     }
 }
 
@@ -72,7 +76,7 @@ mod tests {
     fn endpoint(port: u16) -> Arc<Endpoint> {
         let up = Upstream::Tcp { host: "127.0.0.1".into(), port };
         let c = Connector::new(&up, None, std::time::Duration::from_secs(1)).unwrap();
-        Arc::new(Endpoint::new(format!("http://127.0.0.1:{port}"), c, true))
+        Arc::new(Endpoint::new(format!("http://127.0.0.1:{port}"), c, true, 0))
     }
 
     #[test]

@@ -3,9 +3,14 @@
 //! endpoints, how an endpoint is dialed, and the pools of idle connections. Nothing here knows
 //! how a request is routed or answered; the forwarding rules are `http::forward`.
 
+/// The largest response head either request path accepts from an upstream (a larger one is a
+/// 502, on both).
+pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+
 mod connect;
 mod group;
 mod idle;
+mod limit;
 mod pool;
 mod proxy_rt;
 mod raw_pool;
@@ -14,6 +19,7 @@ mod stream;
 pub use connect::{Connector, SetupError};
 pub use group::{Endpoint, Group};
 pub use idle::IdleConns;
+pub use limit::{Busy, Limit, Turn};
 pub use pool::{Conn, Driven, Pool, Progress, SendError, Upload, finish_upgrade};
 pub use proxy_rt::{LinkMap, ProxyRt};
 pub use raw_pool::RawPool;

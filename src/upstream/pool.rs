@@ -62,7 +62,12 @@ impl Pool {
 
     async fn connect(&self, upgrade: bool) -> Result<Conn, SendError> {
         let io = self.connector.dial().await.map_err(SendError::Connect)?;
-        let (sender, conn) = http1::handshake(io).await.map_err(SendError::Upstream)?;
+        // The passthrough's limit on a response head, so that both paths refuse the same heads.
+        let (sender, conn) = http1::Builder::new()
+            .max_buf_size(super::MAX_RESPONSE_HEAD)
+            .handshake(io)
+            .await
+            .map_err(SendError::Upstream)?;
         let driver: Driver = if upgrade { Box::pin(conn.with_upgrades()) } else { Box::pin(conn) };
         Ok(Conn { sender, driver, done: false })
     }
@@ -126,23 +131,39 @@ async fn exchange(
     }
 }
 
-/// The client's request body on its way upstream, noting when bytes last moved: a slow upload
-/// is not a timed-out upstream.
+/// The client's request body on its way upstream: what was read before the upstream was asked
+/// (the whole body, for most requests), then the rest as it arrives, noting when bytes last
+/// moved: a slow upload is not a timed-out upstream.
 pub struct Upload {
-    inner: Incoming,
+    front: Option<Frame<Bytes>>,
+    trailers: Option<Frame<Bytes>>,
+    /// `None` once the whole body is in `front`.
+    inner: Option<Incoming>,
     progress: Arc<Progress>,
 }
 
-/// When the request last made progress, in milliseconds since it started.
+/// When the request last made progress, in milliseconds since it started, and whether the
+/// client's body turned out malformed (a failed exchange is then the client's fault, not the
+/// upstream's).
 #[derive(Debug)]
 pub struct Progress {
     start: Instant,
     last_ms: std::sync::atomic::AtomicU64,
+    client_failed: std::sync::atomic::AtomicBool,
 }
 
 impl Progress {
     pub fn new() -> Arc<Self> {
-        Arc::new(Progress { start: Instant::now(), last_ms: std::sync::atomic::AtomicU64::new(0) })
+        Arc::new(Progress {
+            start: Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+            client_failed: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// The client's request body could not be read (bad chunked framing, or the client left).
+    pub fn client_body_failed(&self) -> bool {
+        self.client_failed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     fn touch(&self) {
@@ -156,8 +177,20 @@ impl Progress {
 }
 
 impl Upload {
-    pub fn new(inner: Incoming, progress: Arc<Progress>) -> Self {
-        Upload { inner, progress }
+    /// `front`: the body's first bytes, already read; `trailers`: when the body ended with
+    /// them while it was read; `rest`: what has not arrived yet, if anything.
+    pub fn new(
+        front: Bytes,
+        trailers: Option<http::HeaderMap>,
+        rest: Option<Incoming>,
+        progress: Arc<Progress>,
+    ) -> Self {
+        Upload {
+            front: (!front.is_empty()).then(|| Frame::data(front)),
+            trailers: trailers.map(Frame::trailers),
+            inner: rest,
+            progress,
+        }
     }
 }
 
@@ -167,19 +200,34 @@ impl http_body::Body for Upload {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(_))) = polled {
-            this.progress.touch();
+        if let Some(f) = this.front.take().or_else(|| this.trailers.take()) {
+            return Poll::Ready(Some(Ok(f)));
+        }
+        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
+        let polled = Pin::new(inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => this.progress.touch(),
+            Poll::Ready(Some(Err(_))) => this.progress.client_failed.store(true, std::sync::atomic::Ordering::Relaxed),
+            _ => {}
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.front.is_none() && self.trailers.is_none() && self.inner.as_ref().is_none_or(|i| i.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        // The front plus what is still to come, so that a body sent with a length goes upstream
+        // with that length.
+        let front = self.front.as_ref().and_then(|f| f.data_ref()).map_or(0, |d| d.len() as u64);
+        let rest = self.inner.as_ref().map_or(SizeHint::with_exact(0), |i| i.size_hint());
+        let mut hint = SizeHint::new();
+        hint.set_lower(front + rest.lower());
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(front + upper);
+        }
+        hint
     }
 }
 
@@ -196,13 +244,21 @@ pub struct Driven {
     body: Incoming,
     conn: Option<Conn>,
     pool: Arc<Pool>,
+    /// The endpoint's turn, given back when the body is done with.
+    turn: Option<super::limit::Turn>,
     /// An upstream failure, held back one poll so that hyper flushes what already arrived.
     failed: Option<BoxError>,
 }
 
 impl Driven {
     pub fn new(body: Incoming, conn: Conn, pool: Arc<Pool>) -> Self {
-        Driven { body, conn: Some(conn), pool, failed: None }
+        Driven { body, conn: Some(conn), pool, turn: None, failed: None }
+    }
+
+    /// Holds `turn` until the body has been read to its end (or dropped).
+    pub fn holding(mut self, turn: super::limit::Turn) -> Self {
+        self.turn = Some(turn);
+        self
     }
 }
 
@@ -226,6 +282,9 @@ impl http_body::Body for Driven {
         }
         let ended = matches!(polled, Poll::Ready(None)) || (polled.is_ready() && this.body.is_end_stream());
         let failed = matches!(polled, Poll::Ready(Some(Err(_))));
+        if ended || failed {
+            this.turn = None;
+        }
         if (ended || failed)
             && let Some(mut conn) = this.conn.take()
             && ended

@@ -38,6 +38,7 @@ impl ProxyRt {
         mount: &Mount,
         vhost: &Vhost,
         timeout: Duration,
+        max_in_flight: usize,
     ) -> Result<Self, SetupError> {
         let (host, base) = match upstream {
             Upstream::Tcp { host, port } => {
@@ -51,7 +52,7 @@ impl ProxyRt {
         };
         let connector = Connector::new(upstream, tls.then_some(vhost), timeout)?;
         // The passthrough speaks plain HTTP/1 to its upstreams: not to TLS ones.
-        let endpoint = Arc::new(Endpoint::new(base.clone(), connector, !tls));
+        let endpoint = Arc::new(Endpoint::new(base.clone(), connector, !tls, max_in_flight));
         let group = Group::new(vec![endpoint]).expect("one endpoint");
         let links = mount.rewrite_links.then(|| LinkMap {
             origin_url: format!("{base}{path}"),

@@ -16,6 +16,10 @@ pub enum HttpError {
     MethodNotAllowed,
     #[error("payload too large")]
     PayloadTooLarge,
+    /// A request body that arrived too slowly (`timeout-secs` between reads, or below the
+    /// minimum rate).
+    #[error("request body too slow")]
+    RequestTimeout,
     #[error("unsupported media type")]
     UnsupportedMediaType,
     /// 416, with the length of the file for `content-range: bytes */LEN`.
@@ -58,6 +62,7 @@ impl HttpError {
             HttpError::NotFound => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             HttpError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             HttpError::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             HttpError::Misdirected => StatusCode::MISDIRECTED_REQUEST,

@@ -5,5 +5,6 @@ pub mod cgi;
 pub mod file;
 pub mod file_cache;
 pub mod proxy;
+pub mod proxy_body;
 pub mod redirect;
 pub mod rewrite;

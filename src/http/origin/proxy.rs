@@ -11,36 +11,66 @@ use http::{HeaderMap, HeaderValue, Request, Response, Uri, header};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use super::proxy_body::read_front;
 use super::rewrite::{Rewritten, is_plain_html};
 use crate::http::forward::{ClientInfo, forward_headers, strip_hop_by_hop, upstream_path};
+use crate::http::routing::is_websocket;
 use crate::upstream::{Driven, Progress, ProxyRt, SendError, Upload, finish_upgrade};
 use crate::wire::body::Body;
 use crate::wire::error::HttpError;
 
-/// Forwards the request with `remainder` (the normalised path after the mountpoint).
+/// Why a proxied request got no upstream answer: the error page, and the upstream failure it
+/// counts as (`None`: the client's doing, not the upstream's).
+pub struct Failed {
+    pub error: HttpError,
+    pub kind: Option<&'static str>,
+}
+
+impl From<HttpError> for Failed {
+    fn from(error: HttpError) -> Self {
+        Failed { error, kind: None }
+    }
+}
+
+fn upstream(error: HttpError, kind: &'static str) -> Failed {
+    Failed { error, kind: Some(kind) }
+}
+
+/// Forwards the request with `remainder` (the normalised path after the mountpoint), its body
+/// read up to `body_buffer` bytes before an upstream connection is taken.
 pub async fn forward(
     rt: &ProxyRt,
     parts: &Parts,
     body: Incoming,
     remainder: &str,
     client: ClientInfo<'_>,
-) -> Result<Response<Body>, HttpError> {
+    body_buffer: usize,
+) -> Result<Response<Body>, Failed> {
     let path = upstream_path(rt.upstream_base_path(), remainder, parts.uri.query());
     let uri: Uri = path.parse().map_err(|_| HttpError::BadRequest("unusable path"))?;
+    let timeout = rt.timeout();
+    let front = read_front(body, body_buffer, timeout).await?;
     let progress = Progress::new();
-    let body = Upload::new(body, progress.clone());
+    let body = Upload::new(front.bytes, front.trailers, front.rest, progress.clone());
     let mut req = Request::builder().method(parts.method.clone()).uri(uri).body(body).expect("valid request");
     *req.headers_mut() = forward_headers(&parts.headers, rt.upstream_host(), &client);
     crate::telemetry::inject(parts.extensions.get::<tracing::Span>(), req.headers_mut());
-    let upgrade = upgrade_token(&parts.headers);
-    if let Some(token) = &upgrade {
-        // A websocket handshake: the upgrade is what is being forwarded (spec 2.5).
+    // Only a websocket handshake is forwarded as an upgrade (spec 2.5). Any other `Upgrade`
+    // (`h2c`, made-up tokens) is hop-by-hop and goes no further: the request goes upstream as a
+    // plain request, so a client never gets a raw pipe that bypasses the mount's mapping, logs
+    // and metrics.
+    let upgrade = websocket_key(parts);
+    if upgrade.is_some() {
         req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        req.headers_mut().insert(header::UPGRADE, token.clone());
+        req.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
     let endpoint = rt.group().pick();
-    let timeout = rt.timeout();
+    let turn = endpoint.limit.enter(timeout).await.map_err(|busy| {
+        tracing::warn!(upstream = %endpoint.name, reason = %busy, "upstream busy");
+        upstream(HttpError::ServiceUnavailable, "busy")
+    })?;
     // The timeout is for the upstream to answer, counted from when the request body last
     // moved, so a long upload is not cut while it flows.
     let send = endpoint.pool.send(req, upgrade.is_some());
@@ -56,18 +86,37 @@ pub async fn forward(
         }
     };
     let (resp, conn) = match sent {
-        None => return Err(HttpError::GatewayTimeout),
+        None => {
+            tracing::warn!(upstream = %endpoint.name, "upstream timed out");
+            return Err(upstream(HttpError::GatewayTimeout, "timeout"));
+        }
         Some(Err(SendError::Connect(e))) => {
             tracing::warn!(upstream = %endpoint.name, error = %e, "upstream connect failed");
-            return Err(HttpError::ServiceUnavailable);
+            return Err(upstream(HttpError::ServiceUnavailable, "connect"));
+        }
+        Some(Err(SendError::Upstream(e))) if progress.client_body_failed() => {
+            // The client's body was malformed, or the client left mid-upload: its doing, not
+            // the upstream's (counted as a 400, logged at debug).
+            tracing::debug!(upstream = %endpoint.name, error = %e, "the client's request body failed");
+            return Err(HttpError::BadRequest("malformed request body").into());
         }
         Some(Err(SendError::Upstream(e))) => {
             tracing::warn!(upstream = %endpoint.name, error = %e, "upstream request failed");
-            return Err(HttpError::BadGateway);
+            return Err(upstream(HttpError::BadGateway, "failed"));
         }
         Some(Ok(r)) => r,
     };
-    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS && upgrade.is_some() {
+    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+        // A switch the client did not ask for, or one that does not answer its websocket
+        // handshake, is refused: relaying it would hand the client a tunnel nobody checked.
+        let Some(key) = &upgrade else {
+            tracing::warn!(upstream = %endpoint.name, "upstream switched protocols unasked");
+            return Err(upstream(HttpError::BadGateway, "failed"));
+        };
+        if !accepts_websocket(resp.headers(), key) {
+            tracing::warn!(upstream = %endpoint.name, "upstream's 101 does not accept the websocket handshake");
+            return Err(upstream(HttpError::BadGateway, "failed"));
+        }
         let mut resp = resp;
         let on = hyper::upgrade::on(&mut resp);
         finish_upgrade(conn);
@@ -77,13 +126,23 @@ pub async fn forward(
         return Ok(out);
     }
     let (mut head, body) = resp.into_parts();
+    if head.headers.contains_key(header::TRANSFER_ENCODING) && head.headers.contains_key(header::CONTENT_LENGTH) {
+        // Two framings (RFC 9112 6.3: "ought to be handled as an error"): which one the
+        // upstream meant cannot be known, so nothing of it is relayed, on either request path.
+        tracing::warn!(upstream = %endpoint.name, "upstream response has both Content-Length and Transfer-Encoding");
+        return Err(upstream(HttpError::BadGateway, "failed"));
+    }
+    // The client's protocol, whatever the upstream spoke: an HTTP/1.0 answer must not turn
+    // the client's connection into HTTP/1.0 (which closes it, dropping pipelined requests).
+    head.version = http::Version::HTTP_11;
     strip_hop_by_hop(&mut head.headers);
     if http_body::Body::is_end_stream(&body) {
         // hyper would drop such a body unpolled, and the connection with it.
         endpoint.pool.release(conn);
         return Ok(Response::from_parts(head, Body::empty()));
     }
-    let mut body = Driven::new(body, conn, endpoint.pool.clone()).boxed_unsync();
+    // The endpoint's turn is held until the response has been read to its end.
+    let mut body = Driven::new(body, conn, endpoint.pool.clone()).holding(turn).boxed_unsync();
     if let Some(map) = rt.links()
         && head.status == http::StatusCode::OK
         && is_plain_html(&head.headers)
@@ -115,12 +174,39 @@ pub async fn tunnel(mut client: crate::wire::upgrade::UpgradedIo, upstream: Upst
     }
 }
 
-/// The client's `Upgrade` token when the request asks to switch protocols.
-fn upgrade_token(h: &HeaderMap) -> Option<HeaderValue> {
-    let wants = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")));
-    if wants { h.get(header::UPGRADE).cloned() } else { None }
+/// The client's `Sec-WebSocket-Key` when the request is a websocket handshake (GET,
+/// `Connection: upgrade`, `Upgrade: websocket`, a key): the only upgrade that is forwarded.
+fn websocket_key(parts: &Parts) -> Option<HeaderValue> {
+    if parts.method != http::Method::GET || !is_websocket(parts) {
+        return None;
+    }
+    parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned()
+}
+
+/// An upstream 101 that completes the websocket handshake `key` began (RFC 6455 4.1): it
+/// switches to `websocket` and proves it read the key.
+fn accepts_websocket(h: &HeaderMap, key: &HeaderValue) -> bool {
+    let upgrade = h.get(header::UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let accept = h.get(header::SEC_WEBSOCKET_ACCEPT).map(HeaderValue::as_bytes);
+    upgrade && accept == Some(derive_accept_key(key.as_bytes()).as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_101_that_answers_the_key_accepts_a_websocket() {
+        let key = HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ==");
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("WebSocket"));
+        assert!(!accepts_websocket(&h, &key), "no Sec-WebSocket-Accept");
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_static("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+        assert!(accepts_websocket(&h, &key));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        assert!(!accepts_websocket(&h, &key), "switched to something else");
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, HeaderValue::from_static("AAAAAAAAAAAAAAAAAAAAAAAAAAA="));
+        assert!(!accepts_websocket(&h, &key), "answers another key");
+    }
 }

@@ -9,8 +9,8 @@ use super::request::Plan;
 use super::response::{self, Head, HeadParse, Shape};
 use crate::upstream::Stream;
 
-/// An upstream head this large is refused.
-const MAX_UPSTREAM_HEAD: usize = 64 * 1024;
+/// An upstream head this large is refused (on the hyper path too).
+const MAX_UPSTREAM_HEAD: usize = crate::upstream::MAX_RESPONSE_HEAD;
 
 /// Why the upstream gave no usable response head (or, from the relay, no usable body before
 /// anything was sent).
@@ -22,6 +22,8 @@ pub(super) enum UpstreamFailure {
     Timeout,
     #[error("{0}")]
     Failed(String),
+    #[error("{0}")]
+    Busy(crate::upstream::Busy),
 }
 
 /// Sends the request and reads the response head: on a pooled connection, or a new one when

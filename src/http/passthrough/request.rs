@@ -40,6 +40,8 @@ pub enum Planned {
     Partial,
     /// Not one for the passthrough: hyper serves it.
     Decline,
+    /// A head no server may serve, whatever its route: 400, and the connection closes.
+    Refuse(&'static str),
 }
 
 pub fn plan(buf: &[u8], ctx: &ConnCtx) -> Planned {
@@ -50,6 +52,13 @@ pub fn plan(buf: &[u8], ctx: &ConnCtx) -> Planned {
         Ok(httparse::Status::Partial) => return Planned::Partial,
         Err(_) => return Planned::Decline,
     };
+    let has = |name: &str| req.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name));
+    if has("content-length") && has("transfer-encoding") {
+        // Two framings (RFC 9112 6.1): how requests are smuggled past one reader and not
+        // another. Refused here, where the head is still as sent (hyper drops the length and
+        // follows the chunks).
+        return Planned::Refuse("both Content-Length and Transfer-Encoding");
+    }
     match carry(&req, head_len, buf, ctx) {
         Some(plan) => Planned::Plan(Box::new(plan)),
         None => Planned::Decline,
@@ -60,6 +69,8 @@ pub fn plan(buf: &[u8], ctx: &ConnCtx) -> Planned {
 #[derive(Default)]
 struct HeadFacts<'h> {
     host: Option<&'h str>,
+    /// How many Host headers the head has (HTTP/1.1 needs exactly one).
+    hosts: usize,
     content_length: Option<usize>,
     close: bool,
     /// Header names the client's `Connection` lists: hop-by-hop for this request.
@@ -99,7 +110,13 @@ fn carry(req: &httparse::Request, head_len: usize, buf: &[u8], ctx: &ConnCtx) ->
         path: raw_path,
         query,
         path_and_query: target,
-        host: facts.host,
+        host: facts.host.filter(|h| !h.is_empty()),
+        bad_host: match (facts.hosts, facts.host) {
+            (0, _) => Some("an HTTP/1.1 request without a Host header"),
+            (1, Some(h)) if routing::valid_authority(h) => None,
+            (1, _) => Some("the Host header is not an authority"),
+            _ => Some("more than one Host header"),
+        },
         user_agent: facts.user_agent,
         ..Default::default()
     };
@@ -192,6 +209,7 @@ fn head_facts<'h>(headers: &[httparse::Header<'h>]) -> Option<HeadFacts<'h>> {
                 f.named.push(token);
             }
         } else if is("host") {
+            f.hosts += 1;
             first_text(&mut host, h.value);
         } else if is("user-agent") {
             f.user_agent.get_or_insert(h.value);

@@ -68,6 +68,11 @@ pub fn parse(buf: &[u8], shape: &Shape) -> HeadParse {
         return if status == 101 { HeadParse::Invalid } else { HeadParse::Interim(len) };
     }
     let Some(facts) = facts(resp.headers) else { return HeadParse::Invalid };
+    if facts.transfer_encoding && facts.content_length.is_some() {
+        // Two framings (RFC 9112 6.3: "ought to be handled as an error"): a 502, as on the
+        // hyper path.
+        return HeadParse::Invalid;
+    }
     let framing = if shape.head_request || status == 204 || status == 304 {
         Framing::Empty
     } else if facts.chunked {
@@ -83,10 +88,7 @@ pub fn parse(buf: &[u8], shape: &Shape) -> HeadParse {
         Some(1) => !facts.close,
         _ => facts.keep_alive && !facts.close,
     };
-    // Both a length and a transfer coding: the chunks are followed, but a connection whose
-    // framing was ambiguous is not trusted with another request (RFC 9112 6.3).
-    let ambiguous = facts.transfer_encoding && facts.content_length.is_some();
-    let reusable = keep_alive && framing != Framing::UntilClose && !ambiguous;
+    let reusable = keep_alive && framing != Framing::UntilClose;
     // An empty body is passed on as it is, validators and all, as the hyper path does.
     let rewrite = framing != Framing::Length(0)
         && shape.links
@@ -223,7 +225,7 @@ mod tests {
     fn framing_follows_the_upstream() {
         let h = head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ndate: x\r\n\r\nhello", false);
         assert_eq!((h.status, h.len, h.framing, h.reusable), (200, 47, Framing::Length(5), true));
-        let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 9\r\n\r\n", false);
+        let h = head("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n", false);
         assert_eq!(h.framing, Framing::Chunked);
         let client = String::from_utf8(h.client).unwrap();
         assert!(!client.contains("content-length") && !client.contains("gzip"), "{client}");
@@ -236,7 +238,7 @@ mod tests {
         assert!(!head("HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n", false).reusable);
         assert!(head("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 1\r\n\r\n", false).reusable);
         let both = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n";
-        assert!(!head(both, false).reusable, "ambiguous framing is not trusted again");
+        assert!(matches!(parse(both.as_bytes(), &shape(false)), HeadParse::Invalid), "two framings are refused");
         let h = head("HTTP/1.1 200 OK\r\nconnection: date\r\ndate: stale\r\ncontent-length: 0\r\n\r\n", false);
         let client = String::from_utf8(h.client).unwrap();
         assert!(!client.contains("stale") && client.contains("date: "), "{client}");

@@ -78,6 +78,14 @@ where
                 io.unread(buf.freeze());
                 return Outcome::Declined;
             }
+            Planned::Refuse(why) => {
+                buffers::give(buf);
+                let shape = Shape { head_request: false, prefix: &[], close: true, links: false };
+                let (head, page) = error_response(&HttpError::BadRequest(why), &shape);
+                let _ = write_all(io, &[&head, page.as_bytes()], timeout).await;
+                let _ = tokio::time::timeout(timeout, io.shutdown()).await;
+                return Outcome::Close;
+            }
         }
     };
     if buf.len() > plan.consumed {
@@ -104,7 +112,13 @@ where
         close: plan.close,
         links: plan.proxy.links().is_some(),
     };
-    let answered = match exchange(&plan, &shape).await {
+    // A turn at the endpoint for the whole exchange, as on the hyper path.
+    let turn = plan.endpoint.limit.enter(plan.proxy.timeout()).await;
+    let exchanged = match &turn {
+        Ok(_) => exchange(&plan, &shape).await,
+        Err(busy) => Err(UpstreamFailure::Busy(busy.clone())),
+    };
+    let answered = match exchanged {
         Ok((conn, head, rest)) => {
             let status = head.status;
             let header_bytes = head.client.len();
@@ -137,6 +151,10 @@ where
                 UpstreamFailure::Failed(why) => {
                     tracing::warn!(upstream = %plan.endpoint.name, error = %why, "upstream request failed");
                     ("failed", HttpError::BadGateway)
+                }
+                UpstreamFailure::Busy(busy) => {
+                    tracing::warn!(upstream = %plan.endpoint.name, reason = %busy, "upstream busy");
+                    ("busy", HttpError::ServiceUnavailable)
                 }
             };
             ctx.shared.metrics.upstream_error(&vhost.name, &mount.model.mountpoint, kind);

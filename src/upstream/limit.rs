@@ -1,0 +1,95 @@
+//! At most so many requests in flight to one endpoint (`"proxy-max-conns"`; each holds one
+//! upstream connection while it runs), with a short queue: a request that finds the endpoint
+//! full waits for a turn, up to half the proxy timeout (so that it still has time to be
+//! answered), unless the queue is full too. Either way it
+//! is answered 503 rather than opening connection after connection to an upstream that cannot
+//! keep up (a thousand slow uploads must not become a thousand upstream connections).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// How many requests may wait for a turn at one endpoint, beyond those in flight.
+const MAX_WAITING: usize = 64;
+
+#[derive(Debug)]
+pub struct Limit {
+    permits: Option<Arc<Semaphore>>,
+    waiting: AtomicUsize,
+}
+
+/// A turn at the endpoint; the next request may go when it is dropped.
+#[derive(Debug)]
+pub struct Turn(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Busy {
+    #[error("the upstream has its most requests in flight and its queue is full")]
+    QueueFull,
+    #[error("no turn at the upstream came within the timeout")]
+    Timeout,
+}
+
+impl Limit {
+    /// `max` requests in flight; 0: no limit.
+    pub fn new(max: usize) -> Self {
+        Limit { permits: (max > 0).then(|| Arc::new(Semaphore::new(max))), waiting: AtomicUsize::new(0) }
+    }
+
+    /// A turn now, or after waiting at most half of `timeout`.
+    pub async fn enter(&self, timeout: Duration) -> Result<Turn, Busy> {
+        let wait = timeout / 2;
+        let Some(permits) = &self.permits else { return Ok(Turn(None)) };
+        if let Ok(p) = permits.clone().try_acquire_owned() {
+            return Ok(Turn(Some(p)));
+        }
+        if self.waiting.fetch_add(1, Ordering::AcqRel) >= MAX_WAITING {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(Busy::QueueFull);
+        }
+        let got = tokio::time::timeout(wait, permits.clone().acquire_owned()).await;
+        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        match got {
+            Ok(Ok(p)) => Ok(Turn(Some(p))),
+            _ => Err(Busy::Timeout),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn turns_queue_then_overflow() {
+        let limit = Arc::new(Limit::new(1));
+        let first = limit.enter(Duration::from_secs(1)).await.unwrap();
+        assert_eq!(limit.enter(Duration::from_millis(20)).await.unwrap_err(), Busy::Timeout);
+        // A waiter gets the turn as soon as it is given back.
+        let l = limit.clone();
+        let waiter = tokio::spawn(async move { l.enter(Duration::from_secs(30)).await.is_ok() });
+        while limit.waiting.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(first);
+        assert!(waiter.await.unwrap());
+        // The queue has room for MAX_WAITING; one more is refused at once.
+        let held = limit.enter(Duration::from_secs(1)).await.unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..MAX_WAITING {
+            let l = limit.clone();
+            queued.push(tokio::spawn(async move { l.enter(Duration::from_secs(30)).await.is_ok() }));
+        }
+        while limit.waiting.load(Ordering::Acquire) < MAX_WAITING {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(limit.enter(Duration::from_secs(30)).await.unwrap_err(), Busy::QueueFull);
+        drop(held);
+        for q in queued {
+            assert!(q.await.unwrap(), "each queued request gets its turn");
+        }
+        assert!(Limit::new(0).enter(Duration::ZERO).await.is_ok(), "0: no limit");
+    }
+}
