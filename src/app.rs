@@ -257,8 +257,8 @@ impl Server {
 }
 
 impl Server {
-    /// Whether a certificate, key or CA file changed on disk since the running table was built
-    /// (a renewed certificate needs no config change to be picked up).
+    /// Whether a certificate, key, CA or credentials file changed on disk since the running
+    /// table was built (a renewed certificate needs no config change to be picked up).
     pub fn certificates_changed(&self) -> bool {
         cert_stamps(&self.config) != self.certs
     }
@@ -274,7 +274,7 @@ fn cert_expiries(config: &Config, slots: &CertSlots) -> Vec<(String, i64)> {
     config.vhosts.iter().filter_map(|v| Some((v.name.clone(), expiry(v)?))).collect()
 }
 
-/// Every TLS file the config names, with its modification time.
+/// Every TLS and credentials file the config names, with its modification time.
 fn cert_stamps(config: &Config) -> Vec<(std::path::PathBuf, Option<std::time::SystemTime>)> {
     let mut files: Vec<std::path::PathBuf> = config
         .vhosts
@@ -284,6 +284,11 @@ fn cert_stamps(config: &Config) -> Vec<(std::path::PathBuf, Option<std::time::Sy
         })
         .filter_map(|p| p.clone())
         .collect();
+    // Credentials are read once per table too: an edit is picked up like a renewed certificate.
+    for v in &config.vhosts {
+        files.extend(v.mounts.iter().filter_map(|m| m.basic_auth.clone()));
+        files.extend(v.ws_protocols.iter().filter_map(|p| p.pvo("basic-auth").map(std::path::PathBuf::from)));
+    }
     files.sort();
     files.dedup();
     files.into_iter().map(|p| (p.clone(), std::fs::metadata(&p).and_then(|m| m.modified()).ok())).collect()

@@ -24,6 +24,7 @@ pub mod admin;
 pub mod app;
 pub mod check;
 pub mod demo;
+pub mod files;
 pub mod http;
 pub mod k8s;
 pub mod listen;

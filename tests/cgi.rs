@@ -36,7 +36,7 @@ async fn environment_follows_rfc3875_and_lws() {
         "REQUEST_METHOD=GET",
         "QUERY_STRING=a=1&b=2",
         "PATH_INFO=/extra/path",
-        "REQUEST_URI=/cgi/extra/path?a=1&b=2",
+        "REQUEST_URI=/cgi/extra/path",
         "SCRIPT_NAME=/cgi",
         "HTTP_HOST=cgi.test",
         "HTTP_USER_AGENT=tester",
@@ -49,6 +49,13 @@ async fn environment_follows_rfc3875_and_lws() {
         assert!(r.contains(&format!("{want}\n")), "missing {want} in:\n{r}");
     }
     assert!(!r.contains("HTTP_PROXY"), "httpoxy: a Proxy header must not become HTTP_PROXY");
+    // REQUEST_URI is the path alone, decoded and normalised as lws keeps it; the query is in
+    // QUERY_STRING only.
+    let mut c = connect(s.addr()).await;
+    c.send("GET /cgi/a/../caf%C3%A9?q=%2F HTTP/1.1\r\nHost: cgi.test\r\n\r\n").await;
+    let r = read_chunked(&mut c).await;
+    assert!(r.contains("REQUEST_URI=/cgi/café\n"), "{r}");
+    assert!(r.contains("PATH_INFO=/café\n") && r.contains("QUERY_STRING=q=%2F\n"), "{r}");
     assert!(!r.contains("HTTPS="), "not TLS");
     // The exact mountpoint runs the script: no trailing-slash redirect for cgi (spec 2.3).
     let r = get(s.addr(), "/cgi", "").await;

@@ -325,3 +325,116 @@ fn kubernetes_mode_without_a_cluster_fails_with_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot reach the Kubernetes API"), "{err}");
 }
+
+/// `lwsws --check -c dir`, given 10 s at most (it used to read `/dev/zero` for ever): its exit
+/// code and what it printed.
+fn check_within_10s(dir: &std::path::Path) -> (Option<i32>, String) {
+    let mut child = common::Running(
+        Command::new(BIN)
+            .args(["--check", "-c", dir.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    (status.code(), out)
+}
+
+#[test]
+fn files_the_config_names_must_be_small_regular_files() {
+    let pki = common::Pki::new("cli-ca");
+    let files = tempfile::tempdir().unwrap();
+    let f = files.path().display().to_string();
+    pki.leaf(files.path(), "site", &["localhost"], false);
+    pki.write_ca(&files.path().join("ca.pem"));
+    nix::unistd::mkfifo(&files.path().join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    put(files.path(), "big.crt", vec![b'x'; 1024 * 1024 + 1]);
+    put(files.path(), "logins", "u:p\n");
+    let tls = |cert: &str, key: &str, extra: &str| {
+        format!(
+            "{{ \"vhosts\": [{{ \"name\": \"localhost\", \"port\": \"8443\", \"host-ssl-cert\": \"{cert}\",\n  \
+             \"host-ssl-key\": \"{key}\", {extra} \"mounts\": [{{ \"mountpoint\": \"/\", \"origin\": \"file:///srv\" }}] }}] }}"
+        )
+    };
+    let (crt, key) = (format!("{f}/site.crt"), format!("{f}/site.key"));
+    let cases = [
+        (tls("/dev/zero", &key, ""), "1:14", "host-ssl-cert", "/dev/zero is not a regular file (a character device)"),
+        (tls(&format!("{f}/fifo"), &key, ""), "1:14", "host-ssl-cert", "fifo is not a regular file (a FIFO)"),
+        (tls(&format!("{f}/big.crt"), &key, ""), "1:14", "host-ssl-cert", "big.crt is larger than 1048576 bytes"),
+        (tls(&crt, "/dev/zero", ""), "1:14", "host-ssl-key", "/dev/zero is not a regular file"),
+        (
+            tls(&crt, &key, "\"host-ssl-ca\": \"/dev/zero\", \"client-cert-required\": \"1\","),
+            "1:14",
+            "host-ssl-ca",
+            "/dev/zero is not a regular file",
+        ),
+        (
+            tls(&crt, &key, &format!("\"enable-client-ssl\": \"1\", \"client-ssl-ca\": \"{f}/fifo\","))
+                .replace("\"origin\": \"file:///srv\"", "\"origin\": \"https://127.0.0.1:9/\""),
+            "1:14",
+            "client-ssl-ca",
+            "fifo is not a regular file (a FIFO)",
+        ),
+        (
+            tls(&crt, &key, "")
+                .replace("\"origin\": \"file:///srv\"", "\"origin\": \"file:///srv\", \"basic-auth\": \"/dev/zero\""),
+            "2:59",
+            "basic-auth",
+            "mount \"/\": /dev/zero is not a regular file",
+        ),
+        (
+            tls(&crt, &key, "\"ws-protocols\": [{ \"lws-echo\": { \"basic-auth\": \"/nonexistent/logins\" } }],"),
+            "2:66",
+            "basic-auth",
+            "protocol \"lws-echo\": cannot read /nonexistent/logins",
+        ),
+    ];
+    for (vhost, loc, key_name, what) in cases {
+        let dir = write_config("{}", &[("site", &vhost)]);
+        let d = dir.path().display().to_string();
+        let started = Instant::now();
+        let (code, out) = check_within_10s(dir.path());
+        assert_eq!(code, Some(64), "{out}");
+        assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+        assert!(out.contains(&format!("error: {d}/conf.d/site:{loc}: \"{key_name}\": ")), "{key_name}: {out}");
+        assert!(out.contains(what), "{what}: {out}");
+    }
+    // The same files in order: the config is good.
+    let dir = write_config("{}", &[("site", &tls(&crt, &key, &format!("\"host-ssl-ca\": \"{f}/ca.pem\",")))]);
+    assert_eq!(check_within_10s(dir.path()).0, Some(0));
+    // An ACME certificate on disk that cannot be read is not fatal (ACME will issue one), but
+    // it is not waited for either.
+    let acme = format!(
+        r#"{{ "vhosts": [{{ "name": "example.test", "port": "8443",
+             "acme": {{ "email": "a@example.test", "directory-url": "https://ca.test/dir",
+                       "challenge": "tls-alpn-01", "cert-path": "{f}/fifo", "key-path": "/dev/zero" }} }}] }}"#
+    );
+    let dir = write_config("{}", &[("site", &acme)]);
+    let (code, out) = check_within_10s(dir.path());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("fifo is not a regular file (a FIFO); serving TLS once ACME has issued"), "{out}");
+}
+
+#[test]
+fn a_file_mount_whose_directory_is_missing_is_a_warning_with_its_location() {
+    let dir = write_config(
+        "{}",
+        &[(
+            "site",
+            "{ \"vhosts\": [\n  { \"name\": \"x\", \"port\": \"80\",\n    \"mounts\": [{ \"mountpoint\": \"/\", \"origin\": \"file:///nonexistent/www\" }] } ] }",
+        )],
+    );
+    let d = dir.path().display().to_string();
+    let (code, out) = check_within_10s(dir.path());
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{d}/conf.d/site:3:47: the file:// directory /nonexistent/www does not exist: \
+             mount \"/\" answers 404 until it is there"
+        )),
+        "{out}"
+    );
+}

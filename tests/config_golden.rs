@@ -7,13 +7,31 @@ use std::path::Path;
 
 fn run_case(dir: &Path, ddir: &str, expected: &Path) -> Option<String> {
     let result = lwsws::check::check(dir, ddir);
-    let got = format!("exit: {}\n{}", result.code, result.text);
+    let got = format!("exit: {}\n{}", result.code, machine_independent(&result.text));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(expected, &got).unwrap();
         return None;
     }
     let want = std::fs::read_to_string(expected).unwrap_or_else(|_| panic!("missing {}", expected.display()));
     (got != want).then(|| format!("--- {}\nwant:\n{want}\ngot:\n{got}", dir.display()))
+}
+
+/// The warning about a `file://` directory that is not there depends on the machine the check
+/// runs on (`/usr/share/libwebsockets-test-server` exists once the e2e peers are installed,
+/// `/var/www` once a web server is): left out here, with the count; tested in `cli.rs`
+/// (`a_file_mount_whose_directory_is_missing…`) and `static_files.rs`.
+fn machine_independent(text: &str) -> String {
+    let missing_dir = |l: &str| l.contains(": the file:// directory ");
+    let dropped = text.lines().filter(|l| missing_dir(l)).count();
+    let mut out = String::new();
+    for line in text.lines().filter(|l| !missing_dir(l)) {
+        match line.strip_prefix("warnings: ").and_then(|n| n.parse::<usize>().ok()) {
+            Some(n) => out.push_str(&format!("warnings: {}", n - dropped)),
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 #[test]

@@ -419,12 +419,15 @@ async fn a_slow_upload_is_not_a_timeout_and_early_answers_keep_things_working() 
 async fn basic_auth_credentials_stay_with_lwsws() {
     use base64::Engine;
     let (b, _) = backend().await;
+    // Read when the config is loaded: the file must be there before the server starts.
+    let creds = tempfile::tempdir().unwrap();
+    let logins = put(creds.path(), "logins", "u:p\n");
     let v = format!(
         r#"{{ "vhosts": [{{ "name": "site.test", "port": "0", "interface": "127.0.0.1",
-            "mounts": [{{ "mountpoint": "/api", "origin": "http://{b}/", "basic-auth": "{{DIR}}/logins" }}] }}] }}"#
+            "mounts": [{{ "mountpoint": "/api", "origin": "http://{b}/", "basic-auth": "{}" }}] }}] }}"#,
+        logins.display()
     );
     let s = TestServer::start("{}", &[&v]).await;
-    put(s.path(), "logins", "u:p\n");
     let auth = format!("Authorization: Basic {}\r\n", base64::engine::general_purpose::STANDARD.encode("u:p"));
     let r = get(s.addr(), "/api/x", &auth).await;
     assert_eq!(r.status, 200);

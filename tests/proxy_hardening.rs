@@ -291,3 +291,25 @@ async fn requests_beyond_the_upstream_limit_wait_then_get_503() {
         s.stop().await;
     }
 }
+
+/// `max-request-head` (16 KiB unless set): a larger head is answered 431, on both paths; a
+/// larger limit lets it through.
+#[tokio::test]
+async fn request_heads_beyond_the_limit_are_431() {
+    let big = format!("X-Big: {}\r\n", "b".repeat(20 * 1024));
+    for (path, s, _up) in both_paths().await {
+        let mut c = connect(s.addr()).await;
+        let (status, _) = status_of(&mut c, &format!("GET /api/x HTTP/1.1\r\nHost: site.test\r\n{big}\r\n")).await;
+        assert_eq!(status, 431, "{path}");
+        let mut c = connect(s.addr()).await;
+        let (status, _) = status_of(&mut c, "GET /api/x HTTP/1.1\r\nHost: site.test\r\nX-Small: 1\r\n\r\n").await;
+        assert_eq!(status, 200, "{path}");
+        s.stop().await;
+    }
+    for (path, s, _up) in both_paths_with(r#""max-request-head": "65536","#).await {
+        let mut c = connect(s.addr()).await;
+        let (status, _) = status_of(&mut c, &format!("GET /api/x HTTP/1.1\r\nHost: site.test\r\n{big}\r\n")).await;
+        assert_eq!(status, 200, "{path}: within a larger limit");
+        s.stop().await;
+    }
+}

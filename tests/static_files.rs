@@ -260,8 +260,10 @@ async fn error_document_404() {
 #[tokio::test]
 async fn basic_auth_401_403_200() {
     use base64::Engine;
-    let s = site("", r#", "basic-auth": "{DIR}/logins""#).await;
-    put(s.path(), "logins", "user:pass\nother:x\n");
+    // Read when the config is loaded: the file must be there before the server starts.
+    let creds = tempfile::tempdir().unwrap();
+    let logins = put(creds.path(), "logins", "user:pass\nother:x\n");
+    let s = site("", &format!(r#", "basic-auth": "{}""#, logins.display())).await;
     let r = get(s.addr(), "/a.txt", "").await;
     assert_eq!(
         (r.status, r.header("www-authenticate"), r.header("content-length")),
@@ -532,5 +534,180 @@ async fn append_path_redirects_keep_the_path_encoded() {
     let r = get(s.addr(), "/keep/caf%C3%A9/a%20b%3Fc", "").await;
     assert_eq!(r.status, 301);
     assert_eq!(r.header("location"), Some("https://example.net/base/caf%C3%A9/a%20b%3Fc"));
+    s.stop().await;
+}
+
+/// Like `site`, with the files made by `prepare` before the server starts (the table then
+/// knows the docroot's canonical form); `mounts` may use `{DIR}`.
+async fn site_prepared(mounts: &str, prepare: impl FnOnce(&std::path::Path)) -> TestServer {
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path());
+    let d = dir.path().display().to_string();
+    std::fs::write(dir.path().join("conf"), "{}").unwrap();
+    std::fs::create_dir_all(dir.path().join("conf.d")).unwrap();
+    std::fs::write(dir.path().join("conf.d/site"), vhost("", &mounts.replace("{DIR}", &d))).unwrap();
+    TestServer::start_dir(dir).await
+}
+
+#[tokio::test]
+async fn overlapping_ranges_are_merged_and_never_amplify() {
+    let s = site("", r#", "extra-mimetypes": { ".bin": "application/octet-stream" }"#).await;
+    // Single after merging: overlapping and adjacent ranges make one 206, not a multipart.
+    let r = get(s.addr(), "/a.txt", "Range: bytes=2-5,0-3,6-7\r\n").await;
+    assert_eq!((r.status, r.text().as_str()), (206, "01234567"));
+    assert_eq!((r.header("content-range"), r.header("content-type")), (Some("bytes 0-7/20"), Some("text/plain")));
+    // Multipart after merging: sorted, one part per merged range.
+    let r = get(s.addr(), "/a.txt", "Range: bytes=10-11,0-1,1-2,-2\r\n").await;
+    assert_eq!(r.status, 206);
+    let body = r.text();
+    assert_eq!(body.matches("Content-Range:").count(), 3, "{body}");
+    let first = body.find("bytes 0-2/20\r\n\r\n012\r\n").expect(&body);
+    let second = body.find("bytes 10-11/20\r\n\r\nab\r\n").expect(&body);
+    let third = body.find("bytes 18-19/20\r\n\r\nij\r\n--_lws--").expect(&body);
+    assert!(first < second && second < third, "{body}");
+    // The reproducer of the issue: 32 `bytes=0-` on a 5.4 MB file made a 173 MB response.
+    // Ranges that add up to more than the file are ignored: the file, once, with 200.
+    let data: Vec<u8> = (0..5_400_000u32).map(|i| (i % 253) as u8).collect();
+    put(s.path(), "www/big.bin", &data);
+    let range = format!("Range: bytes={}\r\n", vec!["0-"; 32].join(","));
+    let r = get(s.addr(), "/big.bin", &range).await;
+    assert_eq!((r.status, r.header("content-length")), (200, Some("5400000")));
+    assert!(r.body == data);
+    let r = get(s.addr(), "/big.bin", "Range: bytes=0-3000000,2000000-\r\n").await;
+    assert_eq!((r.status, r.body.len()), (200, data.len()));
+    // 33 ranges are refused outright, as before.
+    let range = format!("Range: bytes={}\r\n", vec!["0-0"; 33].join(","));
+    assert_eq!(get(s.addr(), "/big.bin", &range).await.status, 416);
+    s.stop().await;
+}
+
+/// A docroot laid out as kubelet mounts a ConfigMap, plus links that leave it and dotfiles.
+fn configmap_layout(root: &std::path::Path) {
+    use std::os::unix::fs::symlink;
+    put(root, "outside/secret.txt", "LEAK");
+    put(root, "outside/dir/index.html", "LEAK");
+    put(root, "outside/dir/x.txt", "LEAK");
+    let www = root.join("www");
+    put(&www, "..2026_12_02_10_00_00.1/index.html", "configmap index");
+    put(&www, "..2026_12_02_10_00_00.1/app.txt", "configmap app");
+    symlink("..2026_12_02_10_00_00.1", www.join("..data")).unwrap();
+    symlink("..data/index.html", www.join("index.html")).unwrap();
+    symlink("..data/app.txt", www.join("app.txt")).unwrap();
+    symlink("..data", www.join("alias")).unwrap();
+    symlink(root.join("outside/secret.txt"), www.join("passwd.txt")).unwrap();
+    symlink("../outside/secret.txt", www.join("up.txt")).unwrap();
+    symlink(root.join("outside/dir"), www.join("docs")).unwrap();
+    put(&www, ".env.txt", "LEAK");
+    put(&www, ".git/config.txt", "LEAK");
+    put(&www, "sub/.htpasswd.txt", "LEAK");
+    put(&www, ".hidden.txt", "hidden");
+    put(&www, ".well-known/security.txt", "Contact: mailto:x@example.com");
+}
+
+#[tokio::test]
+async fn symlinks_stay_inside_the_mount_and_dotfiles_are_404() {
+    let s = site_prepared(r#"{ "mountpoint": "/", "origin": "file://{DIR}/www" }"#, configmap_layout).await;
+    // A ConfigMap's links stay inside the mount: served.
+    assert_eq!(get(s.addr(), "/", "").await.text(), "configmap index");
+    assert_eq!(get(s.addr(), "/app.txt", "").await.text(), "configmap app");
+    assert_eq!(get(s.addr(), "/alias/app.txt", "").await.text(), "configmap app");
+    // Links to a file or a directory outside: 404, whatever the spelling.
+    for path in ["/passwd.txt", "/up.txt", "/docs", "/docs/", "/docs/x.txt", "/docs/index.html"] {
+        let r = get(s.addr(), path, "").await;
+        assert_eq!(r.status, 404, "{path}");
+        assert!(!r.text().contains("LEAK"), "{path}");
+        // A conditional or ranged request says nothing about the file either.
+        let r = get(s.addr(), path, "If-None-Match: *\r\nRange: bytes=0-0\r\n").await;
+        assert_eq!((r.status, r.header("etag")), (404, None), "{path}");
+    }
+    // Dot segments: 404, the ConfigMap's `..data` too; `/.well-known/` is served (RFC 8615).
+    for path in ["/.env.txt", "/.git/config.txt", "/sub/.htpasswd.txt", "/..data/app.txt", "/.hidden.txt", "/%2egit/"] {
+        assert_eq!(get(s.addr(), path, "").await.status, 404, "{path}");
+    }
+    let r = get(s.addr(), "/.well-known/security.txt", "").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "Contact: mailto:x@example.com"));
+
+    // A cached file does not outlive the check: once a link to outside takes its place, 404.
+    assert_eq!(get(s.addr(), "/app.txt", "").await.status, 200);
+    let www = s.path().join("www");
+    std::fs::remove_file(www.join("app.txt")).unwrap();
+    std::os::unix::fs::symlink(s.path().join("outside/secret.txt"), www.join("app.txt")).unwrap();
+    assert_eq!(get(s.addr(), "/app.txt", "").await.status, 404);
+
+    // kubelet's update: a new timestamped directory, `..data` swapped by a rename.
+    put(&www, "..2026_12_03_10_00_00.2/index.html", "configmap index v2");
+    std::os::unix::fs::symlink("..2026_12_03_10_00_00.2", www.join("..data_tmp")).unwrap();
+    std::fs::rename(www.join("..data_tmp"), www.join("..data")).unwrap();
+    assert_eq!(get(s.addr(), "/", "").await.text(), "configmap index v2");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn mounts_opt_in_to_links_outside_and_to_dotfiles() {
+    let mounts = r#"{ "mountpoint": "/", "origin": "file://{DIR}/www" },
+                    { "mountpoint": "/open", "origin": "file://{DIR}/www", "follow-symlinks-outside": "1" },
+                    { "mountpoint": "/dots", "origin": "file://{DIR}/www", "serve-dotfiles": "1" }"#;
+    let s = site_prepared(mounts, configmap_layout).await;
+    assert_eq!(get(s.addr(), "/open/passwd.txt", "").await.text(), "LEAK");
+    assert_eq!(get(s.addr(), "/open/docs/x.txt", "").await.text(), "LEAK");
+    assert_eq!(get(s.addr(), "/open/.hidden.txt", "").await.status, 404, "one opt-in does not bring the other");
+    // What the opted-in mount read (and cached) is not served by the mount that did not opt in.
+    assert_eq!(get(s.addr(), "/passwd.txt", "").await.status, 404);
+    assert_eq!(get(s.addr(), "/dots/passwd.txt", "").await.status, 404);
+    assert_eq!(get(s.addr(), "/dots/.hidden.txt", "").await.text(), "hidden");
+    assert_eq!(get(s.addr(), "/dots/..data/app.txt", "").await.text(), "configmap app");
+    assert_eq!(get(s.addr(), "/.hidden.txt", "").await.status, 404);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn basic_auth_edits_apply_at_the_next_reload_not_per_request() {
+    use base64::Engine;
+    let auth = |s: &str| format!("Authorization: Basic {}\r\n", base64::engine::general_purpose::STANDARD.encode(s));
+    let creds = tempfile::tempdir().unwrap();
+    let logins = put(creds.path(), "logins", "u:old\n");
+    let mut s = site("", &format!(r#", "basic-auth": "{}""#, logins.display())).await;
+    assert_eq!(get(s.addr(), "/a.txt", &auth("u:old")).await.status, 200);
+    // Coarse file clocks: let the edit get another mtime.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    std::fs::write(&logins, "u:new\n").unwrap();
+    // Read once per (re)load, like a certificate: the running table keeps what it read.
+    assert_eq!(get(s.addr(), "/a.txt", &auth("u:old")).await.status, 200);
+    assert_eq!(get(s.addr(), "/a.txt", &auth("u:new")).await.status, 401);
+    let config_dir = s.path().to_path_buf();
+    let server = s.server.as_mut().unwrap();
+    server.apply(lwsws::lwsws::load(&config_dir, "/usr/share"), "test").await.unwrap();
+    assert_eq!(get(s.addr(), "/a.txt", &auth("u:old")).await.status, 401);
+    assert_eq!(get(s.addr(), "/a.txt", &auth("u:new")).await.status, 200);
+    // A credentials file that cannot be read refuses the reload; the last good one serves on.
+    std::fs::remove_file(&logins).unwrap();
+    let server = s.server.as_mut().unwrap();
+    let e = server.apply(lwsws::lwsws::load(&config_dir, "/usr/share"), "test").await.unwrap_err();
+    assert!(e.to_string().contains("\"basic-auth\"") && e.to_string().contains("logins"), "{e}");
+    assert_eq!(get(s.addr(), "/a.txt", &auth("u:new")).await.status, 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_docroot_is_warned_about_at_start_and_at_reload() {
+    let mounts = r#"{ "mountpoint": "/", "origin": "file://{DIR}/nowhere" }"#;
+    let mut s = site_prepared(mounts, |_| {}).await;
+    let missing = |w: &[lwsws::model::Warning]| {
+        w.iter()
+            .filter(|w| w.msg.starts_with("the file:// directory") && w.msg.contains("/nowhere does not exist"))
+            .map(|w| w.loc.to_string())
+            .collect::<Vec<_>>()
+    };
+    let site = s.path().join("conf.d/site").display().to_string();
+    // The origin's own position: the vhost text starts on line 1, the mounts on line 2.
+    assert_eq!(missing(&s.warnings), [format!("{site}:2:56")], "{:?}", s.warnings);
+    assert_eq!(get(s.addr(), "/", "").await.status, 404);
+    // A reload that compiles a new table says it again.
+    let text = std::fs::read_to_string(s.path().join("conf.d/site")).unwrap();
+    std::fs::write(s.path().join("conf.d/site"), text.replace("\"localhost\"", "\"renamed\"")).unwrap();
+    let loaded = lwsws::lwsws::load(s.path(), "/usr/share").unwrap();
+    let mut warnings = loaded.warnings;
+    s.server.as_mut().unwrap().reload(&loaded.config, &mut warnings).await.unwrap();
+    assert_eq!(missing(&warnings), [format!("{site}:2:56")], "{warnings:?}");
     s.stop().await;
 }

@@ -170,9 +170,11 @@ async fn subprotocol_selection_default_and_refusals() {
 #[tokio::test]
 async fn ws_basic_auth_pvo() {
     use base64::Engine;
-    let p = r#"{ "dumb-increment-protocol": { "basic-auth": "{DIR}/logins" } }"#;
-    let s = TestServer::start("{}", &[&site(p, "")]).await;
-    common::put(s.path(), "logins", "u:p\n");
+    // Read when the config is loaded: the file must be there before the server starts.
+    let creds = tempfile::tempdir().unwrap();
+    let logins = common::put(creds.path(), "logins", "u:p\n");
+    let p = format!(r#"{{ "dumb-increment-protocol": {{ "basic-auth": "{}" }} }}"#, logins.display());
+    let s = TestServer::start("{}", &[&site(&p, "")]).await;
     let e = ws(&s, "/", Some("dumb-increment-protocol"), &[]).await.unwrap_err();
     assert!(e.contains("401"), "{e}");
     let e = ws(&s, "/", Some("dumb-increment-protocol"), &[("authorization", "Bearer x")]).await.unwrap_err();

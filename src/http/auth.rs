@@ -1,11 +1,11 @@
-//! HTTP Basic auth against an lwsws credentials file (spec 3), re-read on every request so an
-//! edit applies at once. Plain `user:password` lines as in lwsws, plus bcrypt (`$2y$`, `$2b$`,
-//! `$2a$`) and `{SHA}` htpasswd lines (D17).
-
-use std::path::Path;
+//! HTTP Basic auth against an lwsws credentials file (spec 3), parsed when the table was
+//! compiled (`table::Credentials`: an edit applies at the next reload). Plain `user:password`
+//! lines as in lwsws, plus bcrypt (`$2y$`, `$2b$`, `$2a$`) and `{SHA}` htpasswd lines (D17).
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+
+use crate::table::Credentials;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum AuthOutcome {
@@ -19,7 +19,7 @@ pub enum AuthOutcome {
 
 const MAX_HEADER: usize = 1024;
 
-pub fn check(file: &Path, header: Option<&[u8]>) -> AuthOutcome {
+pub fn check(credentials: &Credentials, header: Option<&[u8]>) -> AuthOutcome {
     let Some(header) = header else {
         return AuthOutcome::Denied;
     };
@@ -38,18 +38,8 @@ pub fn check(file: &Path, header: Option<&[u8]>) -> AuthOutcome {
     let Some((user, pass)) = decoded.split_once(':') else {
         return AuthOutcome::Malformed;
     };
-    let Ok(text) = std::fs::read_to_string(file) else {
-        tracing::warn!(file = %file.display(), "basic-auth file cannot be read; refusing");
-        return AuthOutcome::Denied;
-    };
-    for line in text.lines() {
-        let line = line.trim_end_matches('\r');
-        let Some((u, stored)) = line.split_once(':') else {
-            continue;
-        };
-        if u == user && password_matches(stored, pass) {
-            return AuthOutcome::Allowed(user.to_string());
-        }
+    if credentials.stored_for(user).any(|stored| password_matches(stored, pass)) {
+        return AuthOutcome::Allowed(user.to_string());
     }
     AuthOutcome::Denied
 }
@@ -84,13 +74,12 @@ mod tests {
 
     #[test]
     fn plain_bcrypt_sha_and_malformed() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("logins");
         let bc = bcrypt::hash("bpass", 4).unwrap();
         // {SHA} of "spass"
         let sha =
             STANDARD.encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, b"spass").as_ref());
-        std::fs::write(&f, format!("plain:ppass\r\nbc:{bc}\nsh:{{SHA}}{sha}\n")).unwrap();
+        let text = format!("plain:ppass\r\nbc:{bc}\nsh:{{SHA}}{sha}\n");
+        let f = Credentials::parse(std::path::Path::new("logins"), &text);
         assert_eq!(check(&f, Some(&hdr("plain:ppass"))), AuthOutcome::Allowed("plain".into()));
         assert_eq!(check(&f, Some(&hdr("plain:wrong"))), AuthOutcome::Denied);
         assert_eq!(check(&f, Some(&hdr("bc:bpass"))), AuthOutcome::Allowed("bc".into()));
@@ -100,6 +89,7 @@ mod tests {
         assert_eq!(check(&f, Some(b"Bearer x")), AuthOutcome::Malformed);
         assert_eq!(check(&f, Some(b"Basic !!!")), AuthOutcome::Malformed);
         assert_eq!(check(&f, Some(&hdr("nocolon"))), AuthOutcome::Malformed);
-        assert_eq!(check(&dir.path().join("missing"), Some(&hdr("plain:ppass"))), AuthOutcome::Denied);
+        let empty = Credentials::parse(std::path::Path::new("empty"), "");
+        assert_eq!(check(&empty, Some(&hdr("plain:ppass"))), AuthOutcome::Denied);
     }
 }

@@ -20,7 +20,6 @@
 //! actions without auth), never the route. The credentials check is left to the carrier because
 //! bcrypt costs milliseconds of CPU and the hyper path runs it off the event loop.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use http::request::Parts;
@@ -32,7 +31,7 @@ use super::origin::redirect;
 use super::path;
 use crate::model::Origin;
 use crate::protocols::Protocol;
-use crate::table::{MountRt, VhostRt};
+use crate::table::{Credentials, MountRt, VhostRt};
 use crate::wire::error::HttpError;
 
 /// What routing reads of a request: its head, as either request path parsed it.
@@ -203,8 +202,8 @@ pub struct Routed {
     /// Where the part after the mountpoint starts in `path`.
     remainder_at: usize,
     pub action: Action,
-    /// A basic-auth credentials file to check before the action may run.
-    pub auth: Option<PathBuf>,
+    /// Basic-auth credentials to check before the action may run.
+    pub auth: Option<Arc<Credentials>>,
     /// The connection closes after the answer (`reject-service-keywords`).
     pub close: bool,
     /// The request is for the vhost's `error-document-404` page itself.
@@ -343,7 +342,7 @@ fn route(ctx: &ConnCtx, head: &RequestHead, routed: &mut Routed) -> Result<Actio
     if mount.wants_trailing_slash(&routed.path, head.path) {
         return Ok(Action::Redirect(trailing_slash_target(ctx, head, &routed.path)));
     }
-    routed.auth = mount.model.basic_auth.clone();
+    routed.auth = mount.credentials.clone();
     match &mount.model.origin {
         Origin::File(_) => Ok(Action::File),
         Origin::Gzip => Err(HttpError::NotFound),

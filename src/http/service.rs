@@ -66,14 +66,14 @@ pub fn handle(ctx: &Arc<ConnCtx>, req: Request<Incoming>) -> Reply {
         Decision::BadRequest(why) => return Reply::now(respond::bare(ctx, closing(HttpError::BadRequest(why)))),
         Decision::Routed(routed) => routed,
     };
-    let Some(file) = routed.auth.clone() else {
+    let Some(credentials) = routed.auth.clone() else {
         return carry(ctx, routed, parts, body);
     };
     // A bcrypt check costs milliseconds of CPU: keep it off the event loop.
     let ctx = ctx.clone();
     Reply::Later(Box::pin(async move {
         let authorization = parts.headers.get(header::AUTHORIZATION).map(|v| v.as_bytes().to_vec());
-        let checked = tokio::task::spawn_blocking(move || auth::check(&file, authorization.as_deref())).await;
+        let checked = tokio::task::spawn_blocking(move || auth::check(&credentials, authorization.as_deref())).await;
         let routed = match checked {
             Ok(outcome) => routed.authorized(outcome),
             Err(e) => routed.failed(HttpError::Internal(format!("request task failed: {e}"))),

@@ -296,6 +296,7 @@ mod tests {
                     threads: 1,
                     passthrough: true,
                     body_buffer: 0,
+                    max_head: 16 * 1024,
                 },
                 listeners: vec![],
             }),

@@ -37,8 +37,6 @@ use crate::wire::upgrade::UpgradeSlot;
 /// (measured: 13 KiB per idle connection at 250 ms, 2.5 KiB at 5 ms); a client that sends its
 /// next request later than this only costs a fresh hyper state (no measurable loss under wrk).
 const PARK_AFTER: Duration = Duration::from_millis(5);
-/// A request head larger than this is answered 431 (nginx allows 32 KiB by default, lws 4 KiB).
-const MAX_REQUEST_HEAD: usize = 64 * 1024;
 
 type Svc = dyn Service<Request<Incoming>, Response = Response<Body>, Error = Infallible, Future = Reply> + Send + Sync;
 
@@ -75,7 +73,10 @@ where
                 Outcome::Declined => {}
             }
         }
-        io = match Box::pin(h1_session(io, svc.clone(), &activity, &conn_ctx.upgrade, timeout, shutdown)).await {
+        let max_head = conn_ctx.table.global.max_head;
+        io = match Box::pin(h1_session(io, svc.clone(), &activity, &conn_ctx.upgrade, timeout, max_head, shutdown))
+            .await
+        {
             SessionEnd::Closed => return,
             SessionEnd::Parked(io) => io,
             SessionEnd::Upgraded(io) => {
@@ -108,6 +109,7 @@ async fn h1_session<S>(
     activity: &Activity,
     upgrade: &UpgradeSlot,
     timeout: Duration,
+    max_head: usize,
     shutdown: &CancellationToken,
 ) -> SessionEnd<S>
 where
@@ -116,7 +118,7 @@ where
     // No pipeline_flush: with it, hyper 1.12 never flushes the 400 it writes for a malformed
     // request (tests/static_files.rs, malformed_requests_get_4xx_never_a_crash).
     let mut conn =
-        http1::Builder::new().keep_alive(true).max_buf_size(MAX_REQUEST_HEAD).serve_connection(TokioIo::new(io), svc);
+        http1::Builder::new().keep_alive(true).max_buf_size(max_head).serve_connection(TokioIo::new(io), svc);
     // hyper can only be stopped cleanly between messages, which a fresh connection is not
     // until it has answered one: parking waits for that.
     let served_before = activity.served();

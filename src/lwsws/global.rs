@@ -76,6 +76,19 @@ fn apply_key(ctx: &mut Ctx, g: &mut Global, k: &Key, v: &Node) -> Result<(), Con
         // before it takes an upstream connection; requests in flight per upstream endpoint.
         "proxy-body-buffer" => g.proxy_body_buffer = ctx.uint(k, v)?,
         "proxy-max-conns" => g.proxy_max_conns = ctx.uint(k, v)?,
+        // This project's own key: the largest HTTP/1 request head; hyper reads no less than
+        // 8 KiB at a time, so smaller values cannot be honoured.
+        "max-request-head" => {
+            let n: u32 = ctx.uint(k, v)?;
+            if n < 8192 {
+                return Err(ctx.err(
+                    v.pos,
+                    &k.name,
+                    format!("{n} is below the smallest head this server reads (8192)"),
+                ));
+            }
+            g.max_request_head = n;
+        }
         "rlimit-nofile" => g.rlimit_nofile = Some(ctx.uint(k, v)?),
         "cpd-bypass" => g.cpd_bypass |= ctx.flag(k, v)?,
         "allow-early-data" => g.allow_early_data |= ctx.flag(k, v)?,

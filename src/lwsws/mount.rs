@@ -17,14 +17,14 @@ pub fn adapt(ctx: &mut Ctx, node: &Node) -> Result<Mount, ConfigError> {
         match k.name.as_str() {
             "mountpoint" => mountpoint = Some(mountpoint_of(ctx, k, v)?),
             // lwsws: the first origin wins.
-            "origin" if origin.is_none() => origin = Some(parse_origin(ctx, k, v)?),
+            "origin" if origin.is_none() => origin = Some((parse_origin(ctx, k, v)?, ctx.loc(v.pos))),
             "origin" => ctx.warn(k.pos, "a second \"origin\" is ignored; the first one wins"),
             _ => apply_key(ctx, &mut m, k, v)?,
         }
     }
     m.mountpoint =
         mountpoint.ok_or_else(|| ConfigError::new(m.loc.clone(), Some("mountpoint"), "mount has no mountpoint"))?;
-    m.origin = origin.ok_or_else(|| {
+    (m.origin, m.origin_loc) = origin.ok_or_else(|| {
         ConfigError::new(m.loc.clone(), Some("origin"), format!("mount \"{}\" has no origin", m.mountpoint))
     })?;
     Ok(m)
@@ -69,6 +69,8 @@ fn apply_key(ctx: &mut Ctx, m: &mut Mount, k: &Key, v: &Node) -> Result<(), Conf
         "no-ws-upgrades" => m.no_ws_upgrades = ctx.flag(k, v)?,
         "interceptor-path" => m.interceptor_path = Some(ctx.text_ddir(k, v)?),
         "rewrite-links" => m.rewrite_links = ctx.flag(k, v)?,
+        "follow-symlinks-outside" => m.follow_symlinks_outside = ctx.flag(k, v)?,
+        "serve-dotfiles" => m.serve_dotfiles = ctx.flag(k, v)?,
         _ => ctx.unknown_key(k, "a mount"),
     }
     Ok(())
@@ -170,6 +172,7 @@ fn split_host_port(authority: &str, default_port: u16) -> Result<(String, u16), 
 
 fn empty(loc: Loc) -> Mount {
     Mount {
+        origin_loc: loc.clone(),
         loc,
         mountpoint: String::new(),
         origin: Origin::Gzip,
@@ -190,6 +193,8 @@ fn empty(loc: Loc) -> Mount {
         no_ws_upgrades: false,
         interceptor_path: None,
         rewrite_links: true,
+        follow_symlinks_outside: false,
+        serve_dotfiles: false,
     }
 }
 

@@ -48,6 +48,8 @@ pub struct Global {
     pub proxy_body_buffer: u32,
     /// At most this many requests in flight to one upstream endpoint (0: no limit).
     pub proxy_max_conns: u32,
+    /// The largest HTTP/1 request head (request line and headers) read; a larger one is 431.
+    pub max_request_head: u32,
 }
 
 impl Default for Global {
@@ -74,6 +76,7 @@ impl Default for Global {
             proxy_passthrough: true,
             proxy_body_buffer: 1024 * 1024,
             proxy_max_conns: 256,
+            max_request_head: 16 * 1024,
             cpd_bypass: false,
             allow_early_data: false,
         }

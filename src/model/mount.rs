@@ -82,6 +82,8 @@ pub struct Mount {
     pub loc: Loc,
     pub mountpoint: String,
     pub origin: Origin,
+    /// Where the `origin` value stands (warnings about it point there).
+    pub origin_loc: Loc,
     pub default: Option<String>,
     pub cache: CacheRule,
     /// `.ext` (lowercase) → type; `*` is the fallback.
@@ -102,4 +104,10 @@ pub struct Mount {
     pub interceptor_path: Option<String>,
     /// D11: rewrite links in proxied HTML (an extension key, `rewrite-links`; on by default).
     pub rewrite_links: bool,
+    /// `file://`: serve files whose links resolve outside the mount's directory (an extension
+    /// key, `follow-symlinks-outside`; off by default: such files are 404).
+    pub follow_symlinks_outside: bool,
+    /// `file://`: serve paths with a segment starting with `.` (an extension key,
+    /// `serve-dotfiles`; off by default: 404, except `/.well-known/`).
+    pub serve_dotfiles: bool,
 }

@@ -1,18 +1,20 @@
 //! `model::Config` → `RouteTable`: everything the request path needs, parsed once.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
 use super::access_log::AccessLog;
+use super::credentials::Credentials;
 use super::mime::MimeRules;
 use super::route::{GlobalRt, ListenerMode, ListenerRoutes, MountRt, RouteTable, VhostProtocols, VhostRt};
 use crate::model::protocols::parse_onward;
 use crate::model::{Config, ConfigError, Loc, Mount, Origin, Vhost, Warning};
 use crate::protocols::{self, IdlePolicy, VhostSummary};
 use crate::tls::CertSlots;
-use crate::upstream::ProxyRt;
+use crate::upstream::{ProxyRt, SetupError};
 
 /// `Check` builds everything but opens no file for writing (`lwsws --check` must not create
 /// access logs); `Serve` opens them. Either way, compiling touches nothing but what it returns
@@ -63,6 +65,7 @@ pub fn compile(
             threads: g.count_threads as usize,
             passthrough: g.proxy_passthrough,
             body_buffer: g.proxy_body_buffer as usize,
+            max_head: g.max_request_head as usize,
         },
         listeners,
     })
@@ -87,7 +90,7 @@ fn compile_vhost(
     let mut mounts = Vec::with_capacity(v.mounts.len());
     let timeout = Duration::from_secs(cfg.global.timeout_secs.into());
     for m in &v.mounts {
-        let mut rt = compile_mount(m, &headers, vhost_header_count)?;
+        let mut rt = compile_mount(m, &headers, vhost_header_count, warnings)?;
         if let Origin::Proxy { tls, upstream, path } = &m.origin {
             if *tls && !v.enable_client_ssl {
                 warnings.push(Warning {
@@ -96,8 +99,13 @@ fn compile_vhost(
                 });
             }
             let max_in_flight = cfg.global.proxy_max_conns as usize;
-            let proxy = ProxyRt::new(*tls, upstream, path, m, v, timeout, max_in_flight)
-                .map_err(|e| ConfigError::new(m.loc.clone(), Some("origin"), e.to_string()))?;
+            let proxy = ProxyRt::new(*tls, upstream, path, m, v, timeout, max_in_flight).map_err(|e| match e {
+                // A vhost's client-ssl-* file: name that key, where the vhost stands.
+                SetupError::File { key, reason, .. } => {
+                    ConfigError::new(v.loc.clone(), Some(key), format!("vhost \"{}\": {reason}", v.name))
+                }
+                e => ConfigError::new(m.loc.clone(), Some("origin"), e.to_string()),
+            })?;
             rt.proxy = Some(Arc::new(proxy));
         }
         mounts.push(rt);
@@ -109,7 +117,7 @@ fn compile_vhost(
         })?)),
         _ => None,
     };
-    let ws = vhost_protocols(cfg, v, &mounts);
+    let ws = vhost_protocols(cfg, v, &mounts)?;
     Ok(VhostRt {
         ws,
         name: v.name.clone(),
@@ -151,7 +159,7 @@ fn listener_mode(v: &Vhost, warnings: &mut Vec<Warning>) -> ListenerMode {
     }
 }
 
-fn vhost_protocols(cfg: &Config, v: &Vhost, mounts: &[MountRt]) -> VhostProtocols {
+fn vhost_protocols(cfg: &Config, v: &Vhost, mounts: &[MountRt]) -> Result<VhostProtocols, ConfigError> {
     let summary = VhostSummary {
         name: v.name.clone(),
         port: v.port,
@@ -170,11 +178,48 @@ fn vhost_protocols(cfg: &Config, v: &Vhost, mounts: &[MountRt]) -> VhostProtocol
         if p.pvo("default").is_some() && ws.default.is_none() {
             ws.default = Some(ws.protocols.len());
         }
-        ws.auth.push(p.pvo("basic-auth").map(std::path::PathBuf::from));
+        let auth = match p.pvo("basic-auth") {
+            Some(file) => Some(credentials(Path::new(file), &p.loc, &format!("protocol \"{}\"", p.name))?),
+            None => None,
+        };
+        ws.auth.push(auth);
         ws.protocols.push(instance);
     }
-    ws
+    Ok(ws)
 }
+
+/// A `basic-auth` file, read now: one that cannot be read fails the config (D2) rather than
+/// answering 401 to everyone.
+fn credentials(file: &Path, loc: &Loc, whose: &str) -> Result<Arc<Credentials>, ConfigError> {
+    Credentials::load(file)
+        .map(Arc::new)
+        .map_err(|e| ConfigError::new(loc.clone(), Some("basic-auth"), format!("{whose}: {e}")))
+}
+
+/// A `file://` mount whose directory is not there serves nothing but 404: say so, at `--check`,
+/// at start and at every reload. Its canonical form, when it is there, is what the files it
+/// serves must stay inside (`http::origin::file`).
+fn file_dir(m: &Mount, dir: &Path, warnings: &mut Vec<Warning>) -> Option<PathBuf> {
+    let problem = match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => return std::fs::canonicalize(dir).ok(),
+        Ok(_) => "is not a directory".to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".to_string(),
+        Err(e) => format!("cannot be read ({e})"),
+    };
+    warnings.push(Warning {
+        loc: m.origin_loc.clone(),
+        msg: format!(
+            "{MISSING_DIR} {} {problem}: mount \"{}\" answers 404 until it is there",
+            dir.display(),
+            m.mountpoint
+        ),
+    });
+    None
+}
+
+/// How the warning of `file_dir` starts (the golden tests leave these out: they depend on the
+/// machine the check runs on).
+const MISSING_DIR: &str = "the file:// directory";
 
 /// Mount `headers` override the vhost's headers of the same name where they stand (before
 /// `server:` and STS), and the rest follow them (spec 2.4's header order).
@@ -182,6 +227,7 @@ fn compile_mount(
     m: &Mount,
     vhost_headers: &[(HeaderName, HeaderValue)],
     vhost_count: usize,
+    warnings: &mut Vec<Warning>,
 ) -> Result<MountRt, ConfigError> {
     let own = header_list(&m.headers, &m.loc, "headers")?;
     let mut merged: Vec<(HeaderName, HeaderValue)> = vhost_headers[..vhost_count].to_vec();
@@ -195,12 +241,22 @@ fn compile_mount(
     merged.extend(extras);
     merged.extend_from_slice(&vhost_headers[vhost_count..]);
     let cache_control = HeaderValue::from_str(&m.cache.header_value()).expect("cache-control is ASCII");
+    let credentials = match &m.basic_auth {
+        Some(file) => Some(credentials(file, &m.loc, &format!("mount \"{}\"", m.mountpoint))?),
+        None => None,
+    };
+    let canonical_dir = match &m.origin {
+        Origin::File(dir) => file_dir(m, dir, warnings),
+        _ => None,
+    };
     Ok(MountRt {
         model: m.clone(),
         cache_control,
         mime: MimeRules::new(&m.extra_mimetypes),
         headers: merged,
         proxy: None,
+        credentials,
+        canonical_dir,
         series: Default::default(),
     })
 }

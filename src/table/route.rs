@@ -1,12 +1,14 @@
 //! The route table types and the two lookups of the request path: vhost by name (D3) and
 //! mount by longest prefix (spec 2.2).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
 use super::access_log::AccessLog;
+use super::credentials::Credentials;
 use super::mime::MimeRules;
 use crate::model::protocols::Onward;
 use crate::model::{ListenKey, Mount, RejectRule};
@@ -29,6 +31,8 @@ pub struct GlobalRt {
     pub passthrough: bool,
     /// `proxy-body-buffer`: bytes of a request body read before it goes upstream.
     pub body_buffer: usize,
+    /// `max-request-head`: the largest HTTP/1 request head; a larger one is answered 431.
+    pub max_head: usize,
 }
 
 /// The vhosts that share one socket, in config order (the first is the default).
@@ -73,8 +77,8 @@ pub struct VhostRt {
 #[derive(Debug, Default)]
 pub struct VhostProtocols {
     pub protocols: Vec<Arc<dyn Protocol>>,
-    /// Each protocol's `basic-auth` pvo.
-    pub auth: Vec<Option<std::path::PathBuf>>,
+    /// Each protocol's `basic-auth` pvo, read when the table was compiled.
+    pub auth: Vec<Option<Arc<Credentials>>>,
     /// The protocol with the `default` pvo: used when the client offers none.
     pub default: Option<usize>,
     pub disable_no_protocol: bool,
@@ -96,6 +100,11 @@ pub struct MountRt {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The pooled client of an `http(s)://` mount.
     pub proxy: Option<Arc<ProxyRt>>,
+    /// The mount's `basic-auth` file, read when the table was compiled.
+    pub credentials: Option<Arc<Credentials>>,
+    /// A `file://` mount's directory with every link resolved, when it existed at compile
+    /// time: the files it serves must resolve inside it (unless `follow-symlinks-outside`).
+    pub canonical_dir: Option<PathBuf>,
     /// This mount's request metrics.
     pub series: crate::metrics::RequestSeries,
 }

@@ -32,7 +32,8 @@ pub fn dns_names(der: &[u8]) -> Vec<String> {
 
 /// The `notAfter` of the first (leaf) certificate of a PEM file.
 pub fn leaf_not_after(path: &Path) -> Option<i64> {
-    let leaf = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;
+    let pem = crate::files::read_config_file(path, crate::files::MAX_CONFIG_FILE).ok()?;
+    let leaf = CertificateDer::pem_slice_iter(&pem).next()?.ok()?;
     not_after(&leaf)
 }
 

@@ -11,6 +11,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::ciphers::{self, SSL_OP_NO_TLSV1_2, SSL_OP_NO_TLSV1_3};
 use super::slots::{CertSlots, ManagedCert};
+use crate::files::{MAX_CONFIG_FILE, ReadError, read_config_file};
 use crate::model::{ConfigError, Global, Vhost, Warning};
 
 /// `slots`: where managed (ACME) certificates are served from; a vhost with `acme` reads and
@@ -91,7 +92,7 @@ pub fn server_config(
                     slot.store(Some(Arc::new(ck)));
                 }
             }
-            Err(msg) if slot.load().is_none() => warnings.push(Warning {
+            Err((_, msg)) if slot.load().is_none() => warnings.push(Warning {
                 loc: v.loc.clone(),
                 msg: format!("vhost \"{}\": {msg}; serving TLS once ACME has issued a certificate", v.name),
             }),
@@ -101,7 +102,7 @@ pub fn server_config(
     } else {
         match load_key_pair(cert_path, key_path, &provider) {
             Ok(ck) => builder.with_cert_resolver(Arc::new(Fixed(Some(Arc::new(ck))))),
-            Err(msg) if v.ignore_missing_cert && (!cert_path.exists() || !key_path.exists()) => {
+            Err((_, msg)) if v.ignore_missing_cert && (!cert_path.exists() || !key_path.exists()) => {
                 warnings.push(Warning {
                     loc: v.loc.clone(),
                     msg: format!(
@@ -111,7 +112,7 @@ pub fn server_config(
                 });
                 builder.with_cert_resolver(Arc::new(Fixed(None)))
             }
-            Err(msg) => return Err(err("host-ssl-cert", msg)),
+            Err((key, msg)) => return Err(err(key, msg)),
         }
     };
     let alpn = v.alpn.as_deref().or(g.default_alpn.as_deref()).unwrap_or("h2,http/1.1");
@@ -133,9 +134,14 @@ fn load_roots(path: &Path) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
+/// Every certificate of a PEM file (regular, at most `MAX_CONFIG_FILE`), at least one.
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+    let pem = read_config_file(path, MAX_CONFIG_FILE).map_err(|e| match e {
+        ReadError::Io { source, .. } => format!("cannot read certificates from {}: {source}", path.display()),
+        e => e.to_string(),
+    })?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("cannot read certificates from {}: {e}", path.display()))?;
     if certs.is_empty() {
         return Err(format!("{} holds no PEM certificate", path.display()));
@@ -143,13 +149,23 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-fn load_key_pair(cert: &Path, key: &Path, provider: &rustls::crypto::CryptoProvider) -> Result<CertifiedKey, String> {
-    let chain = read_certs(cert)?;
-    let key =
-        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("cannot read the private key {}: {e}", key.display()))?;
-    let ck =
-        CertifiedKey::from_der(chain, key, provider).map_err(|e| format!("certificate and key do not fit: {e}"))?;
-    Ok(ck)
+/// The certificate chain and its key; an error names the key of the file that failed.
+fn load_key_pair(
+    cert: &Path,
+    key: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<CertifiedKey, (&'static str, String)> {
+    let chain = read_certs(cert).map_err(|m| ("host-ssl-cert", m))?;
+    let pem = read_config_file(key, MAX_CONFIG_FILE).map_err(|e| match e {
+        ReadError::Io { source, .. } => {
+            ("host-ssl-key", format!("cannot read the private key {}: {source}", key.display()))
+        }
+        e => ("host-ssl-key", e.to_string()),
+    })?;
+    let key = PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|e| ("host-ssl-key", format!("cannot read the private key {}: {e}", key.display())))?;
+    CertifiedKey::from_der(chain, key, provider)
+        .map_err(|e| ("host-ssl-cert", format!("certificate and key do not fit: {e}")))
 }
 
 /// The vhost's one certificate (or none yet, with `ignore-missing-cert`). A resolver rather

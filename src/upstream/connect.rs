@@ -19,7 +19,8 @@ use crate::model::{Upstream, Vhost};
 pub enum SetupError {
     #[error("upstream name: {0}")]
     Name(String),
-    #[error("{key} {}: {reason}", path.display())]
+    /// `reason` names the file.
+    #[error("{key}: {reason}")]
     File { key: &'static str, path: PathBuf, reason: String },
     #[error("client certificate: {0}")]
     ClientCert(rustls::Error),
@@ -91,14 +92,26 @@ impl Connector {
 fn client_tls(v: &Vhost) -> Result<Arc<rustls::ClientConfig>, SetupError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let file_err = |key, path: &PathBuf, reason: String| SetupError::File { key, path: path.clone(), reason };
+    let file_err = |key, path: &PathBuf, e: &dyn std::fmt::Display| SetupError::File {
+        key,
+        path: path.clone(),
+        reason: format!("{}: {e}", path.display()),
+    };
+    // Regular files of at most MAX_CONFIG_FILE: `/dev/zero` or a FIFO fails here, at once.
+    let read = |key, path: &PathBuf| {
+        crate::files::read_config_file(path, crate::files::MAX_CONFIG_FILE).map_err(|e| SetupError::File {
+            key,
+            path: path.clone(),
+            reason: e.to_string(),
+        })
+    };
     let mut roots = rustls::RootCertStore::empty();
     match &v.client_ssl_ca {
         Some(ca) => {
-            let certs = CertificateDer::pem_file_iter(ca).map_err(|e| file_err("client-ssl-ca", ca, e.to_string()))?;
-            for c in certs {
-                let c = c.map_err(|e| file_err("client-ssl-ca", ca, e.to_string()))?;
-                roots.add(c).map_err(|e| file_err("client-ssl-ca", ca, e.to_string()))?;
+            let pem = read("client-ssl-ca", ca)?;
+            for c in CertificateDer::pem_slice_iter(&pem) {
+                let c = c.map_err(|e| file_err("client-ssl-ca", ca, &e))?;
+                roots.add(c).map_err(|e| file_err("client-ssl-ca", ca, &e))?;
             }
         }
         None => {
@@ -110,10 +123,11 @@ fn client_tls(v: &Vhost) -> Result<Arc<rustls::ClientConfig>, SetupError> {
     let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
     let mut config = match (&v.client_ssl_cert, &v.client_ssl_key) {
         (Some(cert), Some(key)) => {
-            let chain: Vec<_> = CertificateDer::pem_file_iter(cert)
-                .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| file_err("client-ssl-cert", cert, e.to_string()))?;
-            let key = PrivateKeyDer::from_pem_file(key).map_err(|e| file_err("client-ssl-key", key, e.to_string()))?;
+            let chain: Vec<_> = CertificateDer::pem_slice_iter(&read("client-ssl-cert", cert)?)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| file_err("client-ssl-cert", cert, &e))?;
+            let key = PrivateKeyDer::from_pem_slice(&read("client-ssl-key", key)?)
+                .map_err(|e| file_err("client-ssl-key", key, &e))?;
             builder.with_client_auth_cert(chain, key).map_err(SetupError::ClientCert)?
         }
         _ => builder.with_no_client_auth(),

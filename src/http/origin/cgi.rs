@@ -198,7 +198,9 @@ fn environment(script: &Path, mount: &Mount, r: &CgiRequest) -> Vec<(String, Str
         ("SERVER_NAME".into(), r.server_name.to_string()),
         ("SERVER_PORT".into(), r.server_port.to_string()),
         ("REQUEST_METHOD".into(), p.method.to_string()),
-        ("REQUEST_URI".into(), p.uri.path_and_query().map(|x| x.to_string()).unwrap_or_default()),
+        // As lws sets it: the decoded, normalised path, without the query (QUERY_STRING has it),
+        // so that PATH_INFO is its tail.
+        ("REQUEST_URI".into(), crate::http::path::normalize(p.uri.path()).unwrap_or_default()),
         ("QUERY_STRING".into(), p.uri.query().unwrap_or("").to_string()),
         ("PATH_INFO".into(), r.remainder.to_string()),
         ("SCRIPT_NAME".into(), mount.mountpoint.clone()),

@@ -1,6 +1,13 @@
 //! `file://` mounts (spec 2.4): default documents, ETag/304, single and multipart ranges, the
 //! mount's cache-control, and content types with the 415 rule (D9).
+//!
+//! What a mount serves stays inside its directory: a file whose links resolve outside it is
+//! 404 (a ConfigMap's `file -> ..data/file -> ..2026_…/file` stays inside and is served), unless
+//! the mount says `"follow-symlinks-outside": "1"`; and a path with a segment starting with `.`
+//! (`/.git/config`, `/.env`, `/..data/`) is 404 except `/.well-known/` (RFC 8615), unless it
+//! says `"serve-dotfiles": "1"`.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -29,11 +36,17 @@ pub fn serve(
     if req.method != Method::GET && req.method != Method::HEAD {
         return Err(HttpError::MethodNotAllowed);
     }
+    let at_root = mount.model.mountpoint.trim_end_matches('/').is_empty();
+    if !mount.model.serve_dotfiles && hidden(remainder, at_root) {
+        return Err(HttpError::NotFound);
+    }
     let default = match mount.model.default.as_deref() {
         None | Some("") | Some("/") => "index.html",
         Some(d) => d.trim_start_matches('/'),
     };
     let (path, meta) = resolve(dir, remainder, default)?;
+    // Before anything about the file is answered (its ETag, a 304, a 416).
+    let admitted = admit(dir, mount, &path, &meta, cache)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let content_type = mount.mime.lookup(name).ok_or(HttpError::UnsupportedMediaType)?;
     let len = meta.len();
@@ -58,7 +71,10 @@ pub fn serve(
 
     let ranges = match requested_ranges(&req.headers, &etag) {
         None => None,
-        Some(spec) => Some(parse_ranges(spec, len).ok_or(HttpError::RangeNotSatisfiable(len))?),
+        Some(spec) => match parse_ranges(spec, len).ok_or(HttpError::RangeNotSatisfiable(len))? {
+            Ranges::Whole => None,
+            Ranges::Parts(parts) => Some(parts),
+        },
     };
     let multi = ranges.as_ref().is_some_and(|r| r.len() > 1);
     if let Some(ct) = content_type.filter(|_| !multi) {
@@ -68,7 +84,7 @@ pub fn serve(
         );
     }
     let head = req.method == Method::HEAD;
-    let content = Content::open(&path, &meta, cache)?;
+    let content = Content::open(admitted, &path, &meta, cache)?;
     let (status, body) = match ranges.as_deref() {
         None => (StatusCode::OK, content.slice(0, len)),
         Some([(a, b)]) => {
@@ -107,6 +123,59 @@ fn resolve(dir: &Path, remainder: &str, default: &str) -> Result<(PathBuf, std::
     Ok((path, meta))
 }
 
+/// A segment starting with `.` (`.git`, `.env`, `.htpasswd`, a ConfigMap's `..data`), except
+/// `.well-known` first in the request path (`at_root`: the mount is `/`), as RFC 8615 puts it.
+fn hidden(remainder: &str, at_root: bool) -> bool {
+    remainder
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .enumerate()
+        .any(|(i, seg)| seg.starts_with('.') && !(at_root && i == 0 && seg == ".well-known"))
+}
+
+/// A file let in: its bytes from the cache, or where it really is, checked, and the directory
+/// it was checked against (the cache scope; `None` for a mount that follows links anywhere).
+enum Admitted {
+    Cached(Bytes),
+    Checked { real: PathBuf, scope: Option<PathBuf> },
+}
+
+/// The symlink rule. A cache hit is a file (same device and inode) already checked against the
+/// same directory, so a hot file costs no `realpath`; anything else is resolved once here.
+fn admit(
+    dir: &Path,
+    mount: &MountRt,
+    path: &Path,
+    meta: &std::fs::Metadata,
+    cache: &FileCache,
+) -> Result<Admitted, HttpError> {
+    let root: Option<Cow<Path>> = match (&mount.canonical_dir, mount.model.follow_symlinks_outside) {
+        (_, true) => None,
+        (Some(d), false) => Some(Cow::Borrowed(d)),
+        // Not there when the table was compiled: resolve it now.
+        (None, false) => Some(Cow::Owned(std::fs::canonicalize(dir).map_err(|_| HttpError::NotFound)?)),
+    };
+    if let Some(data) = cache.hit(root.as_deref(), path, meta) {
+        return Ok(Admitted::Cached(data));
+    }
+    let real = std::fs::canonicalize(path).map_err(|_| HttpError::NotFound)?;
+    let Some(root) = root else {
+        return Ok(Admitted::Checked { real, scope: None });
+    };
+    if real.starts_with(&root) {
+        return Ok(Admitted::Checked { real, scope: Some(root.into_owned()) });
+    }
+    // The directory may itself be a link re-pointed since the table was compiled: look again
+    // before refusing.
+    match std::fs::canonicalize(dir) {
+        Ok(now) if now != *root && real.starts_with(&now) => Ok(Admitted::Checked { real, scope: Some(now) }),
+        _ => {
+            tracing::debug!(path = %path.display(), real = %real.display(), "refused: resolves outside the mount");
+            Err(HttpError::NotFound)
+        }
+    }
+}
+
 /// lws compares the ETag exactly; quoted and weak forms are accepted too, as clients send them.
 fn etag_matches(header: Option<&HeaderValue>, etag: &str) -> bool {
     let Some(v) = header.and_then(|v| v.to_str().ok()) else {
@@ -126,11 +195,29 @@ fn requested_ranges<'h>(headers: &'h HeaderMap, etag: &str) -> Option<&'h str> {
     Some(range)
 }
 
-/// `bytes=a-b,c-,-n` → inclusive ranges within `len`; `None` when unsatisfiable or malformed.
-pub fn parse_ranges(spec: &str, len: u64) -> Option<Vec<(u64, u64)>> {
+/// What a `Range` header asks of a file.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ranges {
+    /// Ranges that add up to more than the file (the same bytes asked for again and again):
+    /// the header is ignored and the whole file is sent with 200, so no request makes a
+    /// response larger than the file. RFC 9110 (14.2) lets a server ignore such a Range; a 416
+    /// would refuse a client that merely overlapped, and Apache's answer to CVE-2011-3192 is
+    /// this 200 too.
+    Whole,
+    /// Sorted, with overlapping and adjacent ranges merged: one is a plain 206, more a
+    /// multipart one.
+    Parts(Vec<(u64, u64)>),
+}
+
+/// `bytes=a-b,c-,-n` → inclusive ranges within `len`; `None` (416) when unsatisfiable,
+/// malformed, or more than `MAX_RANGES`.
+pub fn parse_ranges(spec: &str, len: u64) -> Option<Ranges> {
     let list = spec.trim().strip_prefix("bytes=")?;
     let mut out = Vec::new();
     for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if out.len() == MAX_RANGES {
+            return None;
+        }
         let (a, b) = part.split_once('-')?;
         let (start, end) = if a.is_empty() {
             let n: u64 = b.parse().ok()?;
@@ -148,10 +235,22 @@ pub fn parse_ranges(spec: &str, len: u64) -> Option<Vec<(u64, u64)>> {
         }
         out.push((start, end));
     }
-    if out.is_empty() || out.len() > MAX_RANGES {
+    if out.is_empty() {
         return None;
     }
-    Some(out)
+    let asked = out.iter().fold(0u64, |sum, (a, b)| sum.saturating_add(b - a + 1));
+    if asked > len {
+        return Some(Ranges::Whole);
+    }
+    out.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(out.len());
+    for (a, b) in out {
+        match merged.last_mut() {
+            Some((_, end)) if a <= end.saturating_add(1) => *end = (*end).max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    Some(Ranges::Parts(merged))
 }
 
 /// The file's bytes: shared from the cache, or an open file to stream from.
@@ -161,11 +260,22 @@ enum Content {
 }
 
 impl Content {
-    fn open(path: &Path, meta: &std::fs::Metadata, cache: &FileCache) -> Result<Content, HttpError> {
-        match cache.get(path, meta) {
-            Ok(Some(b)) => Ok(Content::Mem(b)),
-            Ok(None) => Ok(Content::File(Arc::new(File::open(path).map_err(|_| HttpError::NotFound)?))),
-            Err(_) => Err(HttpError::NotFound),
+    /// A small file is read (from where it really is) into the cache under the path asked for;
+    /// a large one is opened there to stream from.
+    fn open(
+        admitted: Admitted,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        cache: &FileCache,
+    ) -> Result<Content, HttpError> {
+        match admitted {
+            Admitted::Cached(b) => Ok(Content::Mem(b)),
+            Admitted::Checked { real, scope } if cache.holds(meta) => {
+                cache.fill(scope.as_deref(), path, &real, meta).map(Content::Mem).map_err(|_| HttpError::NotFound)
+            }
+            Admitted::Checked { real, .. } => {
+                Ok(Content::File(Arc::new(File::open(real).map_err(|_| HttpError::NotFound)?)))
+            }
         }
     }
 
@@ -199,19 +309,47 @@ fn multipart(content: &Content, ranges: &[(u64, u64)], content_type: Option<&str
 mod tests {
     use super::*;
 
+    fn parts(v: &[(u64, u64)]) -> Option<Ranges> {
+        Some(Ranges::Parts(v.to_vec()))
+    }
+
     #[test]
     fn ranges() {
-        assert_eq!(parse_ranges("bytes=0-9", 100), Some(vec![(0, 9)]));
-        assert_eq!(parse_ranges("bytes=90-", 100), Some(vec![(90, 99)]));
-        assert_eq!(parse_ranges("bytes=-10", 100), Some(vec![(90, 99)]));
-        assert_eq!(parse_ranges("bytes=95-200", 100), Some(vec![(95, 99)]));
-        assert_eq!(parse_ranges("bytes=0-1, 5-6", 100), Some(vec![(0, 1), (5, 6)]));
+        assert_eq!(parse_ranges("bytes=0-9", 100), parts(&[(0, 9)]));
+        assert_eq!(parse_ranges("bytes=90-", 100), parts(&[(90, 99)]));
+        assert_eq!(parse_ranges("bytes=-10", 100), parts(&[(90, 99)]));
+        assert_eq!(parse_ranges("bytes=95-200", 100), parts(&[(95, 99)]));
+        assert_eq!(parse_ranges("bytes=0-1, 5-6", 100), parts(&[(0, 1), (5, 6)]));
         assert_eq!(parse_ranges("bytes=100-", 100), None);
         assert_eq!(parse_ranges("bytes=5-1", 100), None);
         assert_eq!(parse_ranges("bytes=x-1", 100), None);
         assert_eq!(parse_ranges("items=0-1", 100), None);
         assert_eq!(parse_ranges("bytes=-0", 100), None);
         assert_eq!(parse_ranges(&format!("bytes={}", vec!["0-0"; 40].join(",")), 100), None);
+    }
+
+    #[test]
+    fn ranges_are_sorted_merged_and_bounded_by_the_file() {
+        // Overlapping, adjacent and out of order: merged after suffix and open ranges resolve.
+        assert_eq!(parse_ranges("bytes=50-59,0-9,5-14,15-19", 100), parts(&[(0, 19), (50, 59)]));
+        assert_eq!(parse_ranges("bytes=-10,80-89", 100), parts(&[(80, 99)]));
+        assert_eq!(parse_ranges("bytes=0-0,0-0", 100), parts(&[(0, 0)]));
+        assert_eq!(parse_ranges("bytes=0-49,50-", 100), parts(&[(0, 99)]));
+        // More than the file, asked for again and again: the whole file, once.
+        assert_eq!(parse_ranges(&format!("bytes={}", vec!["0-"; 32].join(",")), 100), Some(Ranges::Whole));
+        assert_eq!(parse_ranges("bytes=0-60,40-99", 100), Some(Ranges::Whole));
+        assert_eq!(parse_ranges(&format!("bytes={}", vec!["0-"; 33].join(",")), 100), None);
+    }
+
+    #[test]
+    fn dot_segments() {
+        for p in ["/.git/config", "/.env", "/a/.htpasswd", "/..data/x", "/a/.well-known/x", "/.well-known/.x"] {
+            assert!(hidden(p, true), "{p}");
+        }
+        assert!(!hidden("/.well-known/security.txt", true));
+        assert!(hidden("/.well-known/security.txt", false), "only first in the request path");
+        assert!(!hidden("/a.b/c.txt", true));
+        assert!(!hidden("/", true));
     }
 
     #[test]

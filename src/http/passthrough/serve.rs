@@ -18,10 +18,6 @@ use crate::http::conn::ConnCtx;
 use crate::http::io::Prefixed;
 use crate::wire::error::HttpError;
 
-/// A request head that has not ended by this size goes to hyper (which allows more, or answers
-/// 431).
-const MAX_HEAD: usize = 16 * 1024;
-
 /// How serving one request went.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -73,7 +69,8 @@ where
         }
         match request::plan(&buf, ctx) {
             Planned::Plan(plan) => break plan,
-            Planned::Partial if buf.len() < MAX_HEAD => buf.reserve(READ_CHUNK),
+            // A head that has not ended by `max-request-head` goes to hyper, which answers 431.
+            Planned::Partial if buf.len() < ctx.table.global.max_head => buf.reserve(READ_CHUNK),
             Planned::Partial | Planned::Decline => {
                 io.unread(buf.freeze());
                 return Outcome::Declined;
