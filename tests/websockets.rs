@@ -354,3 +354,85 @@ async fn server_status_reads_the_same_counters_as_metrics() {
     assert!(s.server.as_ref().unwrap().metrics().render().contains(r#"status="2xx"} 3"#));
     s.stop().await;
 }
+
+/// Reads until the server's Close and returns its code; data messages on the way (counters,
+/// status documents) are skipped, but none may be longer than `limit`.
+async fn close_code(w: &mut Client, limit: usize) -> u16 {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("a close in time") {
+            Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                assert!(m.len() <= limit, "a {}-byte message came back over the {limit}-byte limit", m.len())
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+/// One fragment of a text message, sent as is (the client masks it).
+fn fragment(data: Vec<u8>, first: bool, last: bool) -> Message {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let opcode = OpCode::Data(if first { Data::Text } else { Data::Continue });
+    Message::Frame(Frame::message(data, opcode, last))
+}
+
+#[tokio::test]
+async fn messages_over_the_protocol_limit_are_closed_with_1009() {
+    let p = r#"{ "lws-echo": { "max-message-size": "1000" } }"#;
+    let s = TestServer::start("{}", &[&site(p, "")]).await;
+    // At the limit: echoed, whole or in fragments.
+    let mut w = ws(&s, "/", Some("lws-echo"), &[]).await.unwrap();
+    w.send(Message::text("a".repeat(1000))).await.unwrap();
+    assert_eq!(next_text(&mut w).await.len(), 1000);
+    for i in 0..10 {
+        w.send(fragment(vec![b'b'; 100], i == 0, i == 9)).await.unwrap();
+    }
+    assert_eq!(next_text(&mut w).await, "b".repeat(1000));
+    // One byte over in a single frame: refused from the frame's header.
+    w.send(Message::text("c".repeat(1001))).await.unwrap();
+    assert_eq!(close_code(&mut w, 1000).await, 1009);
+    // A fragmented message that never ends: refused at the fragment that crosses the limit,
+    // so the server never holds more than the limit of it.
+    let mut w = ws(&s, "/", Some("lws-echo"), &[]).await.unwrap();
+    for i in 0..11 {
+        w.send(fragment(vec![b'd'; 100], i == 0, false)).await.unwrap();
+    }
+    assert_eq!(close_code(&mut w, 1000).await, 1009);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn each_protocol_has_a_default_limit_fitting_what_it_does() {
+    let s = TestServer::start("{}", &[&site(r#"{ "lws-echo": {}, "dumb-increment-protocol": {} }"#, "")]).await;
+    // dumb-increment reads `reset\n` and `closeme\n`: 4096 bytes at most.
+    let mut w = ws(&s, "/", Some("dumb-increment-protocol"), &[]).await.unwrap();
+    w.send(Message::text("reset\n".repeat(700))).await.unwrap();
+    assert_eq!(close_code(&mut w, 4096).await, 1009);
+    // lws-echo holds what it echoes: 1 MiB.
+    let mut w = ws(&s, "/", Some("lws-echo"), &[]).await.unwrap();
+    w.send(Message::binary(vec![7u8; 1 << 20])).await.unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(10), w.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(back.len(), 1 << 20);
+    w.send(Message::binary(vec![7u8; (1 << 20) + 1])).await.unwrap();
+    assert_eq!(close_code(&mut w, 1 << 20).await, 1009);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_vhost_key_sets_the_limit_and_a_pvo_overrides_it() {
+    let p = r#"{ "lws-echo": {}, "lws-mirror-protocol": { "max-message-size": "500" } }"#;
+    let s = TestServer::start("{}", &[&site(p, r#""ws-max-message-size": "2000","#)]).await;
+    let mut w = ws(&s, "/", Some("lws-echo"), &[]).await.unwrap();
+    w.send(Message::text("e".repeat(2000))).await.unwrap();
+    assert_eq!(next_text(&mut w).await.len(), 2000);
+    w.send(Message::text("e".repeat(2001))).await.unwrap();
+    assert_eq!(close_code(&mut w, 2000).await, 1009);
+    let mut m = ws(&s, "/?mirror=limits", Some("lws-mirror-protocol"), &[]).await.unwrap();
+    m.send(Message::text("f".repeat(500))).await.unwrap();
+    assert_eq!(next_text(&mut m).await.len(), 500);
+    m.send(Message::text("f".repeat(501))).await.unwrap();
+    assert_eq!(close_code(&mut m, 500).await, 1009);
+    s.stop().await;
+}

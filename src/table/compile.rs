@@ -8,7 +8,7 @@ use http::{HeaderName, HeaderValue};
 use super::access_log::AccessLog;
 use super::mime::MimeRules;
 use super::route::{GlobalRt, ListenerMode, ListenerRoutes, MountRt, RouteTable, VhostProtocols, VhostRt};
-use crate::model::protocols::parse_onward;
+use crate::model::protocols::{message_size, parse_onward};
 use crate::model::{Config, ConfigError, Loc, Mount, Origin, Vhost, Warning};
 use crate::protocols::{self, IdlePolicy, VhostSummary};
 use crate::tls::CertSlots;
@@ -169,6 +169,8 @@ fn vhost_protocols(cfg: &Config, v: &Vhost, mounts: &[MountRt]) -> VhostProtocol
             ws.default = Some(ws.protocols.len());
         }
         ws.auth.push(p.pvo("basic-auth").map(std::path::PathBuf::from));
+        let own = p.pvo("max-message-size").and_then(|s| message_size(s).ok());
+        ws.max_message.push(own.or(v.ws_max_message_size).unwrap_or_else(|| instance.max_message_size()));
         ws.protocols.push(instance);
     }
     ws

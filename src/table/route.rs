@@ -73,6 +73,9 @@ pub struct VhostProtocols {
     pub protocols: Vec<Arc<dyn Protocol>>,
     /// Each protocol's `basic-auth` pvo.
     pub auth: Vec<Option<std::path::PathBuf>>,
+    /// Each protocol's message limit in bytes: its `max-message-size` pvo, else the vhost's
+    /// `ws-max-message-size`, else the protocol's own default.
+    pub max_message: Vec<usize>,
     /// The protocol with the `default` pvo: used when the client offers none.
     pub default: Option<usize>,
     pub disable_no_protocol: bool,
