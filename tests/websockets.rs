@@ -436,3 +436,48 @@ async fn the_vhost_key_sets_the_limit_and_a_pvo_overrides_it() {
     assert_eq!(close_code(&mut m, 500).await, 1009);
     s.stop().await;
 }
+
+/// A raw websocket handshake with this Host (none when `None`); the status, and whether the
+/// server then closed the connection.
+async fn handshake_status(s: &TestServer, host: Option<&str>) -> (u16, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut c = connect(s.addr()).await;
+    let host = host.map(|h| format!("Host: {h}\r\n")).unwrap_or_default();
+    c.send(&format!("GET / HTTP/1.1\r\n{host}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: lws-echo\r\n\r\n")).await;
+    let r = c.read_response(false).await.expect("an answer");
+    if r.status == 101 {
+        return (101, false);
+    }
+    let mut rest = Vec::new();
+    let closed = matches!(tokio::time::timeout(Duration::from_secs(5), c.s.read_to_end(&mut rest)).await, Ok(Ok(_)));
+    (r.status, closed)
+}
+
+#[tokio::test]
+async fn strict_host_check_refuses_upgrades_for_another_host() {
+    let port = common::free_port();
+    let vhost = |port: u16, strict: &str| {
+        format!(
+            r#"{{ "vhosts": [{{ "name": "localhost", "port": "{port}", "interface": "127.0.0.1", {strict}
+                "mounts": [{{ "mountpoint": "/", "origin": "file://{{DIR}}/www" }}],
+                "ws-protocols": [{{ "lws-echo": {{}} }}] }}] }}"#
+        )
+    };
+    let s = TestServer::start("{}", &[&vhost(port, r#""strict-host-check": "1","#)]).await;
+    common::put(s.path(), "www/index.html", "x");
+    assert_eq!(handshake_status(&s, Some(&format!("localhost:{port}"))).await.0, 101);
+    assert_eq!(handshake_status(&s, Some(&format!("LOCALHOST:{port}"))).await.0, 101, "names are not case-sensitive");
+    for bad in [format!("127.0.0.1:{port}"), format!("other.example:{port}"), "localhost".into(), "localhost:x".into()]
+    {
+        assert_eq!(handshake_status(&s, Some(&bad)).await, (403, true), "Host: {bad}");
+    }
+    assert_eq!(handshake_status(&s, None).await, (403, true), "no Host");
+    // Only upgrades are checked.
+    let r = common::get(s.addr(), "/", "").await;
+    assert_eq!(r.status, 200);
+    s.stop().await;
+    // Without the key, any Host may upgrade.
+    let s = TestServer::start("{}", &[&vhost(0, "")]).await;
+    assert_eq!(handshake_status(&s, Some("127.0.0.1:1234")).await.0, 101);
+    s.stop().await;
+}

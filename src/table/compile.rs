@@ -119,6 +119,7 @@ fn compile_vhost(
         access_log,
         keepalive: Duration::from_secs(v.keepalive_timeout.into()),
         error_404: v.error_document_404.clone(),
+        strict_host_check: v.strict_host_check,
     })
 }
 

@@ -64,6 +64,8 @@ pub struct VhostRt {
     pub keepalive: Duration,
     pub error_404: Option<String>,
     pub ws: VhostProtocols,
+    /// `strict-host-check`: a websocket upgrade's Host must be `name[:port]`.
+    pub strict_host_check: bool,
 }
 
 /// The vhost's enabled built-in protocols, in `ws-protocols` order, with what the websocket
