@@ -122,6 +122,17 @@ async fn lws_status_lists_the_connections() {
 }
 
 #[tokio::test]
+async fn lws_status_cuts_long_user_agents() {
+    let s = TestServer::start("{}", &[&site(ALL, "")]).await;
+    let long = "Mozilla/5.0 ".repeat(700);
+    let mut a = ws(&s, "/", Some("lws-status"), &[("user-agent", long.as_str())]).await.unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&next_text(&mut a).await).unwrap();
+    let ua = doc["conns"][0]["ua"].as_str().unwrap();
+    assert_eq!(ua, format!("{}...", &long[..128]), "{doc}");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn server_status_pushes_the_document() {
     let s = TestServer::start("{}", &[&site(ALL, "")]).await;
     common::put(s.path(), "temp", "42000");
