@@ -246,7 +246,15 @@ async fn post_demo_answers_forms() {
         .unwrap();
     let t = r.text().await.unwrap();
     assert!(t.contains("<td>text</td><td>5</td><td>multi</td>"), "{t}");
-    assert!(t.contains("a.txt (9 bytes, saved as "), "{t}");
+    assert!(t.contains("<td>a.txt (9 bytes)</td>"), "{t}");
+    // Nothing was written to disk (uploads used to stay in the temp dir as post-file-PID-N).
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("post-file-{}-", std::process::id())))
+        .collect();
+    assert!(left.is_empty(), "uploads left behind: {left:?}");
     let big = format!(
         "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big\"\r\n\r\n{}\r\n--XyZ--\r\n",
         "x".repeat(150_000)
@@ -259,6 +267,44 @@ async fn post_demo_answers_forms() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn post_demo_reads_at_most_eight_forms_at_once() {
+    let s = TestServer::start("{}", &[&site(ALL, "")]).await;
+    let form = |addr| async move {
+        let mut c = connect(addr).await;
+        c.send("POST /formtest HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 1000\r\n\r\n--XyZ\r\n").await;
+        c
+    };
+    // Eight uploads whose bodies never finish hold the eight places.
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        stalled.push(form(s.addr()).await);
+    }
+    let small = "text=hi";
+    let post = |addr| async move {
+        let mut c = connect(addr).await;
+        c.send(&format!("POST /formtest HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{small}", small.len())).await;
+        c.read_response(false).await.expect("an answer").status
+    };
+    // Once the server has taken up all eight, a ninth form is refused, not buffered.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while seen.last() != Some(&503) {
+        assert!(tokio::time::Instant::now() < deadline, "no 503 while eight forms were open: {seen:?}");
+        seen.push(post(s.addr()).await);
+        tokio::task::yield_now().await;
+    }
+    // The places come back when those connections go.
+    drop(stalled);
+    let mut seen = Vec::new();
+    while seen.last() != Some(&200) {
+        assert!(tokio::time::Instant::now() < deadline, "the places did not come back: {seen:?}");
+        seen.push(post(s.addr()).await);
+        tokio::task::yield_now().await;
+    }
     s.stop().await;
 }
 
