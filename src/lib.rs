@@ -29,6 +29,7 @@ pub mod http;
 pub mod k8s;
 pub mod listen;
 pub mod logmask;
+pub mod lograte;
 pub mod lwsws;
 pub mod metrics;
 pub mod model;

@@ -1,6 +1,7 @@
 //! lwsws's `-d` log mask onto `tracing` filter directives. The low five bits are levels
 //! (1 err, 2 warn, 4 notice, 8 info, 16 debug); the higher bits are lws's log categories, each
-//! of which turns on debug output for the modules that do that job here.
+//! of which turns on debug output for the modules that do that job here. Other crates log
+//! warnings, except rustls, whose warnings are about what peers send.
 
 /// lws's category bits and the modules that carry out the same work in this server.
 const CATEGORIES: &[(u32, &str, &[&str])] = &[
@@ -27,7 +28,10 @@ pub fn directives(mask: u32) -> String {
     } else {
         "off"
     };
-    let mut out = format!("warn,lwsws={level}");
+    // rustls warns about what peers send (an IP address as SNI, unexpected messages, warning
+    // alerts) on every such handshake: anyone can fill the log. Handshake failures are logged
+    // by the listener at debug instead.
+    let mut out = format!("warn,rustls=error,lwsws={level}");
     for (bit, name, modules) in CATEGORIES {
         if mask & bit == 0 {
             continue;
@@ -60,27 +64,58 @@ mod tests {
 
     #[test]
     fn levels_follow_the_low_bits() {
-        assert_eq!(directives(1031), "warn,lwsws=info");
-        assert_eq!(directives(7), "warn,lwsws=info");
-        assert_eq!(directives(3), "warn,lwsws=warn");
-        assert_eq!(directives(1), "warn,lwsws=error");
-        assert_eq!(directives(0), "warn,lwsws=off");
-        assert_eq!(directives(31), "warn,lwsws=debug");
+        assert_eq!(directives(1031), "warn,rustls=error,lwsws=info");
+        assert_eq!(directives(7), "warn,rustls=error,lwsws=info");
+        assert_eq!(directives(3), "warn,rustls=error,lwsws=warn");
+        assert_eq!(directives(1), "warn,rustls=error,lwsws=error");
+        assert_eq!(directives(0), "warn,rustls=error,lwsws=off");
+        assert_eq!(directives(31), "warn,rustls=error,lwsws=debug");
+    }
+
+    /// The warning rustls logs (through `log`, as target `rustls::msgs::handshake`) for every
+    /// ClientHello whose SNI is an IP address is filtered; lwsws's own warnings are not.
+    #[test]
+    fn peer_driven_rustls_warnings_are_filtered() {
+        use std::sync::Arc;
+        #[derive(Clone, Default)]
+        struct Buf(Arc<parking_lot::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(directives(1031)))
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(target: "rustls::msgs::handshake", "Illegal SNI extension: ignoring IP address");
+            tracing::warn!(target: "lwsws::listen::conn", "accept failed");
+        });
+        let out = String::from_utf8(buf.0.lock().clone()).unwrap();
+        assert!(!out.contains("Illegal SNI"), "{out}");
+        assert!(out.contains("accept failed"), "{out}");
     }
 
     #[test]
     fn category_bits_turn_on_their_modules() {
         assert_eq!(
             directives(3 | 64),
-            "warn,lwsws=warn,lwsws::http::service=debug,lwsws::http::routing=debug,lwsws::http::passthrough=debug"
+            "warn,rustls=error,lwsws=warn,lwsws::http::service=debug,lwsws::http::routing=debug,lwsws::http::passthrough=debug"
         );
         assert_eq!(
             directives(7 | 256),
-            "warn,lwsws=info,lwsws::http::origin::proxy=debug,lwsws::upstream=debug,lwsws::protocols::raw_proxy=debug"
+            "warn,rustls=error,lwsws=info,lwsws::http::origin::proxy=debug,lwsws::upstream=debug,lwsws::protocols::raw_proxy=debug"
         );
-        assert_eq!(directives(3 | 1024), "warn,lwsws=warn,lwsws::protocols=info");
+        assert_eq!(directives(3 | 1024), "warn,rustls=error,lwsws=warn,lwsws::protocols=info");
         // Already at debug: the categories add nothing.
-        assert_eq!(directives(31 | 64 | 2048), "warn,lwsws=debug");
+        assert_eq!(directives(31 | 64 | 2048), "warn,rustls=error,lwsws=debug");
         for d in [directives(u32::MAX), directives(2047)] {
             assert!(d.parse::<tracing_subscriber::EnvFilter>().is_ok(), "{d}");
         }

@@ -1,5 +1,14 @@
 //! The `lwsws` binary: lwsws's own flags (`-c DIR`, `-d N`, `-n`, `-h`), plus `--check`.
 
+// The allocator is chosen at build time (`--features jemalloc` or `mimalloc`, for
+// bench/alloc.sh); glibc's malloc otherwise.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+#[cfg(all(feature = "mimalloc", not(feature = "jemalloc")))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;

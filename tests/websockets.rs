@@ -122,6 +122,17 @@ async fn lws_status_lists_the_connections() {
 }
 
 #[tokio::test]
+async fn lws_status_cuts_long_user_agents() {
+    let s = TestServer::start("{}", &[&site(ALL, "")]).await;
+    let long = "Mozilla/5.0 ".repeat(700);
+    let mut a = ws(&s, "/", Some("lws-status"), &[("user-agent", long.as_str())]).await.unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&next_text(&mut a).await).unwrap();
+    let ua = doc["conns"][0]["ua"].as_str().unwrap();
+    assert_eq!(ua, format!("{}...", &long[..128]), "{doc}");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn server_status_pushes_the_document() {
     let s = TestServer::start("{}", &[&site(ALL, "")]).await;
     common::put(s.path(), "temp", "42000");
@@ -237,7 +248,15 @@ async fn post_demo_answers_forms() {
         .unwrap();
     let t = r.text().await.unwrap();
     assert!(t.contains("<td>text</td><td>5</td><td>multi</td>"), "{t}");
-    assert!(t.contains("a.txt (9 bytes, saved as "), "{t}");
+    assert!(t.contains("<td>a.txt (9 bytes)</td>"), "{t}");
+    // Nothing was written to disk (uploads used to stay in the temp dir as post-file-PID-N).
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!("post-file-{}-", std::process::id())))
+        .collect();
+    assert!(left.is_empty(), "uploads left behind: {left:?}");
     let big = format!(
         "--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big\"\r\n\r\n{}\r\n--XyZ--\r\n",
         "x".repeat(150_000)
@@ -250,6 +269,44 @@ async fn post_demo_answers_forms() {
         .await
         .unwrap();
     assert_eq!(r.status(), 413);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn post_demo_reads_at_most_eight_forms_at_once() {
+    let s = TestServer::start("{}", &[&site(ALL, "")]).await;
+    let form = |addr| async move {
+        let mut c = connect(addr).await;
+        c.send("POST /formtest HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 1000\r\n\r\n--XyZ\r\n").await;
+        c
+    };
+    // Eight uploads whose bodies never finish hold the eight places.
+    let mut stalled = Vec::new();
+    for _ in 0..8 {
+        stalled.push(form(s.addr()).await);
+    }
+    let small = "text=hi";
+    let post = |addr| async move {
+        let mut c = connect(addr).await;
+        c.send(&format!("POST /formtest HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{small}", small.len())).await;
+        c.read_response(false).await.expect("an answer").status
+    };
+    // Once the server has taken up all eight, a ninth form is refused, not buffered.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while seen.last() != Some(&503) {
+        assert!(tokio::time::Instant::now() < deadline, "no 503 while eight forms were open: {seen:?}");
+        seen.push(post(s.addr()).await);
+        tokio::task::yield_now().await;
+    }
+    // The places come back when those connections go.
+    drop(stalled);
+    let mut seen = Vec::new();
+    while seen.last() != Some(&200) {
+        assert!(tokio::time::Instant::now() < deadline, "the places did not come back: {seen:?}");
+        seen.push(post(s.addr()).await);
+        tokio::task::yield_now().await;
+    }
     s.stop().await;
 }
 
@@ -354,5 +411,132 @@ async fn server_status_reads_the_same_counters_as_metrics() {
     // Three GETs and this websocket's own upgrade request.
     assert_eq!(doc["i"]["server"]["requests"], "4", "{doc}");
     assert!(s.server.as_ref().unwrap().metrics().render().contains(r#"status="2xx"} 3"#));
+    s.stop().await;
+}
+
+/// Reads until the server's Close and returns its code; data messages on the way (counters,
+/// status documents) are skipped, but none may be longer than `limit`.
+async fn close_code(w: &mut Client, limit: usize) -> u16 {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), w.next()).await.expect("a close in time") {
+            Some(Ok(Message::Close(Some(f)))) => return u16::from(f.code),
+            Some(Ok(m @ (Message::Text(_) | Message::Binary(_)))) => {
+                assert!(m.len() <= limit, "a {}-byte message came back over the {limit}-byte limit", m.len())
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+}
+
+/// One fragment of a text message, sent as is (the client masks it).
+fn fragment(data: Vec<u8>, first: bool, last: bool) -> Message {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    let opcode = OpCode::Data(if first { Data::Text } else { Data::Continue });
+    Message::Frame(Frame::message(data, opcode, last))
+}
+
+#[tokio::test]
+async fn messages_over_the_protocol_limit_are_closed_with_1009() {
+    let p = r#"{ "lws-echo": { "max-message-size": "1000" } }"#;
+    let s = TestServer::start("{}", &[&site(p, "")]).await;
+    // At the limit: echoed, whole or in fragments.
+    let mut w = ws(&s, "/", Some("lws-echo"), &[]).await.unwrap();
+    w.send(Message::text("a".repeat(1000))).await.unwrap();
+    assert_eq!(next_text(&mut w).await.len(), 1000);
+    for i in 0..10 {
+        w.send(fragment(vec![b'b'; 100], i == 0, i == 9)).await.unwrap();
+    }
+    assert_eq!(next_text(&mut w).await, "b".repeat(1000));
+    // One byte over in a single frame: refused from the frame's header.
+    w.send(Message::text("c".repeat(1001))).await.unwrap();
+    assert_eq!(close_code(&mut w, 1000).await, 1009);
+    // A fragmented message that never ends: refused at the fragment that crosses the limit,
+    // so the server never holds more than the limit of it.
+    let mut w = ws(&s, "/", Some("lws-echo"), &[]).await.unwrap();
+    for i in 0..11 {
+        w.send(fragment(vec![b'd'; 100], i == 0, false)).await.unwrap();
+    }
+    assert_eq!(close_code(&mut w, 1000).await, 1009);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn each_protocol_has_a_default_limit_fitting_what_it_does() {
+    let s = TestServer::start("{}", &[&site(r#"{ "lws-echo": {}, "dumb-increment-protocol": {} }"#, "")]).await;
+    // dumb-increment reads `reset\n` and `closeme\n`: 4096 bytes at most.
+    let mut w = ws(&s, "/", Some("dumb-increment-protocol"), &[]).await.unwrap();
+    w.send(Message::text("reset\n".repeat(700))).await.unwrap();
+    assert_eq!(close_code(&mut w, 4096).await, 1009);
+    // lws-echo holds what it echoes: 1 MiB.
+    let mut w = ws(&s, "/", Some("lws-echo"), &[]).await.unwrap();
+    w.send(Message::binary(vec![7u8; 1 << 20])).await.unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(10), w.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(back.len(), 1 << 20);
+    w.send(Message::binary(vec![7u8; (1 << 20) + 1])).await.unwrap();
+    assert_eq!(close_code(&mut w, 1 << 20).await, 1009);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_vhost_key_sets_the_limit_and_a_pvo_overrides_it() {
+    let p = r#"{ "lws-echo": {}, "lws-mirror-protocol": { "max-message-size": "500" } }"#;
+    let s = TestServer::start("{}", &[&site(p, r#""ws-max-message-size": "2000","#)]).await;
+    let mut w = ws(&s, "/", Some("lws-echo"), &[]).await.unwrap();
+    w.send(Message::text("e".repeat(2000))).await.unwrap();
+    assert_eq!(next_text(&mut w).await.len(), 2000);
+    w.send(Message::text("e".repeat(2001))).await.unwrap();
+    assert_eq!(close_code(&mut w, 2000).await, 1009);
+    let mut m = ws(&s, "/?mirror=limits", Some("lws-mirror-protocol"), &[]).await.unwrap();
+    m.send(Message::text("f".repeat(500))).await.unwrap();
+    assert_eq!(next_text(&mut m).await.len(), 500);
+    m.send(Message::text("f".repeat(501))).await.unwrap();
+    assert_eq!(close_code(&mut m, 500).await, 1009);
+    s.stop().await;
+}
+
+/// A raw websocket handshake with this Host (none when `None`); the status, and whether the
+/// server then closed the connection.
+async fn handshake_status(s: &TestServer, host: Option<&str>) -> (u16, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut c = connect(s.addr()).await;
+    let host = host.map(|h| format!("Host: {h}\r\n")).unwrap_or_default();
+    c.send(&format!("GET / HTTP/1.1\r\n{host}Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: lws-echo\r\n\r\n")).await;
+    let r = c.read_response(false).await.expect("an answer");
+    if r.status == 101 {
+        return (101, false);
+    }
+    let mut rest = Vec::new();
+    let closed = matches!(tokio::time::timeout(Duration::from_secs(5), c.s.read_to_end(&mut rest)).await, Ok(Ok(_)));
+    (r.status, closed)
+}
+
+#[tokio::test]
+async fn strict_host_check_refuses_upgrades_for_another_host() {
+    let port = common::free_port();
+    let vhost = |port: u16, strict: &str| {
+        format!(
+            r#"{{ "vhosts": [{{ "name": "localhost", "port": "{port}", "interface": "127.0.0.1", {strict}
+                "mounts": [{{ "mountpoint": "/", "origin": "file://{{DIR}}/www" }}],
+                "ws-protocols": [{{ "lws-echo": {{}} }}] }}] }}"#
+        )
+    };
+    let s = TestServer::start("{}", &[&vhost(port, r#""strict-host-check": "1","#)]).await;
+    common::put(s.path(), "www/index.html", "x");
+    assert_eq!(handshake_status(&s, Some(&format!("localhost:{port}"))).await.0, 101);
+    assert_eq!(handshake_status(&s, Some(&format!("LOCALHOST:{port}"))).await.0, 101, "names are not case-sensitive");
+    for bad in [format!("127.0.0.1:{port}"), format!("other.example:{port}"), "localhost".into(), "localhost:x".into()]
+    {
+        assert_eq!(handshake_status(&s, Some(&bad)).await, (403, true), "Host: {bad}");
+    }
+    assert_eq!(handshake_status(&s, None).await, (403, true), "no Host");
+    // Only upgrades are checked.
+    let r = common::get(s.addr(), "/", "").await;
+    assert_eq!(r.status, 200);
+    s.stop().await;
+    // Without the key, any Host may upgrade.
+    let s = TestServer::start("{}", &[&vhost(0, "")]).await;
+    assert_eq!(handshake_status(&s, Some("127.0.0.1:1234")).await.0, 101);
     s.stop().await;
 }

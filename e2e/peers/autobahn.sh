@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Autobahn|Testsuite (wstest -m fuzzingclient, RFC 6455 conformance) against lwsws's lws-echo
 # protocol: a vhost on ws://127.0.0.1:17690 (no TLS) whose default protocol is lws-echo.
-# Cases 12.* and 13.* (permessage-deflate, which lwsws does not offer) are excluded.
+# Cases 12.* and 13.* (permessage-deflate, which lwsws does not offer) are excluded. Cases 9.*
+# send messages of up to 16 MiB (9.1.6, 9.2.6): lws-echo's own limit is 1 MiB, so this vhost
+# raises it with the "max-message-size" pvo, and every case runs.
 #
 #   e2e/peers/autobahn.sh [path/to/lwsws]   (default: target/release/lwsws in the repo root)
 #
@@ -102,7 +104,7 @@ cat >"$TMP/conf.d/echo" <<EOF
     {
       "name": "localhost", "port": "$PORT", "interface": "127.0.0.1",
       "mounts": [ { "mountpoint": "/", "origin": "file://$TMP/www", "default": "index.html" } ],
-      "ws-protocols": [ { "lws-echo": { "default": "1" } } ]
+      "ws-protocols": [ { "lws-echo": { "default": "1", "max-message-size": "16777216" } } ]
     }
   ]
 }

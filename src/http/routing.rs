@@ -324,6 +324,13 @@ fn route(ctx: &ConnCtx, head: &RequestHead, routed: &mut Routed) -> Result<Actio
         return Err(rejection);
     }
     let mount = vhost.select_mount(&routed.path, head.upgrade);
+    let redirected = matches!(mount.map(|m| &m.model.origin), Some(Origin::Redirect(_)));
+    if head.websocket.is_some() && !redirected && vhost.strict_host_check && !host_is_vhost(&vhost, head.host, ctx.tls)
+    {
+        // `strict-host-check`: lws hangs up on such an upgrade; a 403 says why, then closes.
+        routed.close = true;
+        return Err(HttpError::Forbidden);
+    }
     if let Some(offer) = &head.websocket
         && !matches!(mount.map(|m| &m.model.origin), Some(Origin::Proxy { .. } | Origin::Redirect(_)))
     {
@@ -413,6 +420,21 @@ fn choose_protocol(vhost: &VhostRt, method: &str, offer: &WsOffer) -> Result<usi
         .iter()
         .find_map(|o| vhost.ws.protocols.iter().position(|p| p.name() == o && p.speaks_websocket()))
         .ok_or(HttpError::BadRequest("none of the offered websocket subprotocols is enabled here"))
+}
+
+/// `strict-host-check`, as lws_confirm_host_header compares: the Host is the vhost's name (here
+/// without regard to case, as D3 matches names) and its port, which is 443 or 80 by the
+/// connection when the Host names none. No Host never matches.
+fn host_is_vhost(vhost: &VhostRt, host: Option<&str>, tls: bool) -> bool {
+    let Some(host) = host else { return false };
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) => match port.parse::<u16>() {
+            Ok(port) => (name, port),
+            Err(_) => return false,
+        },
+        None => (host, if tls { 443 } else { 80 }),
+    };
+    name.eq_ignore_ascii_case(&vhost.name) && port == vhost.port
 }
 
 /// `redirect-http`: `https://` + Host + path + `?args`; no Host, or one longer than lws's 128

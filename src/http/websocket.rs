@@ -17,9 +17,16 @@ use crate::wire::body::Body;
 use crate::wire::error::HttpError;
 
 /// Small buffers: a websocket mostly waits, and tungstenite's 128 KiB default read buffer made an
-/// idle connection cost 140 KiB (bench/ws-fanout.sh). Messages still grow to what they need.
-fn ws_config() -> WebSocketConfig {
-    WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0)
+/// idle connection cost 140 KiB (bench/ws-fanout.sh). Messages grow to what they need, up to
+/// `max_message`: tungstenite checks a frame's length from its header, before reading its
+/// payload, and a fragmented message at each fragment, so an oversized message is refused
+/// (1009) having cost at most the limit, not when it ends.
+fn ws_config(max_message: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(Some(max_message))
+        .max_frame_size(Some(max_message))
 }
 
 /// The 101 for a handshake that routing gave to `vhost.ws.protocols[index]` (its method,
@@ -35,6 +42,7 @@ pub fn accept(
 ) -> Result<Response<Body>, HttpError> {
     let key = parts.headers.get(header::SEC_WEBSOCKET_KEY).ok_or(HttpError::BadRequest("no Sec-WebSocket-Key"))?;
     let protocol = vhost.ws.protocols[index].clone();
+    let max_message = vhost.ws.max_message[index];
     let info = WsInfo {
         peer: ctx.peer,
         query: parts.uri.query().map(str::to_string),
@@ -45,7 +53,7 @@ pub fn accept(
     };
     ctx.upgrade.set(Box::new(move |io| {
         Box::pin(async move {
-            let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).await;
+            let ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config(max_message))).await;
             if let Some(run) = protocol.websocket(ws, info) {
                 run.await;
             }

@@ -19,11 +19,15 @@ use super::sniff::{self, Verdict};
 use crate::acme::Challenges;
 use crate::http::conn::{ConnCtx, Shared};
 use crate::http::io::{Prefixed, Readiness};
+use crate::lograte::RateLimited;
 use crate::metrics::ResultLabels;
 use crate::model::ListenKey;
 use crate::model::protocols::Onward;
 use crate::protocols::raw_proxy;
 use crate::table::{ListenerRoutes, RouteTable, VhostRt};
+
+/// How often a failing accept loop may log.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// What every accept loop shares: the current table (swapped on reload) and long-lived state.
 pub struct AppState {
@@ -70,6 +74,7 @@ async fn accept_each<C, A>(stop: &CancellationToken, mut accept: impl FnMut() ->
 where
     A: std::future::Future<Output = std::io::Result<C>>,
 {
+    let mut failures = RateLimited::new(ACCEPT_LOG_EVERY);
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -77,14 +82,17 @@ where
         };
         match accepted {
             Ok(conn) => start(conn),
-            Err(e) => accept_error(e).await,
+            Err(e) => accept_error(e, &mut failures).await,
         }
     }
 }
 
-/// Out of file descriptors and the like: back off briefly instead of spinning.
-async fn accept_error(e: std::io::Error) {
-    tracing::warn!(error = %e, "accept failed");
+/// Out of file descriptors and the like: back off briefly instead of spinning, and say so once
+/// per `ACCEPT_LOG_EVERY` rather than at every retry (twenty lines a second at the fd limit).
+async fn accept_error(e: std::io::Error, log: &mut RateLimited) {
+    if let Some(suppressed) = log.allow(std::time::Instant::now()) {
+        tracing::warn!(error = %e, suppressed, "accept failed (logged at most once per 10 s; suppressed: failures since the last line)");
+    }
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 

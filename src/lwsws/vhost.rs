@@ -127,6 +127,14 @@ fn acme(ctx: &mut Ctx, v: &Vhost, k: &Key, val: &Node) -> Result<crate::model::a
     Ok(a)
 }
 
+/// A websocket message limit in bytes: a whole number, at least 1.
+fn message_size(ctx: &Ctx, k: &Key, val: &Node) -> Result<usize, ConfigError> {
+    match ctx.strict_uint::<usize>(k, val)? {
+        0 => Err(ctx.err(val.pos, &k.name, "a websocket message limit must be at least 1 byte")),
+        n => Ok(n),
+    }
+}
+
 fn opt(ctx: &Ctx, k: &Key, val: &Node) -> Result<Option<String>, ConfigError> {
     Ok(Some(ctx.text_ddir(k, val)?))
 }
@@ -172,6 +180,7 @@ fn apply_key(ctx: &mut Ctx, v: &mut Vhost, k: &Key, val: &Node) -> Result<(), Co
         "ignore-missing-cert" => v.ignore_missing_cert = ctx.flag(k, val)?,
         "acme" => v.acme = Some(acme(ctx, v, k, val)?),
         "strict-host-check" => v.strict_host_check = ctx.flag(k, val)?,
+        "ws-max-message-size" => v.ws_max_message_size = Some(message_size(ctx, k, val)?),
         "alpn" => v.alpn = opt(ctx, k, val)?,
         "fo-listen-queue" => v.fo_listen_queue = ctx.uint(k, val)?,
         "h2-half-closed-long-poll" => v.h2_half_closed_long_poll = ctx.flag(k, val)?,
@@ -270,6 +279,7 @@ fn empty(ctx: &Ctx, node: &Node) -> Vhost {
         ignore_missing_cert: false,
         acme: None,
         strict_host_check: false,
+        ws_max_message_size: None,
         alpn: None,
         fo_listen_queue: 0,
         h2_half_closed_long_poll: false,

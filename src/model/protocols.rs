@@ -41,6 +41,15 @@ pub fn parse_onward(text: &str) -> Result<Onward, String> {
     Err(format!("\"{text}\" must be ipv4:HOST[:PORT] or ipv6:ADDR"))
 }
 
+/// The `max-message-size` pvo (any protocol): a whole number of bytes, at least 1.
+pub fn message_size(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("a websocket message limit must be at least 1 byte".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("\"{text}\" is not a whole number of bytes")),
+    }
+}
+
 const ACME_REQUIRED: &[&str] = &["common-name", "email", "directory-url", "auth-path", "cert-path", "key-path"];
 
 pub fn check(v: &Vhost, warnings: &mut Vec<Warning>) -> Result<(), ConfigError> {
@@ -102,6 +111,9 @@ fn check_protocol(p: &Protocol, warnings: &mut Vec<Warning>) -> Result<(), Confi
             _ => Ok(()),
         }
     };
+    if let Some(v) = p.pvo("max-message-size") {
+        message_size(v).map_err(|m| bad("max-message-size", m))?;
+    }
     match p.name.as_str() {
         "raw-proxy" => match p.pvo("onward") {
             None => warnings.push(Warning { loc: p.loc.clone(), msg: "raw-proxy has no \"onward\" address".into() }),
@@ -141,5 +153,13 @@ mod tests {
         assert!(parse_onward("ipv4:1.2.3.999:5").is_err());
         assert!(parse_onward("ipv4:1.2.3.4:x").is_err());
         assert!(parse_onward("ipv6:zz").is_err());
+    }
+
+    #[test]
+    fn message_sizes() {
+        assert_eq!(message_size(" 65536 "), Ok(65536));
+        assert!(message_size("0").unwrap_err().contains("at least 1"));
+        assert!(message_size("64k").unwrap_err().contains("not a whole number"));
+        assert!(message_size("-1").is_err());
     }
 }

@@ -73,6 +73,10 @@ pub struct Vhost {
     /// The certificate is obtained over ACME (the `acme` object or lws-acme-client pvos).
     pub acme: Option<super::acme::Acme>,
     pub strict_host_check: bool,
+    /// The project's own `ws-max-message-size`: the largest websocket message this vhost's
+    /// built-in protocols take (a protocol's `max-message-size` pvo wins; unset, each protocol's
+    /// own default).
+    pub ws_max_message_size: Option<usize>,
     pub alpn: Option<String>,
     pub fo_listen_queue: u32,
     pub h2_half_closed_long_poll: bool,

@@ -85,6 +85,11 @@ impl Protocol for Mirror {
         "lws-mirror-protocol"
     }
 
+    /// What the ring can take at once; a larger configured limit still meets the check below.
+    fn max_message_size(&self) -> usize {
+        MAX_MESSAGE
+    }
+
     fn websocket(self: Arc<Self>, ws: Ws, info: WsInfo) -> Option<BoxFuture<()>> {
         Some(Box::pin(async move {
             let mut ws = ws;

@@ -1,11 +1,11 @@
 //! `protocol-post-demo` (spec 6), on a `callback://` mount: a form POST (urlencoded or
 //! multipart) with fields `text`, `send`, `file`, `upload` is answered with a table of what
-//! arrived. An uploaded file of up to 100000 bytes is kept in the temp dir as `post-file-N`.
+//! arrived. An uploaded file of up to 100000 bytes is read into memory, counted and dropped:
+//! nothing is written to disk (lws kept each upload in /tmp, and a demo left open to the
+//! internet filled the disk). At most `MAX_FORMS` forms are read at once, so what the demo
+//! holds is bounded across requests too: 8 x (256 KiB at most each) = 2 MiB.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -21,10 +21,18 @@ use crate::wire::error::HttpError;
 const MAX_UPLOAD: usize = 100_000;
 /// A whole form, urlencoded, is small; this bounds what is buffered.
 const MAX_URLENCODED: usize = 256 * 1024;
+/// Forms read at the same time; one more is answered 503 rather than held in memory.
+const MAX_FORMS: usize = 8;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PostDemo {
-    uploads: AtomicU64,
+    forms: tokio::sync::Semaphore,
+}
+
+impl Default for PostDemo {
+    fn default() -> Self {
+        PostDemo { forms: tokio::sync::Semaphore::new(MAX_FORMS) }
+    }
 }
 
 struct Field {
@@ -54,9 +62,13 @@ impl Protocol for PostDemo {
             if parts.method != Method::POST {
                 return Err(HttpError::MethodNotAllowed);
             }
+            // Held until the answer is built: the form's bytes are dropped by then.
+            let Ok(_reading) = self.forms.try_acquire() else {
+                return Err(HttpError::ServiceUnavailable);
+            };
             let ctype = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
             let fields = if let Ok(boundary) = multer::parse_boundary(ctype) {
-                self.multipart(body, boundary).await?
+                multipart(body, boundary).await?
             } else {
                 urlencoded(body).await?
             };
@@ -65,58 +77,38 @@ impl Protocol for PostDemo {
     }
 }
 
-impl PostDemo {
-    async fn multipart(&self, body: Incoming, boundary: String) -> Result<Vec<Field>, HttpError> {
-        let stream = BodyStream::new(body)
-            .try_filter_map(|frame| futures::future::ready(Ok(frame.into_data().ok())))
-            .map_err(std::io::Error::other);
-        let constraints = multer::Constraints::new().size_limit(
-            multer::SizeLimit::new().whole_stream(MAX_UPLOAD as u64 + 64 * 1024).per_field(MAX_UPLOAD as u64),
-        );
-        let mut mp = multer::Multipart::with_constraints(stream, boundary, constraints);
-        let mut fields = Vec::new();
-        loop {
-            let field = match mp.next_field().await {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. }) => {
-                    return Err(HttpError::PayloadTooLarge);
-                }
-                Err(_) => return Err(HttpError::BadRequest("malformed multipart body")),
-            };
-            let name = field.name().unwrap_or("").to_string();
-            let file_name = field.file_name().map(str::to_string);
-            let data: Bytes = field.bytes().await.map_err(|e| match e {
-                multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
-                    HttpError::PayloadTooLarge
-                }
-                _ => HttpError::BadRequest("malformed multipart body"),
-            })?;
-            let value = match file_name {
-                Some(f) => {
-                    let saved = self.save(&data)?;
-                    format!("{f} ({} bytes, saved as {saved})", data.len())
-                }
-                None => String::from_utf8_lossy(&data).into_owned(),
-            };
-            fields.push(Field { name, value });
-        }
-        Ok(fields)
+async fn multipart(body: Incoming, boundary: String) -> Result<Vec<Field>, HttpError> {
+    let stream = BodyStream::new(body)
+        .try_filter_map(|frame| futures::future::ready(Ok(frame.into_data().ok())))
+        .map_err(std::io::Error::other);
+    let constraints = multer::Constraints::new()
+        .size_limit(multer::SizeLimit::new().whole_stream(MAX_UPLOAD as u64 + 64 * 1024).per_field(MAX_UPLOAD as u64));
+    let mut mp = multer::Multipart::with_constraints(stream, boundary, constraints);
+    let mut fields = Vec::new();
+    loop {
+        let field = match mp.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. }) => {
+                return Err(HttpError::PayloadTooLarge);
+            }
+            Err(_) => return Err(HttpError::BadRequest("malformed multipart body")),
+        };
+        let name = field.name().unwrap_or("").to_string();
+        let file_name = field.file_name().map(str::to_string);
+        let data: Bytes = field.bytes().await.map_err(|e| match e {
+            multer::Error::FieldSizeExceeded { .. } | multer::Error::StreamSizeExceeded { .. } => {
+                HttpError::PayloadTooLarge
+            }
+            _ => HttpError::BadRequest("malformed multipart body"),
+        })?;
+        let value = match file_name {
+            Some(f) => format!("{f} ({} bytes)", data.len()),
+            None => String::from_utf8_lossy(&data).into_owned(),
+        };
+        fields.push(Field { name, value });
     }
-
-    fn save(&self, data: &[u8]) -> Result<String, HttpError> {
-        let n = self.uploads.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("post-file-{}-{n}", std::process::id()));
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| HttpError::Internal(format!("upload: {e}")))?;
-        f.write_all(data).map_err(|e| HttpError::Internal(format!("upload: {e}")))?;
-        Ok(path.display().to_string())
-    }
+    Ok(fields)
 }
 
 async fn urlencoded(body: Incoming) -> Result<Vec<Field>, HttpError> {

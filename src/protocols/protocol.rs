@@ -37,8 +37,19 @@ pub struct VhostSummary {
     pub protocols: Vec<String>,
 }
 
+/// What a protocol that reads little takes at most in one message: lws's default rx buffer.
+pub const SMALL_MESSAGE: usize = 4096;
+
 pub trait Protocol: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &str;
+
+    /// The largest message (and frame) a client may send, in bytes, unless the protocol's
+    /// `max-message-size` pvo or the vhost's `ws-max-message-size` says otherwise: what the
+    /// protocol does with a message decides (lws sizes each protocol's rx buffer the same way).
+    /// The websocket layer enforces it while the message arrives, closing with 1009.
+    fn max_message_size(&self) -> usize {
+        SMALL_MESSAGE
+    }
 
     /// Runs one websocket connection that chose this protocol; `None` if it has no ws side.
     fn websocket(self: Arc<Self>, _ws: Ws, _info: WsInfo) -> Option<BoxFuture<()>> {

@@ -73,6 +73,15 @@ impl ServerStatus {
     }
 }
 
+/// One document per period. A client whose socket stalled gets the next one when it takes
+/// it, built then; the periods missed meanwhile are skipped, not sent back to back as stale
+/// copies (tokio's default is to burst them).
+fn ticker(period: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tick
+}
+
 impl Protocol for ServerStatus {
     fn name(&self) -> &str {
         "lws-server-status"
@@ -81,7 +90,7 @@ impl Protocol for ServerStatus {
     fn websocket(self: Arc<Self>, ws: Ws, info: WsInfo) -> Option<BoxFuture<()>> {
         Some(Box::pin(async move {
             let mut ws = ws;
-            let mut tick = tokio::time::interval(self.period);
+            let mut tick = ticker(self.period);
             let mut idle = Idle::new(info.idle);
             loop {
                 tokio::select! {
@@ -104,5 +113,17 @@ impl Protocol for ServerStatus {
                 }
             }
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stalled_client_is_not_sent_the_missed_periods() {
+        let t = ticker(Duration::from_secs(1));
+        assert_eq!(t.missed_tick_behavior(), tokio::time::MissedTickBehavior::Skip);
+        assert_eq!(t.period(), Duration::from_secs(1));
     }
 }

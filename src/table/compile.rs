@@ -10,7 +10,7 @@ use super::access_log::AccessLog;
 use super::credentials::Credentials;
 use super::mime::MimeRules;
 use super::route::{GlobalRt, ListenerMode, ListenerRoutes, MountRt, RouteTable, VhostProtocols, VhostRt};
-use crate::model::protocols::parse_onward;
+use crate::model::protocols::{message_size, parse_onward};
 use crate::model::{Config, ConfigError, Loc, Mount, Origin, Vhost, Warning};
 use crate::protocols::{self, IdlePolicy, VhostSummary};
 use crate::tls::CertSlots;
@@ -129,6 +129,7 @@ fn compile_vhost(
         access_log,
         keepalive: Duration::from_secs(v.keepalive_timeout.into()),
         error_404: v.error_document_404.clone(),
+        strict_host_check: v.strict_host_check,
     })
 }
 
@@ -183,6 +184,8 @@ fn vhost_protocols(cfg: &Config, v: &Vhost, mounts: &[MountRt]) -> Result<VhostP
             None => None,
         };
         ws.auth.push(auth);
+        let own = p.pvo("max-message-size").and_then(|s| message_size(s).ok());
+        ws.max_message.push(own.or(v.ws_max_message_size).unwrap_or_else(|| instance.max_message_size()));
         ws.protocols.push(instance);
     }
     Ok(ws)

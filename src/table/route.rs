@@ -70,6 +70,8 @@ pub struct VhostRt {
     pub keepalive: Duration,
     pub error_404: Option<String>,
     pub ws: VhostProtocols,
+    /// `strict-host-check`: a websocket upgrade's Host must be `name[:port]`.
+    pub strict_host_check: bool,
 }
 
 /// The vhost's enabled built-in protocols, in `ws-protocols` order, with what the websocket
@@ -79,6 +81,9 @@ pub struct VhostProtocols {
     pub protocols: Vec<Arc<dyn Protocol>>,
     /// Each protocol's `basic-auth` pvo, read when the table was compiled.
     pub auth: Vec<Option<Arc<Credentials>>>,
+    /// Each protocol's message limit in bytes: its `max-message-size` pvo, else the vhost's
+    /// `ws-max-message-size`, else the protocol's own default.
+    pub max_message: Vec<usize>,
     /// The protocol with the `default` pvo: used when the client offers none.
     pub default: Option<usize>,
     pub disable_no_protocol: bool,

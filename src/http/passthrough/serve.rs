@@ -69,8 +69,10 @@ where
         }
         match request::plan(&buf, ctx) {
             Planned::Plan(plan) => break plan,
-            // A head that has not ended by `max-request-head` goes to hyper, which answers 431.
-            Planned::Partial if buf.len() < ctx.table.global.max_head => buf.reserve(READ_CHUNK),
+            // A head that has not ended by the passthrough's buffer (16 KiB) or by
+            // `max-request-head`, whichever is less, goes to hyper: it serves the heads between
+            // the two and answers 431 beyond the limit.
+            Planned::Partial if buf.len() < ctx.table.global.max_head.min(buffers::SIZE) => buf.reserve(READ_CHUNK),
             Planned::Partial | Planned::Decline => {
                 io.unread(buf.freeze());
                 return Outcome::Declined;
