@@ -8,7 +8,7 @@
 # A stage that cannot run (a tool missing, the release binary not built) counts as failed.
 # Env: ARTEFACT_DIR (default target/artefacts), FUZZ_SECONDS (per fuzz target, default 60).
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 export ARTEFACT_DIR="${ARTEFACT_DIR:-$PWD/target/artefacts}"
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}

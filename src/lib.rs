@@ -24,6 +24,8 @@ pub mod admin;
 pub mod app;
 pub mod check;
 pub mod demo;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod k8s;
 pub mod listen;
