@@ -25,6 +25,8 @@ pub mod app;
 pub mod check;
 pub mod demo;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod k8s;
 pub mod listen;

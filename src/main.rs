@@ -75,14 +75,16 @@ fn main() -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let _telemetry = init_logging(&cli);
     let checking = cli.check || matches!(cli.command, Some(Command::Check));
-    let (dir, ddir, demo) = match config_dir(&cli, checking) {
+    let (dir, ddir, demo) = match config_dir(&cli) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("lwsws: cannot prepare the demo config: {e}");
             return ExitCode::FAILURE;
         }
     };
-    if demo {
+    if demo && checking {
+        tracing::info!("no config dir given and none at {DEFAULT_CONFIG_DIR}: checking the built-in demo config");
+    } else if demo {
         tracing::info!(
             "no config dir given and none at {DEFAULT_CONFIG_DIR}: serving the built-in demo config and site on port 7681"
         );
@@ -104,15 +106,16 @@ fn run(cli: &Cli, dir: &std::path::Path, ddir: &str, checking: bool) -> ExitCode
     serve(dir, ddir, Duration::from_secs(cli.grace_secs), Duration::from_secs(cli.drain_secs), cli.admin_addr, kube)
 }
 
-/// `-c DIR`, else /etc/lwsws when it holds a config, else the built-in demo unpacked.
-fn config_dir(cli: &Cli, checking: bool) -> std::io::Result<(PathBuf, String, bool)> {
+/// `-c DIR`, else /etc/lwsws when it holds a config, else the built-in demo unpacked. `--check`
+/// resolves the same way: it checks what a plain start would serve.
+fn config_dir(cli: &Cli) -> std::io::Result<(PathBuf, String, bool)> {
     if let Some(dir) = &cli.config {
         return Ok((dir.clone(), cli.data_dir.clone(), false));
     }
     let default = std::env::var_os("LWSWS_DEFAULT_CONFIG_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_DIR));
-    if default.join("conf").is_file() || checking {
+    if default.join("conf").is_file() {
         return Ok((default, cli.data_dir.clone(), false));
     }
     let (dir, ddir) = lwsws::demo::unpack()?;
@@ -285,7 +288,7 @@ fn init_logging(cli: &Cli) -> Option<lwsws::telemetry::Telemetry> {
     use tracing_subscriber::prelude::*;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(lwsws::logmask::directives(cli.log_mask)));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(colour_wanted());
     let fmt = match cli.log_format {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().boxed(),
@@ -296,4 +299,12 @@ fn init_logging(cli: &Cli) -> Option<lwsws::telemetry::Telemetry> {
     };
     tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).init();
     telemetry
+}
+
+/// Colour codes only for a person at a terminal: a log file, a pipe or `docker logs` gets plain
+/// text, and `NO_COLOR` (any non-empty value, no-color.org) turns colour off everywhere.
+fn colour_wanted() -> bool {
+    use std::io::IsTerminal;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    !no_color && std::io::stderr().is_terminal()
 }

@@ -12,11 +12,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A TCP echo service that answers "bye" when its peer half-closes, then closes.
 async fn echo_service() -> SocketAddr {
+    echo_service_counted().await.0
+}
+
+/// The echo service, with the number of connections it has accepted.
+async fn echo_service_counted() -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
     tokio::spawn(async move {
         loop {
             let (mut s, _) = l.accept().await.unwrap();
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 loop {
@@ -35,12 +43,12 @@ async fn echo_service() -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, accepted)
 }
 
 async fn read_exactly(s: &mut tokio::net::TcpStream, n: usize) -> Vec<u8> {
     let mut out = vec![0u8; n];
-    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut out)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(30), s.read_exact(&mut out)).await.expect("no hang").unwrap();
     out
 }
 
@@ -181,12 +189,19 @@ async fn plain_http_on_a_tls_port_does_not_reach_an_mtls_vhost() {
 
 #[tokio::test]
 async fn a_silent_client_on_a_fallback_port_is_closed_not_sent_raw() {
-    let echo = echo_service().await;
+    let (echo, accepted) = echo_service_counted().await;
     let v = plain_fallback_vhost(echo);
     let s = TestServer::start(r#"{ "global": { "timeout-secs": "1" } }"#, &[&v]).await;
     let mut c = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
     let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf)).await.unwrap().unwrap_or(0);
-    assert_eq!(n, 0, "closed, and the echo service never saw it");
+    // Closed at the 1 s timeout; 30 s only guard against a hang.
+    let n = tokio::time::timeout(Duration::from_secs(30), c.read(&mut buf)).await.expect("never closed").unwrap_or(0);
+    assert_eq!(n, 0, "closed without a byte (an echo's \"bye\" would be {} bytes)", "bye".len());
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0, "the echo service never saw a connection");
+    // The control: the same vhost does pass a talking client's bytes on to the echo service.
+    let mut talker = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+    talker.write_all(b"SSH-2.0-OpenSSH_9.2\r\n").await.unwrap();
+    assert_eq!(read_exactly(&mut talker, 21).await, b"SSH-2.0-OpenSSH_9.2\r\n");
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1, "the talker reached the echo service");
     s.stop().await;
 }

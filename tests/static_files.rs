@@ -126,8 +126,12 @@ async fn large_files_stream_whole_and_ranged() {
     put(s.path(), "www/big.bin", &data);
     let r = get(s.addr(), "/big.bin", "").await;
     assert_eq!(r.status, 200);
-    assert!(r.body == data);
+    assert_eq!(r.header("content-length"), Some("5000000"));
+    assert!(r.body == data, "the whole file, byte for byte ({} bytes came)", r.body.len());
     let r = get(s.addr(), "/big.bin", "Range: bytes=4000000-4000009\r\n").await;
+    assert_eq!(r.status, 206, "{}", r.head_text);
+    assert_eq!(r.header("content-range"), Some("bytes 4000000-4000009/5000000"));
+    assert_eq!(r.header("content-length"), Some("10"));
     assert_eq!(r.body, &data[4_000_000..4_000_010]);
     s.stop().await;
 }

@@ -221,8 +221,18 @@ async fn a_renewed_certificate_is_picked_up_by_a_reload_without_a_config_change(
     let config = lwsws::lwsws::load(s.path(), "/usr/share").unwrap().config;
     let server = s.server.as_mut().unwrap();
     assert_eq!(server.reload(&config, &mut Vec::new()).await.unwrap(), lwsws::app::Reloaded::Unchanged);
-    std::thread::sleep(std::time::Duration::from_millis(20));
+    // The renewed files get an mtime a minute past the old one, set explicitly: a rewrite in
+    // the same clock tick (coarse file system timestamps) must not look unchanged.
+    let later = |name: &str| {
+        let p = s.dir.path().join(name);
+        let old = std::fs::metadata(&p).unwrap().modified().unwrap();
+        (p, old + std::time::Duration::from_secs(60))
+    };
+    let stamps = [later("a.test.crt"), later("a.test.key")];
     pki.leaf(s.dir.path(), "a.test", &["a.test"], false);
+    for (p, t) in &stamps {
+        std::fs::File::options().write(true).open(p).unwrap().set_modified(*t).unwrap();
+    }
     let server = s.server.as_mut().unwrap();
     assert!(server.certificates_changed());
     assert!(matches!(server.reload(&config, &mut Vec::new()).await.unwrap(), lwsws::app::Reloaded::Applied { .. }));

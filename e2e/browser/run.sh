@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Browser end-to-end test of the demo site: starts lwsws on the demo config (port 7681) and
-# drives the test page and the server-status page in headless Chromium via WebDriver.
+# Browser end-to-end test of the demo site: starts lwsws on the demo config (on a port the kernel
+# picks, not 7681, so another server there cannot interfere: scripts/demo-server.sh) and drives the test page and the server-status page in headless Chromium via WebDriver.
 #
 #   e2e/browser/run.sh [path/to/lwsws]      (default: target/release/lwsws in the repo root)
 #
@@ -15,9 +15,9 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 BIN="${1:-target/release/lwsws}"
 case "$BIN" in /*) ;; *) BIN="$ROOT/$BIN" ;; esac
 PYTHON="${PYTHON:-python3}"
-PORT=7681
 export ARTEFACT_DIR="${ARTEFACT_DIR:-/tmp/lwsws-artefacts}"
-export LWSWS_URL="http://127.0.0.1:$PORT/"
+# shellcheck source=scripts/demo-server.sh
+source "$ROOT/scripts/demo-server.sh"
 
 SERVER_PID=""
 RUN_DIR=""
@@ -67,34 +67,15 @@ if ! "$PYTHON" -c 'import selenium' 2>/dev/null; then
 fi
 
 # --- the server ------------------------------------------------------------------------
-port_open() {
-    "$PYTHON" - "$PORT" <<'EOF' 2>/dev/null
-import socket, sys
-s = socket.socket()
-s.settimeout(0.5)
-sys.exit(0 if s.connect_ex(("127.0.0.1", int(sys.argv[1]))) == 0 else 1)
-EOF
-}
-
-port_open && fail "something is already listening on 127.0.0.1:$PORT; stop it first"
-
 mkdir -p "$ARTEFACT_DIR"
 RUN_DIR="$(mktemp -d /tmp/lwsws-e2e.XXXXXX)"
-cp -r "$ROOT/conf/." "$RUN_DIR/"
+demo_config "$RUN_DIR" || fail "cannot make the demo config"
 SERVER_LOG="$ARTEFACT_DIR/lwsws.log"
-"$BIN" -c "$RUN_DIR" --data-dir "$RUN_DIR/share" >"$SERVER_LOG" 2>&1 &
-SERVER_PID=$!
+demo_start "$BIN" "$RUN_DIR" "$SERVER_LOG"
+SERVER_PID=$demo_pid
+PORT=$(demo_port "$SERVER_LOG") || fail "lwsws did not start (log: $SERVER_LOG)"
+export LWSWS_URL="http://127.0.0.1:$PORT/"
 echo "started lwsws (pid $SERVER_PID) on port $PORT, log $SERVER_LOG"
-
-for _ in $(seq 1 100); do
-    kill -0 "$SERVER_PID" 2>/dev/null || {
-        tail -n 20 "$SERVER_LOG" >&2
-        fail "lwsws exited during startup (log: $SERVER_LOG)"
-    }
-    port_open && break
-    sleep 0.1
-done
-port_open || fail "lwsws did not listen on port $PORT within 10 s (log: $SERVER_LOG)"
 
 # --- the test --------------------------------------------------------------------------
 "$PYTHON" "$HERE/test_demo_page.py"

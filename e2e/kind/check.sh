@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # What CI can run of the container and cluster e2e on a machine with Docker but no image
 # registry (kind needs to pull its node image): `bash -n` and shellcheck on every shell script
-# under docker/ and e2e/, then docker/test.sh on the image built from a host binary. Installs the
+# under docker/, e2e/ and scripts/, then docker/test.sh on the image built from a host binary. Installs the
 # Debian package shellcheck if missing; fails, never skips. Ends with "N passed, M failed".
 #
 #   e2e/kind/check.sh [LWSWS_BIN]      # default target/release/lwsws
@@ -18,7 +18,7 @@ fi
 # shellcheck source=e2e/tally.sh
 source "$repo/e2e/tally.sh"
 
-mapfile -t scripts < <(find docker e2e -name '*.sh' -type f | sort)
+mapfile -t scripts < <(find docker e2e scripts -name '*.sh' -type f | sort)
 for s in "${scripts[@]}"; do
   if bash -n "$s"; then ok "bash -n $s"; else bad "bash -n $s"; fi
 done

@@ -17,6 +17,8 @@
 #               "mirror: LWS_CALLBACK_CLOSED" before "Exiting" that the client did not start
 #               with "closing mirror session"); lws itself never closes a member that keeps
 #               reading, it pauses the sender's RX when its ring fills
+#   exit        each client run lasts until it is stopped (exit 124 from timeout): a client that
+#               exits by itself, or cannot start, fails
 # plus: lwsws still running after all runs.
 #
 # Installs libwebsockets-test-server (apt) when libwebsockets-test-client is missing; needs
@@ -112,13 +114,19 @@ log "lwsws $BIN (pid $SERVER_PID): ws 127.0.0.1:$WS_PORT, wss 127.0.0.1:$WSS_POR
 
 # --- the client runs --------------------------------------------------------------------------
 # run_client NAME ARGS...: the test client for RUN_SECS seconds, stopped by SIGINT as a user
-# would; its log (stdout+stderr) goes to $TMP/NAME.log.
+# would; its log (stdout+stderr) goes to $TMP/NAME.log. The client runs until interrupted, so
+# timeout's 124 is the one good end: any other status (the client gave up, crashed, could not
+# start: 125..127) is a failed check of its own, with the tail of the client's log.
 run_client() {
     local name=$1 rc=0
     shift
     timeout -s INT "$RUN_SECS" "$CLIENT" "$@" >"$TMP/$name.log" 2>&1 || rc=$?
-    # 124: stopped by the timeout, the normal end (the client runs until interrupted)
-    [[ $rc == 124 ]] || log "note: $CLIENT $* exited with $rc before the ${RUN_SECS}s timeout"
+    if [[ $rc == 124 ]]; then
+        pass "$name exit" "ran until stopped after ${RUN_SECS}s"
+    else
+        fail "$name exit" "$CLIENT $* exited with $rc before the ${RUN_SECS}s timeout; its log ends:"
+        tail -n 10 "$TMP/$name.log" | sed 's/^/      /'
+    fi
 }
 
 # server_closes LOG: mirror connections that ended before the client began to exit and that

@@ -99,10 +99,16 @@ fn now() -> i64 {
 /// servers that failed together do not come back together.
 fn backoff(failures: u32, rate_limited: bool) -> Duration {
     use std::hash::BuildHasher;
-    let base = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(MAX_BACKOFF);
-    let base = if rate_limited { base.max(RATE_LIMITED_BACKOFF) } else { base };
     let noise = std::collections::hash_map::RandomState::new().hash_one((failures, now())) % 1000;
-    base.mul_f64(0.75 + noise as f64 / 2000.0)
+    jittered_backoff(failures, rate_limited, noise)
+}
+
+/// `backoff` with its noise (0..1000) given. The rate-limit floor applies after the jitter:
+/// the README promises at least `RATE_LIMITED_BACKOFF`, so the jitter may only add to it.
+fn jittered_backoff(failures: u32, rate_limited: bool, noise: u64) -> Duration {
+    let base = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16)).min(MAX_BACKOFF);
+    let jittered = base.mul_f64(0.75 + noise.min(999) as f64 / 2000.0);
+    if rate_limited { jittered.max(RATE_LIMITED_BACKOFF) } else { jittered }
 }
 
 /// A certificate in use: what it is and when it should be replaced.
@@ -416,9 +422,29 @@ mod tests {
     #[test]
     fn backoff_doubles_is_capped_and_jittered() {
         for (n, base) in [(1u32, 2.0f64), (2, 4.0), (3, 8.0), (40, 3600.0)] {
+            for noise in [0, 500, 999] {
+                let d = jittered_backoff(n, false, noise).as_secs_f64();
+                assert!(d >= base * 0.75 && d <= base * 1.25, "{n} failures, noise {noise}: {d}");
+            }
             let d = backoff(n, false).as_secs_f64();
             assert!(d >= base * 0.75 && d <= base * 1.25, "{n}: {d}");
         }
-        assert!(backoff(1, true) >= Duration::from_secs(675));
+        // The jitter spreads the waits: the lowest and highest noise differ.
+        assert!(jittered_backoff(3, false, 0) < jittered_backoff(3, false, 999));
+    }
+
+    /// README: "15 min at least after a rate-limit error", whatever the jitter draws.
+    #[test]
+    fn a_rate_limit_waits_at_least_15_minutes_whatever_the_jitter() {
+        let promise = Duration::from_secs(15 * 60);
+        for failures in [0u32, 1, 2, 5, 10, 11, 12, 40] {
+            for noise in [0, 1, 250, 499, 500, 998, 999] {
+                let d = jittered_backoff(failures, true, noise);
+                assert!(d >= promise, "{failures} failures, noise {noise}: {d:?}");
+            }
+            assert!(backoff(failures, true) >= promise, "{failures} failures");
+        }
+        // Past the floor the wait still grows and is still jittered (cap 1 h ±25 %).
+        assert!(jittered_backoff(40, true, 999) > Duration::from_secs(3600));
     }
 }

@@ -54,8 +54,15 @@ pub fn read_source(path: &Path) -> Result<Source, ConfigError> {
     let name: Arc<str> = path.display().to_string().into();
     let whole_file = |msg: String| ConfigError::new(Loc { file: name.clone(), line: 0, col: 0 }, None, msg);
     let bytes = std::fs::read(path).map_err(|e| whole_file(format!("cannot read: {e}")))?;
-    let text = String::from_utf8(bytes)
-        .map_err(|e| whole_file(format!("not UTF-8 (byte {})", e.utf8_error().valid_up_to())))?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        // Where the first bad byte is, as every other config error says it: line and column
+        // (counted in characters, the valid text before it being UTF-8).
+        let at = e.utf8_error().valid_up_to();
+        let before = std::str::from_utf8(&e.as_bytes()[..at]).unwrap_or("");
+        let line = before.matches('\n').count() as u32 + 1;
+        let col = before.rsplit('\n').next().unwrap_or("").chars().count() as u32 + 1;
+        ConfigError::new(Loc { file: name.clone(), line, col }, None, "not UTF-8")
+    })?;
     Ok(Source { name, text })
 }
 

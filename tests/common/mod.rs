@@ -215,10 +215,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
-    /// True when the server closes the connection within `within`.
+    /// True when the server closes the connection (without sending anything first). `within`
+    /// is when the test expects the close; the wait goes on to at least 30 s, a guard against a
+    /// hang only, so a loaded machine that is late cannot fail the test while a server that
+    /// never closes still does.
     pub async fn closed_within(&mut self, within: Duration) -> bool {
         let mut tmp = [0u8; 1024];
-        matches!(tokio::time::timeout(within, self.s.read(&mut tmp)).await, Ok(Ok(0)) | Ok(Err(_)))
+        let guard = within.max(Duration::from_secs(30));
+        matches!(tokio::time::timeout(guard, self.s.read(&mut tmp)).await, Ok(Ok(0)) | Ok(Err(_)))
     }
 }
 
@@ -361,8 +365,13 @@ impl Drop for Running {
     }
 }
 
-/// A loopback port that was free a moment ago, for a process that must be told its port
-/// before it starts (the binary, Pebble); in-process servers use port 0 instead.
+/// A port that was free a moment ago on every address, for a process that must be told its
+/// port before it starts (the binary, Pebble); in-process servers use port 0 instead.
+///
+/// The probe binds the wildcard (`[::]` dual-stack, else `0.0.0.0`), which is what a vhost
+/// without `interface` binds and a superset of `127.0.0.1`: a port taken on any address, v4
+/// or v6, is never handed out. (Probing only `127.0.0.1` missed servers on `[::1]` or
+/// `127.0.0.2`, whose ports the ACME tests' all-interfaces vhosts then failed to bind.)
 pub fn free_port() -> u16 {
     // The kernel may hand the same ephemeral port out twice in a row once the probe socket is
     // closed; a test that asks for two ports (Pebble's listener and its management port) needs
@@ -370,7 +379,9 @@ pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap();
     loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let probe =
+            std::net::TcpListener::bind("[::]:0").or_else(|_| std::net::TcpListener::bind("0.0.0.0:0")).unwrap();
+        let port = probe.local_addr().unwrap().port();
         if !given.contains(&port) {
             given.push(port);
             return port;

@@ -18,11 +18,11 @@
 //! response headers, error pages, metrics and access log, on the same connection deadlines.
 
 mod buffers;
-mod chunked;
+pub(crate) mod chunked;
 mod exchange;
 mod relay;
-mod request;
-mod response;
+pub(crate) mod request;
+pub(crate) mod response;
 mod serve;
 
 pub use serve::{Outcome, applies, serve_one};

@@ -67,7 +67,7 @@ pub fn plan(buf: &[u8], ctx: &ConnCtx) -> Planned {
 
 /// What the head says about framing and the connection.
 #[derive(Default)]
-struct HeadFacts<'h> {
+pub(crate) struct HeadFacts<'h> {
     host: Option<&'h str>,
     /// How many Host headers the head has (HTTP/1.1 needs exactly one).
     hosts: usize,
@@ -185,7 +185,7 @@ fn carry(req: &httparse::Request, head_len: usize, buf: &[u8], ctx: &ConnCtx) ->
 /// Reads what the passthrough needs from the headers; `None` for heads it leaves to hyper.
 /// As in the hyper path, only the first of a repeated header counts, and one that is not
 /// header text counts as absent.
-fn head_facts<'h>(headers: &[httparse::Header<'h>]) -> Option<HeadFacts<'h>> {
+pub(crate) fn head_facts<'h>(headers: &[httparse::Header<'h>]) -> Option<HeadFacts<'h>> {
     let mut f = HeadFacts::default();
     let (mut host, mut xff, mut forwarded) = (None, None, None);
     for h in headers {
@@ -237,7 +237,7 @@ fn first_text<'h>(slot: &mut Option<Option<&'h str>>, value: &'h [u8]) {
 }
 
 /// A Content-Length value: ASCII digits, with spaces or tabs around them and nothing else.
-pub(super) fn content_length(value: &[u8]) -> Option<usize> {
+pub(crate) fn content_length(value: &[u8]) -> Option<usize> {
     let v = std::str::from_utf8(value).ok()?.trim_matches([' ', '\t']);
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
