@@ -148,7 +148,7 @@ fn mutated_config_dirs_load_or_fail_with_a_location_never_panic() {
 fn a_file_that_is_not_utf8_names_where() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("conf"), b"{ \"global\": {\n  \"ti\xffmeout\": \"15\" } }\n").unwrap();
-    let e = lwsws::lwsws::load(dir.path(), "/usr/share").err().expect("refused");
+    let e = lwsws::lwsws::load(dir.path(), "/usr/share").expect_err("refused");
     assert_eq!((e.loc.line, e.loc.col, e.msg.as_str()), (2, 6, "not UTF-8"), "{e}");
     assert!(e.to_string().ends_with("conf:2:6: not UTF-8"), "{e}");
 }
