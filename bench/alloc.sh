@@ -10,7 +10,8 @@
 #   - throughput: wrk -t2 -c64 for DURATION s on a 1 KiB file (req/s);
 #   - a burst: wrk with BURST_CONNS connections for DURATION s on a 1 MiB file, the RSS right
 #     after it (peak) and SETTLE s after every connection has gone (what was given back);
-#   - RSS per idle keep-alive connection, with IDLE_CONNS of them (bench/idle_conns.py).
+#   - RSS per idle keep-alive connection, with IDLE_CONNS of them, on a fresh process
+#     (bench/idle_conns.py).
 # Prints one line per binary:
 #   RESULT alloc=NAME rps=... rss_start_kib=... rss_after_burst_kib=... rss_settled_kib=... idle_per_conn_bytes=...
 set -euo pipefail
@@ -48,6 +49,12 @@ for spec in "$@"; do
     burst="$(rss_kib "$pid")"
     sleep "$SETTLE"
     settled="$(rss_kib "$pid")"
+    # Idle connections on a fresh process: after the burst, what an allocator gives back while
+    # they are opened would be counted against them.
+    kill -TERM "$pid"
+    wait "$pid" 2>/dev/null || true
+    start_lwsws "$dir" "$DOCROOT" "$PORT" "$THREADS" 300
+    pid="$LWSWS_PID"
     idle="$(python3 bench/idle_conns.py --server "$name" --pid "$pid" --port "$PORT" --conns "$IDLE_CONNS" \
         --settle 2 --timeout 120 | awk -F'per_conn_bytes=' '/RESULT/ { split($2, a, " "); print a[1] }')"
     printf 'RESULT alloc=%s rps=%s rss_start_kib=%s rss_after_burst_kib=%s rss_settled_kib=%s idle_per_conn_bytes=%s\n' \

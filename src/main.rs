@@ -1,7 +1,8 @@
 //! The `lwsws` binary: lwsws's own flags (`-c DIR`, `-d N`, `-n`, `-h`), plus `--check`.
 
-// The allocator is chosen at build time (`--features jemalloc` or `mimalloc`, for
-// bench/alloc.sh); glibc's malloc otherwise.
+// The allocator is chosen at build time: jemalloc by default (it gave back more of a burst's
+// memory and served faster than glibc's malloc and mimalloc: docs/performance.md);
+// `--no-default-features` for glibc's, `--no-default-features --features mimalloc` to compare.
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
