@@ -19,6 +19,14 @@ umask 022
 mkdir -p "$root"/{usr/local/bin,etc/ssl/certs,etc/lwsws/conf.d,usr/share,tmp}
 chmod 1777 "$root/tmp"
 install -m 0755 "$bin" "$root/usr/local/bin/lwsws"
+# The image carries the binary without its symbol table (about 5 MB): a panic's backtrace in
+# the container shows addresses, which `addr2line -e target/release/lwsws` turns into names
+# with the unstripped binary it was built from. The binary on the host keeps its symbols.
+if command -v strip >/dev/null 2>&1; then
+  strip --strip-unneeded "$root/usr/local/bin/lwsws"
+else
+  echo "rootfs: strip (binutils) is missing; the image keeps the symbol table" >&2
+fi
 
 # Every library ldd resolves, at the path the binary will look for it. Lines look like
 # "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or, for the loader,

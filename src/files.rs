@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 /// some 16,000 users: anything larger is not what the key was meant to name.
 pub const MAX_CONFIG_FILE: u64 = 1024 * 1024;
 
+/// The limit for one config text (`conf` or a `conf.d/` file): tens of thousands of vhosts fit.
+pub const MAX_CONFIG_TEXT: u64 = 64 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error("cannot read {}: {source}", path.display())]

@@ -538,6 +538,47 @@ fn files_the_config_names_must_be_small_regular_files() {
     assert!(out.contains("fifo is not a regular file (a FIFO); serving TLS once ACME has issued"), "{out}");
 }
 
+/// The config's own files and the access log are held to the same rule: a `conf` that is a
+/// FIFO fails `--check` at once instead of hanging it, a FIFO in `conf.d/` is not taken for a
+/// config file at all (and a config file over 64 MiB is refused when read), and an `access-log`
+/// that is a FIFO fails the start (exit 64) instead of waiting for a reader.
+#[test]
+fn a_fifo_as_a_config_file_or_an_access_log_fails_at_once() {
+    let dir = write_config("{}", &[]);
+    nix::unistd::mkfifo(&dir.path().join("conf.d").join("site"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let (code, out) = check_within_10s(dir.path());
+    assert_eq!(code, Some(64), "{out}");
+    assert!(out.contains("no vhosts are defined"), "the FIFO in conf.d is not read: {out}");
+    std::fs::remove_file(dir.path().join("conf")).unwrap();
+    nix::unistd::mkfifo(&dir.path().join("conf"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let (code, out) = check_within_10s(dir.path());
+    assert_eq!(code, Some(64), "{out}");
+    assert!(out.contains("conf: cannot open the global config file"), "{out}");
+
+    let logs = tempfile::tempdir().unwrap();
+    let log_fifo = logs.path().join("access.log");
+    nix::unistd::mkfifo(&log_fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let vhost = format!(
+        r#"{{ "vhosts": [{{ "name": "localhost", "port": "0", "interface": "127.0.0.1", "access-log": "{}",
+             "mounts": [{{ "mountpoint": "/", "origin": "file:///srv" }}] }}] }}"#,
+        log_fifo.display()
+    );
+    let dir = write_config("{}", &[("site", &vhost)]);
+    let mut child = common::Running(
+        Command::new(BIN)
+            .args(["-c", dir.path().to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let status = wait_exit(&mut child, Duration::from_secs(10));
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(64), "{err}");
+    assert!(err.contains("\"access-log\"") && err.contains("access.log"), "{err}");
+}
+
 #[test]
 fn a_file_mount_whose_directory_is_missing_is_a_warning_with_its_location() {
     let dir = write_config(

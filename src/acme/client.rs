@@ -15,8 +15,9 @@ pub fn http_client(ca_file: Option<&Path>) -> Result<Box<dyn HttpClient>, String
     roots.add_parsable_certificates(native.certs);
     let env_file = std::env::var_os("SSL_CERT_FILE").map(std::path::PathBuf::from);
     for file in env_file.as_deref().into_iter().chain(ca_file) {
-        let certs = CertificateDer::pem_file_iter(file)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        let pem = crate::files::read_config_file(file, crate::files::MAX_CONFIG_FILE).map_err(|e| e.to_string())?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("cannot read CA certificates from {}: {e}", file.display()))?;
         roots.add_parsable_certificates(certs);
     }
@@ -32,4 +33,14 @@ pub fn http_client(ca_file: Option<&Path>) -> Result<Box<dyn HttpClient>, String
         .build();
     let client: Client<_, BodyWrapper<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     Ok(Box::new(client))
+}
+
+#[cfg(test)]
+mod tests {
+    /// A `ca-file` that is a device or a FIFO is refused at once, never read without end.
+    #[test]
+    fn a_ca_file_that_is_not_a_regular_file_is_refused() {
+        let Err(e) = super::http_client(Some(std::path::Path::new("/dev/zero"))) else { panic!("accepted /dev/zero") };
+        assert!(e.contains("/dev/zero is not a regular file"), "{e}");
+    }
 }

@@ -53,7 +53,12 @@ pub fn file_sources(dir: &Path) -> Result<(Vec<PathBuf>, Vec<Source>), ConfigErr
 pub fn read_source(path: &Path) -> Result<Source, ConfigError> {
     let name: Arc<str> = path.display().to_string().into();
     let whole_file = |msg: String| ConfigError::new(Loc { file: name.clone(), line: 0, col: 0 }, None, msg);
-    let bytes = std::fs::read(path).map_err(|e| whole_file(format!("cannot read: {e}")))?;
+    // A config file too must be a regular file of a sane size: a FIFO or a device in `conf.d/`
+    // would hang the load, and with it `--check` or a reload.
+    let bytes = crate::files::read_config_file(path, crate::files::MAX_CONFIG_TEXT).map_err(|e| match e {
+        crate::files::ReadError::Io { source, .. } => whole_file(format!("cannot read: {source}")),
+        other => whole_file(other.to_string()),
+    })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         // Where the first bad byte is, as every other config error says it: line and column
         // (counted in characters, the valid text before it being UTF-8).

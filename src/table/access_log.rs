@@ -30,8 +30,15 @@ pub struct Entry {
 
 impl AccessLog {
     /// Opened for appending, created 0600, as lwsws does.
+    /// Opens (or creates) the log for appending. Only a regular file: opening a FIFO would wait
+    /// for a reader, and with it the start or the reload (O_NONBLOCK makes that open fail at
+    /// once instead, and a device is refused after opening).
     pub fn open(path: &Path) -> std::io::Result<Self> {
-        let file = OpenOptions::new().create(true).append(true).mode(0o600).open(path)?;
+        let file =
+            OpenOptions::new().create(true).append(true).mode(0o600).custom_flags(libc::O_NONBLOCK).open(path)?;
+        if !file.metadata()?.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
         Ok(AccessLog { file })
     }
 
