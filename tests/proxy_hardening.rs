@@ -63,6 +63,11 @@ async fn script(mut s: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
             }
             "both" => b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
                 .to_vec(),
+            "stall" => {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nsome").await;
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                return;
+            }
             "hang" => {
                 tokio::time::sleep(std::time::Duration::from_secs(30)).await;
                 return;
@@ -310,6 +315,58 @@ async fn request_heads_beyond_the_limit_are_431() {
         let mut c = connect(s.addr()).await;
         let (status, _) = status_of(&mut c, &format!("GET /api/x HTTP/1.1\r\nHost: site.test\r\n{big}\r\n")).await;
         assert_eq!(status, 200, "{path}: within a larger limit");
+        s.stop().await;
+    }
+}
+
+/// A body that trickles in below 1 KiB/s (here past a zero `proxy-body-buffer`, so it streams)
+/// is answered 408 once `timeout-secs` has passed: it cannot hold an upstream connection and a
+/// turn for ever by sending a byte just before each timeout.
+#[tokio::test]
+async fn a_trickling_upload_is_408() {
+    for (path, s, _up) in both_paths_with(r#""proxy-body-buffer": "0", "timeout-secs": "2","#).await {
+        let mut c = connect(s.addr()).await;
+        c.send("POST /api/hang HTTP/1.1\r\nHost: site.test\r\nContent-Length: 100000\r\n\r\n").await;
+        let (mut reader, mut writer) = tokio::io::split(c.s);
+        let trickle = tokio::spawn(async move {
+            loop {
+                if writer.write_all(b"0123456789").await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        });
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        let answered = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while !head.ends_with(b"\r\n\r\n") && reader.read(&mut byte).await.unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+        })
+        .await;
+        trickle.abort();
+        assert!(answered.is_ok(), "{path}: no answer");
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 408"), "{path}: {head}");
+        s.stop().await;
+    }
+}
+
+/// An upstream that stalls mid-body has the response cut after the proxy timeout on both paths,
+/// and gives its turn back: with one request allowed in flight, the next request is answered.
+#[tokio::test]
+async fn a_response_stalled_mid_body_is_cut_and_frees_its_turn() {
+    for (path, s, _up) in both_paths_with(r#""proxy-max-conns": "1", "timeout-secs": "1","#).await {
+        let mut c = connect(s.addr()).await;
+        c.send("GET /api/stall HTTP/1.1\r\nHost: site.test\r\n\r\n").await;
+        let mut got = Vec::new();
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(30), c.s.read_to_end(&mut got)).await;
+        assert!(ended.is_ok(), "{path}: the response was not cut");
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 200") && !text.ends_with(&"x".repeat(96)), "{path}: {text}");
+        let mut c = connect(s.addr()).await;
+        let (status, _) = status_of(&mut c, "GET /api/x HTTP/1.1\r\nHost: site.test\r\n\r\n").await;
+        assert_eq!(status, 200, "{path}: the turn came back");
         s.stop().await;
     }
 }

@@ -310,6 +310,29 @@ async fn post_demo_reads_at_most_eight_forms_at_once() {
     s.stop().await;
 }
 
+/// A form that stops arriving is answered 408 after 15 s (lws's `timeout-secs` default) and
+/// its place is given back: eight clients that send a length and no body cannot keep the demo's
+/// form handler full.
+#[tokio::test]
+async fn a_stalled_form_is_answered_408() {
+    use tokio::io::AsyncReadExt;
+    let s = TestServer::start("{}", &[&site(ALL, "")]).await;
+    let mut c = connect(s.addr()).await;
+    c.send("POST /formtest HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 1000\r\n\r\n--XyZ\r\n").await;
+    // Read by hand: the helper's own read gives up after 10 s, before the form's 15 s.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    let read = async {
+        while !head.ends_with(b"\r\n\r\n") && c.s.read(&mut byte).await.unwrap_or(0) == 1 {
+            head.push(byte[0]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), read).await.expect("answered before the guard");
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn echo_returns_each_message_as_sent() {
     let s = TestServer::start("{}", &[&site(r#"{ "lws-echo": {} }"#, "")]).await;

@@ -118,6 +118,10 @@ fn host_of(parts: &Parts) -> Result<Option<&str>, &'static str> {
         None => None,
     };
     let authority = parts.uri.authority().map(|a| a.as_str());
+    if authority.is_some_and(|a| !valid_authority(a)) {
+        // `http://u:p@a.test/` as a target, or such an `:authority`: userinfo is no host.
+        return Err("the request target's authority is not a host");
+    }
     match parts.version {
         http::Version::HTTP_2 | http::Version::HTTP_3 => {
             if let (Some(h), Some(a)) = (header, authority)
@@ -148,7 +152,11 @@ pub fn valid_authority(h: &str) -> bool {
                 }
                 match after {
                     "" => return true,
-                    _ => ("x", after.strip_prefix(':')),
+                    // Only `:port` may follow the literal (`[::1]@evil.test` must not pass).
+                    _ => match after.strip_prefix(':') {
+                        Some(port) => ("x", Some(port)),
+                        None => return false,
+                    },
                 }
             }
             None => return false,
@@ -483,6 +491,7 @@ mod tests {
         assert_eq!(h2("https://a.test/x", &[]), Ok(Some("a.test".into())));
         assert_eq!(h2("https://a.test/x", &["A.test"]), Ok(Some("a.test".into())));
         assert!(h2("https://a.test/x", &["b.test"]).is_err(), "host differs from :authority");
+        assert!(host_of(&parts(Version::HTTP_10, "http://u:p@a.test/", &[])).is_err(), "userinfo");
     }
 
     #[test]
@@ -501,6 +510,9 @@ mod tests {
             "u@a.test",
             ":80",
             "a/b",
+            "[::1]@evil.test",
+            "[::1]\";for=1.2.3.4",
+            "[::1]:80x",
         ] {
             assert!(!valid_authority(bad), "{bad:?}");
         }

@@ -23,6 +23,8 @@ const MAX_UPLOAD: usize = 100_000;
 const MAX_URLENCODED: usize = 256 * 1024;
 /// Forms read at the same time; one more is answered 503 rather than held in memory.
 const MAX_FORMS: usize = 8;
+/// How long a form may take to arrive whole (lws's default `timeout-secs`).
+const FORM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 #[derive(Debug)]
 pub struct PostDemo {
@@ -67,11 +69,16 @@ impl Protocol for PostDemo {
                 return Err(HttpError::ServiceUnavailable);
             };
             let ctype = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-            let fields = if let Ok(boundary) = multer::parse_boundary(ctype) {
-                multipart(body, boundary).await?
-            } else {
-                urlencoded(body).await?
+            let read = async {
+                if let Ok(boundary) = multer::parse_boundary(ctype) {
+                    multipart(body, boundary).await
+                } else {
+                    urlencoded(body).await
+                }
             };
+            // A form that stops arriving gives its place back: one of eight must not be held
+            // by a client that sends a length and no body.
+            let fields = tokio::time::timeout(FORM_TIMEOUT, read).await.map_err(|_| HttpError::RequestTimeout)??;
             Ok(page(&fields))
         })
     }

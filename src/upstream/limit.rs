@@ -45,16 +45,33 @@ impl Limit {
         if let Ok(p) = permits.clone().try_acquire_owned() {
             return Ok(Turn(Some(p)));
         }
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= MAX_WAITING {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(Busy::QueueFull);
-        }
+        let _queued = Queued::join(&self.waiting).ok_or(Busy::QueueFull)?;
+        // The place in the queue is given back however the wait ends, a request dropped
+        // while it waits (its client left) included.
         let got = tokio::time::timeout(wait, permits.clone().acquire_owned()).await;
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
         match got {
             Ok(Ok(p)) => Ok(Turn(Some(p))),
             _ => Err(Busy::Timeout),
         }
+    }
+}
+
+/// A place in the queue, given back when dropped.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl<'a> Queued<'a> {
+    fn join(waiting: &'a AtomicUsize) -> Option<Self> {
+        if waiting.fetch_add(1, Ordering::AcqRel) >= MAX_WAITING {
+            waiting.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Queued(waiting))
+    }
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -91,5 +108,18 @@ mod tests {
             assert!(q.await.unwrap(), "each queued request gets its turn");
         }
         assert!(Limit::new(0).enter(Duration::ZERO).await.is_ok(), "0: no limit");
+        // A request dropped while it waits (its client left) gives its place back.
+        let held = limit.enter(Duration::from_secs(1)).await.unwrap();
+        for _ in 0..MAX_WAITING * 2 {
+            let l = limit.clone();
+            let waiter = tokio::spawn(async move { l.enter(Duration::from_secs(60)).await.is_ok() });
+            while limit.waiting.load(Ordering::Acquire) == 0 {
+                tokio::task::yield_now().await;
+            }
+            waiter.abort();
+            let _ = waiter.await;
+        }
+        assert_eq!(limit.waiting.load(Ordering::Acquire), 0, "no place leaked");
+        drop(held);
     }
 }

@@ -15,12 +15,14 @@ mod pool;
 mod proxy_rt;
 mod raw_pool;
 mod stream;
+mod upload;
 
 pub use connect::{Connector, SetupError};
 pub use group::{Endpoint, Group};
 pub use idle::IdleConns;
 pub use limit::{Busy, Limit, Turn};
-pub use pool::{Conn, Driven, Pool, Progress, SendError, Upload, finish_upgrade};
+pub use pool::{Conn, Driven, Pool, SendError, finish_upgrade};
 pub use proxy_rt::{LinkMap, ProxyRt};
 pub use raw_pool::RawPool;
 pub use stream::{Stream, UpstreamIo};
+pub use upload::{MIN_RATE, Progress, Upload};

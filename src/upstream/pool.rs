@@ -11,7 +11,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -21,6 +21,7 @@ use hyper::client::conn::http1;
 
 use super::connect::Connector;
 use super::idle::IdleConns;
+use super::upload::Upload;
 use crate::wire::body::BoxError;
 
 type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
@@ -131,106 +132,6 @@ async fn exchange(
     }
 }
 
-/// The client's request body on its way upstream: what was read before the upstream was asked
-/// (the whole body, for most requests), then the rest as it arrives, noting when bytes last
-/// moved: a slow upload is not a timed-out upstream.
-pub struct Upload {
-    front: Option<Frame<Bytes>>,
-    trailers: Option<Frame<Bytes>>,
-    /// `None` once the whole body is in `front`.
-    inner: Option<Incoming>,
-    progress: Arc<Progress>,
-}
-
-/// When the request last made progress, in milliseconds since it started, and whether the
-/// client's body turned out malformed (a failed exchange is then the client's fault, not the
-/// upstream's).
-#[derive(Debug)]
-pub struct Progress {
-    start: Instant,
-    last_ms: std::sync::atomic::AtomicU64,
-    client_failed: std::sync::atomic::AtomicBool,
-}
-
-impl Progress {
-    pub fn new() -> Arc<Self> {
-        Arc::new(Progress {
-            start: Instant::now(),
-            last_ms: std::sync::atomic::AtomicU64::new(0),
-            client_failed: std::sync::atomic::AtomicBool::new(false),
-        })
-    }
-
-    /// The client's request body could not be read (bad chunked framing, or the client left).
-    pub fn client_body_failed(&self) -> bool {
-        self.client_failed.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    fn touch(&self) {
-        self.last_ms.store(self.start.elapsed().as_millis() as u64, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// When the request stalls if nothing moves from now on.
-    pub fn deadline(&self, timeout: Duration) -> Instant {
-        self.start + Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed)) + timeout
-    }
-}
-
-impl Upload {
-    /// `front`: the body's first bytes, already read; `trailers`: when the body ended with
-    /// them while it was read; `rest`: what has not arrived yet, if anything.
-    pub fn new(
-        front: Bytes,
-        trailers: Option<http::HeaderMap>,
-        rest: Option<Incoming>,
-        progress: Arc<Progress>,
-    ) -> Self {
-        Upload {
-            front: (!front.is_empty()).then(|| Frame::data(front)),
-            trailers: trailers.map(Frame::trailers),
-            inner: rest,
-            progress,
-        }
-    }
-}
-
-impl http_body::Body for Upload {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        if let Some(f) = this.front.take().or_else(|| this.trailers.take()) {
-            return Poll::Ready(Some(Ok(f)));
-        }
-        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
-        let polled = Pin::new(inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(_))) => this.progress.touch(),
-            Poll::Ready(Some(Err(_))) => this.progress.client_failed.store(true, std::sync::atomic::Ordering::Relaxed),
-            _ => {}
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.front.is_none() && self.trailers.is_none() && self.inner.as_ref().is_none_or(|i| i.is_end_stream())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        // The front plus what is still to come, so that a body sent with a length goes upstream
-        // with that length.
-        let front = self.front.as_ref().and_then(|f| f.data_ref()).map_or(0, |d| d.len() as u64);
-        let rest = self.inner.as_ref().map_or(SizeHint::with_exact(0), |i| i.size_hint());
-        let mut hint = SizeHint::new();
-        hint.set_lower(front + rest.lower());
-        if let Some(upper) = rest.upper() {
-            hint.set_upper(front + upper);
-        }
-        hint
-    }
-}
-
 /// An upgraded (101) response's connection finishes its handover on a task of its own.
 pub fn finish_upgrade(conn: Conn) {
     if !conn.done {
@@ -246,13 +147,22 @@ pub struct Driven {
     pool: Arc<Pool>,
     /// The endpoint's turn, given back when the body is done with.
     turn: Option<super::limit::Turn>,
+    /// The response is cut when the upstream sends nothing for this long mid-body (as the
+    /// passthrough cuts it), so a stalled upstream holds neither the client nor the turn.
+    idle: Option<(Pin<Box<tokio::time::Sleep>>, Duration)>,
     /// An upstream failure, held back one poll so that hyper flushes what already arrived.
     failed: Option<BoxError>,
 }
 
 impl Driven {
     pub fn new(body: Incoming, conn: Conn, pool: Arc<Pool>) -> Self {
-        Driven { body, conn: Some(conn), pool, turn: None, failed: None }
+        Driven { body, conn: Some(conn), pool, turn: None, idle: None, failed: None }
+    }
+
+    /// Cuts the response when the upstream sends nothing for `timeout` mid-body.
+    pub fn cut_after(mut self, timeout: Duration) -> Self {
+        self.idle = Some((Box::pin(tokio::time::sleep(timeout)), timeout));
+        self
     }
 
     /// Holds `turn` until the body has been read to its end (or dropped).
@@ -279,6 +189,19 @@ impl http_body::Body for Driven {
         {
             conn.drive(cx);
             polled = Pin::new(&mut this.body).poll_frame(cx);
+        }
+        if let Some((sleep, timeout)) = this.idle.as_mut() {
+            match &polled {
+                Poll::Ready(Some(Ok(_))) => sleep.as_mut().reset(tokio::time::Instant::now() + *timeout),
+                Poll::Pending if sleep.as_mut().poll(cx).is_ready() => {
+                    // Neither the connection nor the turn is kept for an upstream that stalled.
+                    this.conn = None;
+                    this.turn = None;
+                    this.idle = None;
+                    return Poll::Ready(Some(Err("the upstream stalled mid-body".into())));
+                }
+                _ => {}
+            }
         }
         let ended = matches!(polled, Poll::Ready(None)) || (polled.is_ready() && this.body.is_end_stream());
         let failed = matches!(polled, Poll::Ready(Some(Err(_))));

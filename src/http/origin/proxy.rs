@@ -52,7 +52,7 @@ pub async fn forward(
     let uri: Uri = path.parse().map_err(|_| HttpError::BadRequest("unusable path"))?;
     let timeout = rt.timeout();
     let front = read_front(body, body_buffer, timeout).await?;
-    let progress = Progress::new();
+    let progress = Progress::new(front.rest.is_none());
     let body = Upload::new(front.bytes, front.trailers, front.rest, progress.clone());
     let mut req = Request::builder().method(parts.method.clone()).uri(uri).body(body).expect("valid request");
     *req.headers_mut() = forward_headers(&parts.headers, rt.upstream_host(), &client);
@@ -86,6 +86,11 @@ pub async fn forward(
         }
     };
     let (resp, conn) = match sent {
+        None if progress.body_arriving() => {
+            // The client's body stalled or trickled: its doing, answered 408.
+            tracing::debug!(upstream = %endpoint.name, "the client's request body is too slow");
+            return Err(HttpError::RequestTimeout.into());
+        }
         None => {
             tracing::warn!(upstream = %endpoint.name, "upstream timed out");
             return Err(upstream(HttpError::GatewayTimeout, "timeout"));
@@ -142,7 +147,7 @@ pub async fn forward(
         return Ok(Response::from_parts(head, Body::empty()));
     }
     // The endpoint's turn is held until the response has been read to its end.
-    let mut body = Driven::new(body, conn, endpoint.pool.clone()).holding(turn).boxed_unsync();
+    let mut body = Driven::new(body, conn, endpoint.pool.clone()).holding(turn).cut_after(timeout).boxed_unsync();
     if let Some(map) = rt.links()
         && head.status == http::StatusCode::OK
         && is_plain_html(&head.headers)

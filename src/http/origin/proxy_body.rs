@@ -13,10 +13,8 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use crate::upstream::MIN_RATE;
 use crate::wire::error::HttpError;
-
-/// The slowest average upload that is waited for, in bytes a second.
-pub const MIN_RATE: u64 = 1024;
 
 /// What was read of a body: its first bytes, its trailers when it ended with them, and the rest
 /// when it did not end within `limit`.

@@ -11,8 +11,8 @@
 //! exactly as it arrived.
 //!
 //! Where the two paths differ, on purpose: an idempotent request on a pooled connection that
-//! closes without answering is sent once more on a new connection (as nginx does), and an
-//! upstream that stalls mid-body for the proxy timeout has the response cut.
+//! closes without answering is sent once more on a new connection (as nginx does). (On both, an
+//! upstream that stalls mid-body for the proxy timeout has the response cut.)
 //!
 //! The behaviour is the hyper path's: the same route lookup, forwarding headers (D13),
 //! response headers, error pages, metrics and access log, on the same connection deadlines.
