@@ -20,6 +20,7 @@ use crate::listen::{self, AppState, Bound};
 use crate::model::{Config, ConfigError, ListenKey, Warning};
 use crate::table::{self, CompileMode, RouteTable};
 use crate::tls::CertSlots;
+use crate::upstream::Services;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -70,6 +71,8 @@ pub struct Server {
     acme: crate::acme::Managers,
     /// Where managed certificates are served from; outlives every table.
     slots: Arc<CertSlots>,
+    /// Services' endpoints; outlive every table.
+    services: Arc<Services>,
     state: Arc<AppState>,
 }
 
@@ -77,18 +80,20 @@ impl Server {
     /// Compiles `config`, binds its listeners and starts serving on the current runtime, with
     /// ACME state in files.
     pub async fn start(config: &Config, warnings: &mut Vec<Warning>) -> Result<Server, StartError> {
-        Server::start_with(config, warnings, crate::acme::file_stores()).await
+        Server::start_with(config, warnings, crate::acme::file_stores(), Default::default()).await
     }
 
-    /// `start`, with ACME state kept by `stores` (Secrets, in Kubernetes mode).
+    /// `start`, with ACME state kept by `stores` (Secrets, in Kubernetes mode) and Services'
+    /// endpoints in `services` (which the Kubernetes front end keeps current).
     pub async fn start_with(
         config: &Config,
         warnings: &mut Vec<Warning>,
         stores: Arc<StoreFactory>,
+        services: Arc<Services>,
     ) -> Result<Server, StartError> {
         let slots = Arc::new(CertSlots::default());
         let challenges = Arc::new(Challenges::default());
-        let table = table::compile(config, CompileMode::Serve, &slots, warnings)?;
+        let table = table::compile(config, CompileMode::Serve, &slots, &services, warnings)?;
         crate::process::set_nofile(&config.global)?;
         let bound = bind_all(config, &table, |_| true)?;
         crate::process::drop_after_bind(&config.global)?;
@@ -107,6 +112,7 @@ impl Server {
             order: Vec::new(),
             acme: crate::acme::Managers::new(slots.clone(), challenges, stores),
             slots,
+            services,
             state,
         };
         server.serve(bound);
@@ -133,7 +139,7 @@ impl Server {
         if *config == self.config && certs == self.certs {
             return Ok(Reloaded::Unchanged);
         }
-        let table = table::compile(config, CompileMode::Serve, &self.slots, warnings)?;
+        let table = table::compile(config, CompileMode::Serve, &self.slots, &self.services, warnings)?;
         let wanted: Vec<ListenKey> = table.listeners.iter().map(|l| l.key.clone()).collect();
         let bound = bind_all(config, &table, |k| !self.listening.contains_key(k))?;
         let added = bound.len();

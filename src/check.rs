@@ -27,7 +27,8 @@ pub fn load_and_compile(dir: &Path, ddir: &str) -> Result<(Config, Vec<Warning>)
     let loaded = lwsws::load(dir, ddir)?;
     let mut warnings = loaded.warnings;
     // Slots of its own: a check leaves no certificate behind anywhere.
-    table::compile(&loaded.config, CompileMode::Check, &crate::tls::CertSlots::default(), &mut warnings)?;
+    let (slots, services) = (crate::tls::CertSlots::default(), crate::upstream::Services::default());
+    table::compile(&loaded.config, CompileMode::Check, &slots, &services, &mut warnings)?;
     Ok((loaded.config, warnings))
 }
 

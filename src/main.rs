@@ -186,7 +186,8 @@ fn serve(
             verdicts = built.verdicts;
             kube = Some((ctl, changes));
         }
-        let started = lwsws::app::Server::start_with(&config, &mut warnings, stores).await;
+        let services = kube.as_ref().map(|(c, _): &(lwsws::k8s::Controller, _)| c.services()).unwrap_or_default();
+        let started = lwsws::app::Server::start_with(&config, &mut warnings, stores, services).await;
         for w in &warnings {
             tracing::warn!("{w}");
         }

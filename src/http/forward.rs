@@ -20,6 +20,13 @@ pub struct ClientInfo<'a> {
     pub host: Option<&'a str>,
 }
 
+/// The path and query a proxied request asks of `rt`'s upstream, for the normalised path's
+/// `remainder` after the mountpoint.
+pub fn upstream_target(rt: &crate::upstream::ProxyRt, remainder: &str, query: Option<&str>) -> String {
+    let remainder = if rt.ignores_remainder() { "" } else { remainder };
+    upstream_path(rt.upstream_base_path(), remainder, query)
+}
+
 /// origin path + remainder, `//` collapsed, a trailing `/` only where the request had one.
 pub fn upstream_path(base: &str, remainder: &str, query: Option<&str>) -> String {
     let joined = format!("{}/{}", base.trim_end_matches('/'), remainder.trim_start_matches('/'));
@@ -58,12 +65,16 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// The client's headers minus hop-by-hop ones, the origin's Host (D13), and the forwarding
+/// The client's headers minus hop-by-hop ones, the origin's Host (D13; `None`: none, as for an
+/// HTTP/1.0 client that sent none to a route that keeps the client's), and the forwarding
 /// headers (`X-Forwarded-*` and RFC 7239 `Forwarded`), appended to any the client sent.
-pub fn forward_headers(client_headers: &HeaderMap, host: &HeaderValue, client: &ClientInfo) -> HeaderMap {
+pub fn forward_headers(client_headers: &HeaderMap, host: Option<&HeaderValue>, client: &ClientInfo) -> HeaderMap {
     let mut h = client_headers.clone();
     strip_hop_by_hop(&mut h);
-    h.insert(header::HOST, host.clone());
+    match host {
+        Some(host) => h.insert(header::HOST, host.clone()),
+        None => h.remove(header::HOST),
+    };
     let text = |name| h.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
     let f = Forwarding::new(client, text("x-forwarded-for"), text(header::FORWARDED.as_str()));
     let value = |s: &str| HeaderValue::from_str(s).expect("forwarding values are header text");
@@ -141,7 +152,7 @@ mod tests {
         client.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         client.insert(header::COOKIE, HeaderValue::from_static("a=b"));
         let info = ClientInfo { addr: Some("127.0.0.1".parse().unwrap()), tls: true, host: Some("site.test") };
-        let h = forward_headers(&client, &HeaderValue::from_static("backend:8080"), &info);
+        let h = forward_headers(&client, Some(&HeaderValue::from_static("backend:8080")), &info);
         assert_eq!(h[header::HOST], "backend:8080");
         assert!(h.get("x-secret").is_none() && h.get(header::CONNECTION).is_none());
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");

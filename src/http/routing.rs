@@ -53,6 +53,35 @@ pub struct RequestHead<'a> {
     pub upgrade: bool,
     /// A websocket handshake (`Connection: upgrade` + `Upgrade: websocket`), as offered.
     pub websocket: Option<WsOffer>,
+    /// The headers, for the conditions of Gateway API rules.
+    pub headers: HeadHeaders<'a>,
+}
+
+/// A request's headers as either request path holds them.
+#[derive(Default, Clone, Copy)]
+pub enum HeadHeaders<'a> {
+    #[default]
+    None,
+    Map(&'a http::HeaderMap),
+    Raw(&'a [httparse::Header<'a>]),
+}
+
+impl crate::table::RouteFacts for RequestHead<'_> {
+    fn method(&self) -> &str {
+        self.method
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.query
+    }
+
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        match self.headers {
+            HeadHeaders::None => None,
+            HeadHeaders::Map(h) => h.get(name).map(|v| v.as_bytes()),
+            HeadHeaders::Raw(h) => h.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value),
+        }
+    }
 }
 
 /// What a websocket handshake offers.
@@ -81,6 +110,7 @@ impl<'a> RequestHead<'a> {
             user_agent: parts.headers.get(header::USER_AGENT).map(|v| v.as_bytes()),
             upgrade: parts.headers.contains_key(header::UPGRADE),
             websocket: is_websocket(parts).then(|| WsOffer::from_parts(parts)),
+            headers: HeadHeaders::Map(&parts.headers),
         }
     }
 }
@@ -233,8 +263,9 @@ pub enum Note {
 pub enum Action {
     /// An error page (through the vhost's error document for a 404).
     Error(HttpError),
-    /// A 301 to this URL (a redirect mount, or the trailing-slash rule).
-    Redirect(String),
+    /// A redirect to this URL: a 301 from a redirect mount or the trailing-slash rule, or a
+    /// Gateway API redirect's status.
+    Redirect(String, StatusCode),
     /// The websocket handshake for `vhost.ws.protocols[protocol]`; `named`: the client offered
     /// subprotocols, so the answer names the one chosen.
     Websocket {
@@ -331,8 +362,8 @@ fn route(ctx: &ConnCtx, head: &RequestHead, routed: &mut Routed) -> Result<Actio
         routed.note = Some(Note::Rejected(keyword));
         return Err(rejection);
     }
-    let mount = vhost.select_mount(&routed.path, head.upgrade);
-    let redirected = matches!(mount.map(|m| &m.model.origin), Some(Origin::Redirect(_)));
+    let mount = vhost.select_mount(&routed.path, head.upgrade, head);
+    let redirected = matches!(mount.map(|m| &m.model.origin), Some(Origin::Redirect(_) | Origin::RouteRedirect(_)));
     if head.websocket.is_some() && !redirected && vhost.strict_host_check && !host_is_vhost(&vhost, head.host, ctx.tls)
     {
         // `strict-host-check`: lws hangs up on such an upgrade; a 403 says why, then closes.
@@ -340,10 +371,14 @@ fn route(ctx: &ConnCtx, head: &RequestHead, routed: &mut Routed) -> Result<Actio
         return Err(HttpError::Forbidden);
     }
     if let Some(offer) = &head.websocket
-        && !matches!(mount.map(|m| &m.model.origin), Some(Origin::Proxy { .. } | Origin::Redirect(_)))
+        && !matches!(
+            mount.map(|m| &m.model.origin),
+            Some(Origin::Proxy { .. } | Origin::Redirect(_) | Origin::Service(_) | Origin::RouteRedirect(_))
+        )
     {
         // Websockets go to the vhost's protocols whatever the mount, except where a proxy
-        // mount passes them on or a redirect mount sends them away (spec 2.3, 2.5).
+        // mount passes them on or a redirect mount sends them away (spec 2.3, 2.5). Routes to
+        // Services pass them on too.
         let protocol = choose_protocol(&vhost, head.method, offer)?;
         routed.auth = vhost.ws.auth[protocol].clone();
         return Ok(Action::Websocket { protocol, named: !offer.offered.is_empty() });
@@ -352,17 +387,29 @@ fn route(ctx: &ConnCtx, head: &RequestHead, routed: &mut Routed) -> Result<Actio
     routed.mount = Some(vhost.mount_index(mount));
     routed.remainder_at = routed.path.len() - mount.remainder(&routed.path).len();
     if let Origin::Redirect(url) = &mount.model.origin {
-        return Ok(Action::Redirect(redirect::mount_target(url, mount.model.append_path, routed.remainder())));
+        let to = redirect::mount_target(url, mount.model.append_path, routed.remainder());
+        return Ok(Action::Redirect(to, StatusCode::MOVED_PERMANENTLY));
+    }
+    if let Origin::RouteRedirect(r) = &mount.model.origin {
+        let url = redirect::RequestUrl {
+            tls: ctx.tls,
+            host: head.host.unwrap_or(""),
+            path: &routed.path,
+            remainder: routed.remainder(),
+            query: head.query,
+        };
+        let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FOUND);
+        return Ok(Action::Redirect(redirect::route_target(r, &url), status));
     }
     if mount.wants_trailing_slash(&routed.path, head.path) {
-        return Ok(Action::Redirect(trailing_slash_target(ctx, head, &routed.path)));
+        return Ok(Action::Redirect(trailing_slash_target(ctx, head, &routed.path), StatusCode::MOVED_PERMANENTLY));
     }
     routed.auth = mount.credentials.clone();
     match &mount.model.origin {
         Origin::File(_) => Ok(Action::File),
         Origin::Gzip => Err(HttpError::NotFound),
-        Origin::Redirect(_) => unreachable!("handled above"),
-        Origin::Proxy { .. } => Ok(Action::Proxy),
+        Origin::Redirect(_) | Origin::RouteRedirect(_) => unreachable!("handled above"),
+        Origin::Proxy { .. } | Origin::Service(_) => Ok(Action::Proxy),
         Origin::Cgi(_) => Ok(Action::Cgi),
         Origin::Callback(name) => {
             let Some(protocol) = vhost.ws.by_name(name) else {
@@ -377,7 +424,13 @@ fn route(ctx: &ConnCtx, head: &RequestHead, routed: &mut Routed) -> Result<Actio
 /// D3 on every request: the Host's vhost if one matches, else the handshake's, else the first.
 fn select_vhost(ctx: &ConnCtx, host: Option<&str>) -> Arc<VhostRt> {
     let routes = ctx.routes();
-    host.and_then(|h| routes.find_vhost(h)).or(ctx.handshake_vhost.as_ref()).unwrap_or_else(|| routes.first()).clone()
+    if let Some(v) = host.and_then(|h| routes.find_vhost(h)) {
+        return v.clone();
+    }
+    match &ctx.handshake_vhost {
+        Some(v) if routes.falls_back_by_name() => v.clone(),
+        _ => routes.first().clone(),
+    }
 }
 
 /// A request for a vhost whose client-certificate check this connection did not pass.

@@ -96,7 +96,7 @@ fn carry(ctx: &Arc<ConnCtx>, routed: Routed, parts: Parts, body: Incoming) -> Re
     let answer = |r| Reply::now(complete(ctx, &vhost, mount, &parts, r, routed.close));
     match routed.action {
         Action::Error(e) => answer(Err(e)),
-        Action::Redirect(ref url) => answer(redirect::moved(url)),
+        Action::Redirect(ref url, status) => answer(redirect::to(url, status)),
         Action::Websocket { protocol, named } => {
             let r = websocket::accept(ctx, &vhost, &parts, protocol, named);
             Reply::now(complete(ctx, &vhost, None, &parts, r, false))
@@ -149,6 +149,9 @@ async fn run_proxy(ctx: Arc<ConnCtx>, routed: Routed, mut parts: Parts, body: In
         parts.headers.remove(header::AUTHORIZATION);
     }
     let host = RequestHead::from_parts(&parts).host.map(str::to_string);
+    if let Some(route) = &m.route {
+        route.request_headers.apply(&mut parts.headers);
+    }
     let client = ClientInfo { addr: ctx.client_ip(), tls: ctx.tls, host: host.as_deref() };
     let buffer = ctx.table.global.body_buffer;
     let mut r = proxy::forward(rt, &parts, body, routed.remainder(), client, buffer).await.map_err(|failed| {
@@ -157,6 +160,9 @@ async fn run_proxy(ctx: Arc<ConnCtx>, routed: Routed, mut parts: Parts, body: In
         }
         failed.error
     });
+    if let (Ok(resp), Some(route)) = (&mut r, &m.route) {
+        route.response_headers.apply(resp.headers_mut());
+    }
     if let Ok(resp) = &mut r
         && let Some(up) = resp.extensions_mut().remove::<UpstreamUpgrade>()
     {

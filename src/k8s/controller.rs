@@ -26,6 +26,8 @@ pub struct Controller {
     secrets: Store<Secret>,
     secret_dir: PathBuf,
     last_good: parking_lot::Mutex<source::LastGood>,
+    /// Services' endpoints, kept current from EndpointSlices; shared with the server.
+    services: std::sync::Arc<crate::upstream::Services>,
 }
 
 impl Controller {
@@ -55,6 +57,7 @@ impl Controller {
             secrets: secret_store,
             secret_dir,
             last_good: Default::default(),
+            services: Default::default(),
         };
         (ctl, rx)
     }
@@ -64,6 +67,11 @@ impl Controller {
         let client = kube::Client::try_default().await?;
         let secret_dir = crate::model::acme::state_dir().join("secrets");
         Ok(Controller::start(client, namespace, secret_dir))
+    }
+
+    /// Services' endpoints, for the server's tables.
+    pub fn services(&self) -> std::sync::Arc<crate::upstream::Services> {
+        self.services.clone()
     }
 
     pub fn client(&self) -> kube::Client {

@@ -98,7 +98,8 @@ fn fits(before: &[Source], source: &Source, ddir: &str) -> Result<(), ConfigErro
     let loaded = load_sources(&trial, ddir)?;
     let mut warnings = loaded.warnings;
     let slots = crate::tls::CertSlots::default();
-    crate::table::compile(&loaded.config, crate::table::CompileMode::Check, &slots, &mut warnings)?;
+    let services = crate::upstream::Services::default();
+    crate::table::compile(&loaded.config, crate::table::CompileMode::Check, &slots, &services, &mut warnings)?;
     Ok(())
 }
 

@@ -195,6 +195,7 @@ fn empty(loc: Loc) -> Mount {
         rewrite_links: true,
         follow_symlinks_outside: false,
         serve_dotfiles: false,
+        route: None,
     }
 }
 

@@ -247,6 +247,7 @@ fn empty(ctx: &Ctx, node: &Node) -> Vhost {
     Vhost {
         loc: ctx.loc(node.pos),
         name: "default".to_string(),
+        host_match: crate::model::HostMatch::Lwsws,
         port: 0,
         interface: None,
         unix_socket: false,

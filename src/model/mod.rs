@@ -9,11 +9,16 @@ mod config;
 mod loc;
 mod mount;
 pub mod protocols;
+mod route;
 mod validate;
 mod vhost;
 
 pub use config::{Config, Global, RejectRule};
 pub use loc::{ConfigError, Loc, Warning};
 pub use mount::{CacheRule, Mount, Origin, Upstream};
+pub use route::{
+    HeaderEdits, HostMatch, PathRewrite, RouteMatch, RouteRedirect, RouteRule, ServiceRef, ServiceRoute, ValueMatch,
+    WeightedBackend,
+};
 pub use validate::{BUILTIN_PROTOCOLS, validate};
 pub use vhost::{ListenKey, Protocol, SocketOptions, Vhost};

@@ -28,6 +28,10 @@ pub enum Origin {
     Callback(String),
     /// `gzip://`: lwsws ends any request that meets it with "no mount".
     Gzip,
+    /// Services' endpoints (the Kubernetes route front ends only).
+    Service(super::ServiceRoute),
+    /// A redirect built from the request (the Kubernetes route front ends only).
+    RouteRedirect(super::RouteRedirect),
 }
 
 impl Origin {
@@ -45,6 +49,18 @@ impl Origin {
             Origin::Redirect(u) => format!("redirect 301 -> {u}"),
             Origin::Callback(n) => format!("callback://{n}"),
             Origin::Gzip => "gzip://".to_string(),
+            Origin::Service(s) => {
+                let names: Vec<String> = s
+                    .backends
+                    .iter()
+                    .map(|b| match &b.service {
+                        Some(r) => format!("{r} (weight {})", b.weight),
+                        None => format!("(invalid backend, weight {})", b.weight),
+                    })
+                    .collect();
+                format!("service {}", names.join(", "))
+            }
+            Origin::RouteRedirect(r) => format!("redirect {}", r.status),
         }
     }
 }
@@ -110,4 +126,6 @@ pub struct Mount {
     /// `file://`: serve paths with a segment starting with `.` (an extension key,
     /// `serve-dotfiles`; off by default: 404, except `/.well-known/`).
     pub serve_dotfiles: bool,
+    /// Conditions and header edits of a Gateway API rule (the Kubernetes front ends only).
+    pub route: Option<Box<super::RouteRule>>,
 }

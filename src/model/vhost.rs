@@ -40,6 +40,8 @@ pub struct SocketOptions {
 pub struct Vhost {
     pub loc: Loc,
     pub name: String,
+    /// How `name` is compared with Host and SNI (lwsws's D3 rule for the files).
+    pub host_match: super::HostMatch,
     pub port: u16,
     pub interface: Option<String>,
     pub unix_socket: bool,

@@ -14,7 +14,7 @@ use crate::model::protocols::{message_size, parse_onward};
 use crate::model::{Config, ConfigError, Loc, Mount, Origin, Vhost, Warning};
 use crate::protocols::{self, IdlePolicy, VhostSummary};
 use crate::tls::CertSlots;
-use crate::upstream::{ProxyRt, SetupError};
+use crate::upstream::{ProxyRt, Services, SetupError};
 
 /// `Check` builds everything but opens no file for writing (`lwsws --check` must not create
 /// access logs); `Serve` opens them. Either way, compiling touches nothing but what it returns
@@ -28,14 +28,17 @@ pub enum CompileMode {
 const STS_VALUE: &str = "max-age=15768000 ; includeSubDomains";
 
 /// `slots`: where ACME vhosts' certificates are served from (the server's own, so that a reload
-/// keeps what the managers obtained).
+/// keeps what the managers obtained); `services`: where Services' endpoints are kept (likewise
+/// the server's own, so that endpoints and their pools outlive a reload).
 pub fn compile(
     cfg: &Config,
     mode: CompileMode,
     slots: &CertSlots,
+    services: &Services,
     warnings: &mut Vec<Warning>,
 ) -> Result<RouteTable, ConfigError> {
     let g = &cfg.global;
+    services.configure(Duration::from_secs(g.timeout_secs.into()), g.proxy_max_conns as usize);
     let server = match &g.server_string {
         Some(s) => Some(
             HeaderValue::from_str(s)
@@ -45,7 +48,7 @@ pub fn compile(
     };
     let mut listeners: Vec<ListenerRoutes> = Vec::new();
     for v in &cfg.vhosts {
-        let rt = Arc::new(compile_vhost(cfg, v, server.as_ref(), mode, slots, warnings)?);
+        let rt = Arc::new(compile_vhost(cfg, v, server.as_ref(), mode, slots, services, warnings)?);
         let key = v.listen_key();
         match listeners.iter_mut().find(|l| l.key == key) {
             Some(l) => l.vhosts.push(rt),
@@ -77,6 +80,7 @@ fn compile_vhost(
     server: Option<&HeaderValue>,
     mode: CompileMode,
     slots: &CertSlots,
+    services: &Services,
     warnings: &mut Vec<Warning>,
 ) -> Result<VhostRt, ConfigError> {
     let mut headers = header_list(&v.headers, &v.loc, "headers")?;
@@ -108,6 +112,11 @@ fn compile_vhost(
             })?;
             rt.proxy = Some(Arc::new(proxy));
         }
+        if let Origin::Service(route) = &m.origin {
+            let proxy = ProxyRt::to_services(route, m, services, timeout)
+                .map_err(|e| ConfigError::new(m.loc.clone(), Some("hostname"), e.to_string()))?;
+            rt.proxy = Some(Arc::new(proxy));
+        }
         mounts.push(rt);
     }
     let tls = if v.is_tls() { Some(crate::tls::server_config(v, &cfg.global, slots, warnings)?) } else { None };
@@ -121,6 +130,7 @@ fn compile_vhost(
     Ok(VhostRt {
         ws,
         name: v.name.clone(),
+        host_match: v.host_match,
         port: v.port,
         tls,
         client_cert_required: v.client_cert_required,
@@ -261,6 +271,7 @@ fn compile_mount(
         credentials,
         canonical_dir,
         series: Default::default(),
+        route: m.route.as_ref().map(|r| super::conditions::RouteRt::compile(r, &m.loc).map(Box::new)).transpose()?,
     })
 }
 

@@ -7,12 +7,16 @@
 
 mod access_log;
 mod compile;
+mod conditions;
 mod credentials;
 mod mime;
 mod route;
 
 pub use access_log::{AccessLog, Entry};
 pub use compile::{CompileMode, compile};
+pub use conditions::{EditsRt, RouteRt};
 pub use credentials::Credentials;
 pub use mime::MimeRules;
-pub use route::{GlobalRt, ListenerMode, ListenerRoutes, MountRt, RouteTable, VhostProtocols, VhostRt};
+pub use route::{
+    GlobalRt, ListenerMode, ListenerRoutes, MountRt, RouteFacts, RouteTable, VhostProtocols, VhostRt, strip_port,
+};

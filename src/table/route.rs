@@ -11,7 +11,7 @@ use super::access_log::AccessLog;
 use super::credentials::Credentials;
 use super::mime::MimeRules;
 use crate::model::protocols::Onward;
-use crate::model::{ListenKey, Mount, RejectRule};
+use crate::model::{HostMatch, ListenKey, Mount, RejectRule};
 use crate::protocols::{IdlePolicy, Protocol};
 use crate::upstream::ProxyRt;
 
@@ -60,6 +60,7 @@ pub struct ListenerMode {
 #[derive(Debug)]
 pub struct VhostRt {
     pub name: String,
+    pub host_match: HostMatch,
     pub port: u16,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub client_cert_required: bool,
@@ -112,6 +113,8 @@ pub struct MountRt {
     pub canonical_dir: Option<PathBuf>,
     /// This mount's request metrics.
     pub series: crate::metrics::RequestSeries,
+    /// A Gateway API rule's conditions and header edits.
+    pub route: Option<Box<super::conditions::RouteRt>>,
 }
 
 impl RouteTable {
@@ -122,24 +125,53 @@ impl RouteTable {
 
 impl ListenerRoutes {
     /// D3: case-insensitive exact name, then a `.name` suffix, else `None` (the caller decides
-    /// the fallback: the TLS handshake's vhost, or the first on the port).
+    /// the fallback: the TLS handshake's vhost, or the first on the port). Vhosts of the
+    /// Kubernetes front ends match as their `host_match` says; among wildcards, the longest
+    /// suffix wins.
     pub fn find_vhost(&self, host: &str) -> Option<&Arc<VhostRt>> {
         let host = strip_port(host).trim_end_matches('.');
         if host.is_empty() {
             return None;
         }
-        self.vhosts.iter().find(|v| v.name.eq_ignore_ascii_case(host)).or_else(|| {
-            self.vhosts.iter().find(|v| {
-                host.len() > v.name.len()
-                    && host.as_bytes()[host.len() - v.name.len() - 1] == b'.'
-                    && host[host.len() - v.name.len()..].eq_ignore_ascii_case(&v.name)
-            })
-        })
+        let exact = |v: &&Arc<VhostRt>| {
+            matches!(v.host_match, HostMatch::Lwsws | HostMatch::Exact) && v.name.eq_ignore_ascii_case(host)
+        };
+        if let Some(v) = self.vhosts.iter().find(exact) {
+            return Some(v);
+        }
+        let mut best: Option<&Arc<VhostRt>> = None;
+        for v in &self.vhosts {
+            let Some(label) = label_before(host, &v.name) else { continue };
+            match v.host_match {
+                // lwsws: the first vhost whose name ends the Host.
+                HostMatch::Lwsws => return Some(v),
+                HostMatch::Wildcard => {}
+                HostMatch::OneLabel if !label.contains('.') => {}
+                _ => continue,
+            }
+            if best.is_none_or(|b| b.name.len() < v.name.len()) {
+                best = Some(v);
+            }
+        }
+        best
     }
 
     pub fn first(&self) -> &Arc<VhostRt> {
         &self.vhosts[0]
     }
+
+    /// Whether requests whose Host matches no vhost may go to the TLS handshake's vhost or the
+    /// first one (lwsws, D3); a listener of the Kubernetes front ends answers them 404 from its
+    /// catch-all instead.
+    pub fn falls_back_by_name(&self) -> bool {
+        self.vhosts[0].host_match != HostMatch::Never
+    }
+}
+
+/// What comes before `.suffix` in `host` (compared without regard to case), when it ends so.
+fn label_before<'h>(host: &'h str, suffix: &str) -> Option<&'h str> {
+    let cut = host.len().checked_sub(suffix.len() + 1)?;
+    (cut > 0 && host.as_bytes()[cut] == b'.' && host[cut + 1..].eq_ignore_ascii_case(suffix)).then(|| &host[..cut])
 }
 
 /// `host:port` or `[v6]:port` → host.
@@ -167,7 +199,7 @@ impl MountRt {
             && !mp.ends_with('/')
             && path == mp
             && !raw_path.ends_with('/')
-            && !matches!(self.model.origin, crate::model::Origin::Cgi(_) | crate::model::Origin::Callback(_))
+            && matches!(self.model.origin, crate::model::Origin::File(_) | crate::model::Origin::Proxy { .. })
     }
 }
 
@@ -185,27 +217,48 @@ impl VhostRt {
 
     /// Longest matching mountpoint wins; ties go to the earlier mount, except that an
     /// exact-match mount beats a prefix mount of the same length. Mounts marked
-    /// `no-ws-upgrades` are skipped for upgrade requests.
-    pub fn select_mount(&self, path: &str, upgrade: bool) -> Option<&MountRt> {
+    /// `no-ws-upgrades` are skipped for upgrade requests. Mounts of Gateway API rules must also
+    /// meet their conditions (read from `facts`) and rank by the Gateway API's precedence.
+    pub fn select_mount(&self, path: &str, upgrade: bool, facts: &dyn RouteFacts) -> Option<&MountRt> {
         let mut best: Option<&MountRt> = None;
         for m in &self.mounts {
             let mp = m.model.mountpoint.as_str();
             if upgrade && m.model.no_ws_upgrades {
                 continue;
             }
-            if !mount_matches(mp, path, m.model.exact_match) {
+            match &m.route {
+                Some(r) if r.has_path_regex() => {}
+                _ if !mount_matches(mp, path, m.model.exact_match) => continue,
+                _ => {}
+            }
+            if let Some(r) = &m.route
+                && !r.admits(path, facts)
+            {
                 continue;
             }
             best = match best {
                 None => Some(m),
-                Some(b) => {
-                    let (bl, ml) = (b.model.mountpoint.len(), mp.len());
-                    if ml > bl || (ml == bl && m.model.exact_match && !b.model.exact_match) { Some(m) } else { Some(b) }
-                }
+                Some(b) => match (&b.route, &m.route) {
+                    (Some(br), Some(mr)) => Some(if mr.rank(&m.model) > br.rank(&b.model) { m } else { b }),
+                    _ => {
+                        let (bl, ml) = (b.model.mountpoint.len(), mp.len());
+                        let longer = ml > bl || (ml == bl && m.model.exact_match && !b.model.exact_match);
+                        Some(if longer { m } else { b })
+                    }
+                },
             };
         }
         best
     }
+}
+
+/// What a Gateway API rule's conditions read of a request, whichever request path parsed it.
+pub trait RouteFacts {
+    fn method(&self) -> &str;
+    /// The query as sent, without the `?`.
+    fn query(&self) -> Option<&str>;
+    /// The first value of the header named `name` (lowercase).
+    fn header(&self, name: &str) -> Option<&[u8]>;
 }
 
 fn mount_matches(mp: &str, path: &str, exact: bool) -> bool {

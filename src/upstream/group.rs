@@ -1,10 +1,11 @@
 //! An upstream is a group of endpoints: the proxy origin picks one per request. Each endpoint
 //! has its own connector and its own pools, so a pooled connection always goes back to the
-//! endpoint it came from. A group from the files holds the one address the mount names; the
-//! Kubernetes front ends will fill it with a Service's ready endpoints.
+//! endpoint it came from. A group from the files holds the one address the mount names; a
+//! Service's endpoints are kept in `services`, which picks among them by load.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use super::connect::Connector;
 use super::limit::Limit;
@@ -22,6 +23,18 @@ pub struct Endpoint {
     pub raw: Option<Arc<RawPool>>,
     /// Requests in flight, for both request paths.
     pub limit: Limit,
+    /// Until when (milliseconds on `clock()`) this endpoint is set aside after refusing a
+    /// connection: others are picked first.
+    aside_until: AtomicU64,
+}
+
+/// How long an endpoint that refused a connection is passed over while others are there.
+pub const SET_ASIDE: Duration = Duration::from_secs(5);
+
+/// Milliseconds since the first call: the clock `aside_until` counts on.
+fn clock() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
 impl Endpoint {
@@ -29,8 +42,67 @@ impl Endpoint {
     /// requests at once (0: no limit).
     pub fn new(name: String, connector: Connector, plain: bool, max_in_flight: usize) -> Self {
         let raw = plain.then(|| Arc::new(RawPool::new(connector.clone())));
-        Endpoint { name, pool: Arc::new(Pool::new(connector)), raw, limit: Limit::new(max_in_flight) }
+        Endpoint {
+            name,
+            pool: Arc::new(Pool::new(connector)),
+            raw,
+            limit: Limit::new(max_in_flight),
+            aside_until: AtomicU64::new(0),
+        }
     }
+
+    /// Sets the endpoint aside for `how_long`: it refused or failed to take a connection.
+    pub fn set_aside(&self, how_long: Duration) {
+        self.aside_until.store(clock() + how_long.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Whether the endpoint was set aside and its time is not over.
+    pub fn is_aside(&self) -> bool {
+        let until = self.aside_until.load(Ordering::Relaxed);
+        until != 0 && clock() < until
+    }
+}
+
+/// Power of two choices: of two endpoints taken at random, the one with fewer requests in
+/// flight, preferring one that is not set aside. `None` for an empty list.
+pub fn least_loaded_of_two(list: &[Arc<Endpoint>]) -> Option<&Arc<Endpoint>> {
+    match list.len() {
+        0 => None,
+        1 => Some(&list[0]),
+        n => {
+            let i = random_below(n);
+            let j = (i + 1 + random_below(n - 1)) % n;
+            let (a, b) = (&list[i], &list[j]);
+            let chosen = match (a.is_aside(), b.is_aside()) {
+                (false, true) => a,
+                (true, false) => b,
+                (true, true) => list.iter().find(|e| !e.is_aside()).unwrap_or(a),
+                (false, false) if b.limit.in_flight() < a.limit.in_flight() => b,
+                (false, false) => a,
+            };
+            Some(chosen)
+        }
+    }
+}
+
+/// A number in `0..n` (`n` > 0), from a per-thread xorshift: fast, and good enough to spread
+/// load (nothing depends on it being unpredictable).
+pub fn random_below(n: usize) -> usize {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let seed = std::collections::hash_map::RandomState::new();
+            std::hash::BuildHasher::hash_one(&seed, std::thread::current().id()) | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        ((x >> 11) % n as u64) as usize
+    })
 }
 
 /// The endpoints of one upstream, taken in turn.
@@ -52,6 +124,10 @@ impl Group {
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len();
         &self.endpoints[i]
+    }
+
+    pub fn endpoints(&self) -> &[Arc<Endpoint>] {
+        &self.endpoints
     }
 
     /// Whether every endpoint can be reached by the passthrough.
@@ -90,5 +166,35 @@ mod tests {
         assert_ne!(picked[0], picked[1]);
         assert_ne!(picked[1], picked[2]);
         assert!(g.all_plain() && g.len() == 3);
+    }
+
+    #[tokio::test]
+    async fn two_choices_prefer_the_less_loaded_and_skip_endpoints_set_aside() {
+        let list = vec![endpoint(1), endpoint(2)];
+        assert!(least_loaded_of_two(&[]).is_none());
+        // With two endpoints both are always the candidates: the idle one wins.
+        let _busy = list[0].limit.enter(std::time::Duration::from_secs(1)).await.unwrap();
+        for _ in 0..20 {
+            assert_eq!(least_loaded_of_two(&list).unwrap().name, list[1].name);
+        }
+        list[1].set_aside(Duration::from_secs(60));
+        assert!(list[1].is_aside());
+        for _ in 0..20 {
+            assert_eq!(least_loaded_of_two(&list).unwrap().name, list[0].name, "set aside beats busy");
+        }
+        list[0].set_aside(Duration::from_secs(60));
+        assert!(least_loaded_of_two(&list).is_some(), "all set aside: one is still tried");
+        list[1].set_aside(Duration::ZERO);
+        assert!(!list[1].is_aside());
+        // Three endpoints, none busy: each gets a share.
+        let three = vec![endpoint(1), endpoint(2), endpoint(3)];
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            seen.insert(least_loaded_of_two(&three).unwrap().name.clone());
+        }
+        assert_eq!(seen.len(), 3);
+        for n in 1..10 {
+            assert!((0..100).all(|_| random_below(n) < n));
+        }
     }
 }

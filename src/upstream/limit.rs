@@ -18,11 +18,29 @@ const MAX_WAITING: usize = 64;
 pub struct Limit {
     permits: Option<Arc<Semaphore>>,
     waiting: AtomicUsize,
+    /// Turns held now (requests in flight), limited or not: what load balancing compares.
+    active: Arc<AtomicUsize>,
 }
 
 /// A turn at the endpoint; the next request may go when it is dropped.
 #[derive(Debug)]
-pub struct Turn(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
+pub struct Turn {
+    _permit: Option<OwnedSemaphorePermit>,
+    active: Arc<AtomicUsize>,
+}
+
+impl Turn {
+    fn new(permit: Option<OwnedSemaphorePermit>, active: &Arc<AtomicUsize>) -> Self {
+        active.fetch_add(1, Ordering::Relaxed);
+        Turn { _permit: permit, active: active.clone() }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        self.active.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Busy {
@@ -35,22 +53,31 @@ pub enum Busy {
 impl Limit {
     /// `max` requests in flight; 0: no limit.
     pub fn new(max: usize) -> Self {
-        Limit { permits: (max > 0).then(|| Arc::new(Semaphore::new(max))), waiting: AtomicUsize::new(0) }
+        Limit {
+            permits: (max > 0).then(|| Arc::new(Semaphore::new(max))),
+            waiting: AtomicUsize::new(0),
+            active: Default::default(),
+        }
+    }
+
+    /// Requests in flight now (holding a turn).
+    pub fn in_flight(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
     }
 
     /// A turn now, or after waiting at most half of `timeout`.
     pub async fn enter(&self, timeout: Duration) -> Result<Turn, Busy> {
         let wait = timeout / 2;
-        let Some(permits) = &self.permits else { return Ok(Turn(None)) };
+        let Some(permits) = &self.permits else { return Ok(Turn::new(None, &self.active)) };
         if let Ok(p) = permits.clone().try_acquire_owned() {
-            return Ok(Turn(Some(p)));
+            return Ok(Turn::new(Some(p), &self.active));
         }
         let _queued = Queued::join(&self.waiting).ok_or(Busy::QueueFull)?;
         // The place in the queue is given back however the wait ends, a request dropped
         // while it waits (its client left) included.
         let got = tokio::time::timeout(wait, permits.clone().acquire_owned()).await;
         match got {
-            Ok(Ok(p)) => Ok(Turn(Some(p))),
+            Ok(Ok(p)) => Ok(Turn::new(Some(p), &self.active)),
             _ => Err(Busy::Timeout),
         }
     }
@@ -83,6 +110,7 @@ mod tests {
     async fn turns_queue_then_overflow() {
         let limit = Arc::new(Limit::new(1));
         let first = limit.enter(Duration::from_secs(1)).await.unwrap();
+        assert_eq!(limit.in_flight(), 1);
         assert_eq!(limit.enter(Duration::from_millis(20)).await.unwrap_err(), Busy::Timeout);
         // A waiter gets the turn as soon as it is given back.
         let l = limit.clone();
@@ -92,6 +120,7 @@ mod tests {
         }
         drop(first);
         assert!(waiter.await.unwrap());
+        assert_eq!(limit.in_flight(), 0, "the waiter's turn ended with its task");
         // The queue has room for MAX_WAITING; one more is refused at once.
         let held = limit.enter(Duration::from_secs(1)).await.unwrap();
         let mut queued = Vec::new();

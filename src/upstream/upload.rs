@@ -95,6 +95,14 @@ impl Upload {
             progress,
         }
     }
+
+    /// The body read so far and its trailers, unsent: to send the request again (only whole
+    /// bodies are, so this is all of it).
+    pub fn buffered(&self) -> (Bytes, Option<http::HeaderMap>) {
+        let bytes = self.front.as_ref().and_then(|f| f.data_ref()).cloned().unwrap_or_default();
+        let trailers = self.trailers.as_ref().and_then(|f| f.trailers_ref()).cloned();
+        (bytes, trailers)
+    }
 }
 
 impl http_body::Body for Upload {

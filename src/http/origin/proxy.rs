@@ -15,9 +15,9 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::proxy_body::read_front;
 use super::rewrite::{Rewritten, is_plain_html};
-use crate::http::forward::{ClientInfo, forward_headers, strip_hop_by_hop, upstream_path};
+use crate::http::forward::{ClientInfo, forward_headers, strip_hop_by_hop, upstream_target};
 use crate::http::routing::is_websocket;
-use crate::upstream::{Driven, Progress, ProxyRt, SendError, Upload, finish_upgrade};
+use crate::upstream::{Driven, NoEndpoint, Progress, ProxyRt, SET_ASIDE, SendError, Upload, finish_upgrade};
 use crate::wire::body::Body;
 use crate::wire::error::HttpError;
 
@@ -48,42 +48,74 @@ pub async fn forward(
     client: ClientInfo<'_>,
     body_buffer: usize,
 ) -> Result<Response<Body>, Failed> {
-    let path = upstream_path(rt.upstream_base_path(), remainder, parts.uri.query());
+    let path = upstream_target(rt, remainder, parts.uri.query());
     let uri: Uri = path.parse().map_err(|_| HttpError::BadRequest("unusable path"))?;
     let timeout = rt.timeout();
+    let mut picked = rt.pick().map_err(|e| {
+        tracing::warn!(upstream = %rt.upstream_name(), reason = %e, "no endpoint to send to");
+        match e {
+            NoEndpoint::Invalid => upstream(HttpError::Internal(e.to_string()), "invalid"),
+            NoEndpoint::Empty => upstream(HttpError::ServiceUnavailable, "no_endpoint"),
+        }
+    })?;
     let front = read_front(body, body_buffer, timeout).await?;
+    // A request whose body is all in hand, of a method that may be repeated, can go to
+    // another endpoint when this one refuses the connection.
+    let resendable = front.rest.is_none() && is_idempotent(&parts.method) && rt.has_other_endpoints();
     let progress = Progress::new(front.rest.is_none());
-    let body = Upload::new(front.bytes, front.trailers, front.rest, progress.clone());
-    let mut req = Request::builder().method(parts.method.clone()).uri(uri).body(body).expect("valid request");
-    *req.headers_mut() = forward_headers(&parts.headers, rt.upstream_host(), &client);
-    crate::telemetry::inject(parts.extensions.get::<tracing::Span>(), req.headers_mut());
     // Only a websocket handshake is forwarded as an upgrade (spec 2.5). Any other `Upgrade`
     // (`h2c`, made-up tokens) is hop-by-hop and goes no further: the request goes upstream as a
     // plain request, so a client never gets a raw pipe that bypasses the mount's mapping, logs
     // and metrics.
     let upgrade = websocket_key(parts);
-    if upgrade.is_some() {
-        req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        req.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    }
-    let endpoint = rt.group().pick();
-    let turn = endpoint.limit.enter(timeout).await.map_err(|busy| {
-        tracing::warn!(upstream = %endpoint.name, reason = %busy, "upstream busy");
-        upstream(HttpError::ServiceUnavailable, "busy")
-    })?;
-    // The timeout is for the upstream to answer, counted from when the request body last
-    // moved, so a long upload is not cut while it flows.
-    let send = endpoint.pool.send(req, upgrade.is_some());
-    tokio::pin!(send);
-    let sent = loop {
-        tokio::select! {
-            r = &mut send => break Some(r),
-            _ = tokio::time::sleep_until(progress.deadline(timeout).into()) => {
-                if tokio::time::Instant::now() >= progress.deadline(timeout).into() {
-                    break None;
+    let mut req = upstream_request(
+        rt,
+        parts,
+        uri,
+        &client,
+        upgrade.is_some(),
+        front.bytes,
+        front.trailers,
+        front.rest,
+        &progress,
+    );
+    let (sent, endpoint, turn) = loop {
+        // Kept only where it may be sent again: the copy costs a header map.
+        let spare = resendable.then(|| copy_request(&req, &progress));
+        let endpoint = picked.endpoint.clone();
+        let turn = endpoint.limit.enter(timeout).await.map_err(|busy| {
+            tracing::warn!(upstream = %endpoint.name, reason = %busy, "upstream busy");
+            upstream(HttpError::ServiceUnavailable, "busy")
+        })?;
+        // The timeout is for the upstream to answer, counted from when the request body last
+        // moved, so a long upload is not cut while it flows.
+        let sent = {
+            let send = endpoint.pool.send(req, upgrade.is_some());
+            tokio::pin!(send);
+            loop {
+                tokio::select! {
+                    r = &mut send => break Some(r),
+                    _ = tokio::time::sleep_until(progress.deadline(timeout).into()) => {
+                        if tokio::time::Instant::now() >= progress.deadline(timeout).into() {
+                            break None;
+                        }
+                    }
                 }
             }
+        };
+        if let Some(Err(SendError::Connect(e))) = &sent {
+            endpoint.set_aside(SET_ASIDE);
+            if let Some(again) = spare
+                && let Some(next) = picked.another()
+            {
+                tracing::info!(upstream = %endpoint.name, error = %e, next = %next.endpoint.name,
+                    "endpoint refused the connection; trying another");
+                picked = next;
+                req = again;
+                continue;
+            }
         }
+        break (sent, endpoint, turn);
     };
     let (resp, conn) = match sent {
         None if progress.body_arriving() => {
@@ -158,6 +190,50 @@ pub async fn forward(
         body = Rewritten::new(body, map.clone()).boxed_unsync();
     }
     Ok(Response::from_parts(head, Body::stream(body)))
+}
+
+/// Methods RFC 9110 9.2.2 calls idempotent: sending one twice does no more than once.
+fn is_idempotent(m: &http::Method) -> bool {
+    use http::Method;
+    [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE, Method::PUT, Method::DELETE].contains(m)
+}
+
+/// The upstream request: the forwarding rules, the Host the mount sends or the client's, the
+/// trace context, the websocket handshake's headers, and the body as read so far.
+#[allow(clippy::too_many_arguments)]
+fn upstream_request(
+    rt: &ProxyRt,
+    parts: &Parts,
+    uri: Uri,
+    client: &ClientInfo,
+    websocket: bool,
+    bytes: bytes::Bytes,
+    trailers: Option<HeaderMap>,
+    rest: Option<Incoming>,
+    progress: &Arc<Progress>,
+) -> Request<Upload> {
+    let client_host = client.host.and_then(|h| HeaderValue::from_str(h).ok());
+    let host = rt.upstream_host().cloned().or(client_host);
+    let mut req = Request::new(Upload::new(bytes, trailers, rest, progress.clone()));
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = uri;
+    *req.headers_mut() = forward_headers(&parts.headers, host.as_ref(), client);
+    crate::telemetry::inject(parts.extensions.get::<tracing::Span>(), req.headers_mut());
+    if websocket {
+        req.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        req.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
+    req
+}
+
+/// A copy of a request whose body is all in hand, to send again elsewhere.
+fn copy_request(req: &Request<Upload>, progress: &Arc<Progress>) -> Request<Upload> {
+    let (bytes, trailers) = req.body().buffered();
+    let mut copy = Request::new(Upload::new(bytes, trailers, None, progress.clone()));
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.headers_mut() = req.headers().clone();
+    copy
 }
 
 /// The upstream side of an accepted upgrade, handed from `forward` to the connection through

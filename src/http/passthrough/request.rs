@@ -25,6 +25,9 @@ pub struct Plan {
     /// The endpoint of the upstream group this request goes to, and its plain sockets.
     pub endpoint: Arc<Endpoint>,
     pub pool: Arc<RawPool>,
+    /// Where `endpoint` came from: another of its Service's may take the request if it
+    /// refuses the connection.
+    pub picked: crate::upstream::Picked,
     pub head_request: bool,
     /// The client asked for the connection to close after this response.
     pub close: bool,
@@ -118,6 +121,7 @@ fn carry(req: &httparse::Request, head_len: usize, buf: &[u8], ctx: &ConnCtx) ->
             _ => Some("more than one Host header"),
         },
         user_agent: facts.user_agent,
+        headers: routing::HeadHeaders::Raw(req.headers),
         ..Default::default()
     };
     let Decision::Routed(routed) = routing::decide(ctx, &head) else { return None };
@@ -128,16 +132,26 @@ fn carry(req: &httparse::Request, head_len: usize, buf: &[u8], ctx: &ConnCtx) ->
     }
     let vhost = routed.vhost.clone();
     let mount = routed.mount()?;
+    if mount.route.as_ref().is_some_and(|r| !r.request_headers.is_empty() || !r.response_headers.is_empty()) {
+        // Header edits are the hyper path's to make.
+        return None;
+    }
     let proxy = mount.proxy.clone().filter(|p| p.passthrough())?;
-    let endpoint = proxy.group().pick().clone();
+    // No endpoint to pick (a 500 or 503) is answered by the hyper path, which says why.
+    let picked = proxy.pick().ok()?;
+    let endpoint = picked.endpoint.clone();
     let pool = endpoint.raw.clone()?;
     ctx.activity.set_keepalive(vhost.keepalive_for(mount));
-    let upstream_target = forward::upstream_path(proxy.upstream_base_path(), routed.remainder(), query);
+    let upstream_target = forward::upstream_target(&proxy, routed.remainder(), query);
     let client = ClientInfo { addr: ctx.client_ip(), tls: ctx.tls, host: facts.host };
     let forwarding = Forwarding::new(&client, facts.xff, facts.forwarded);
     let mut upstream = Vec::with_capacity(head_len + 256 + body_len);
     head_line(&mut upstream, method, &upstream_target);
-    header(&mut upstream, "host", proxy.upstream_host().as_bytes());
+    match (proxy.upstream_host(), facts.host) {
+        (Some(h), _) => header(&mut upstream, "host", h.as_bytes()),
+        (None, Some(h)) => header(&mut upstream, "host", h.as_bytes()),
+        (None, None) => {}
+    }
     for h in req.headers.iter() {
         if !replaced(h.name, &facts, &forwarding) {
             header(&mut upstream, h.name, h.value);
@@ -175,6 +189,7 @@ fn carry(req: &httparse::Request, head_len: usize, buf: &[u8], ctx: &ConnCtx) ->
         proxy,
         endpoint,
         pool,
+        picked,
         head_request: method == "HEAD",
         close: facts.close,
         idempotent: matches!(method, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"),

@@ -112,11 +112,26 @@ where
         links: plan.proxy.links().is_some(),
     };
     // A turn at the endpoint for the whole exchange, as on the hyper path.
-    let turn = plan.endpoint.limit.enter(plan.proxy.timeout()).await;
-    let exchanged = match &turn {
+    let mut turn = plan.endpoint.limit.enter(plan.proxy.timeout()).await;
+    let mut exchanged = match &turn {
         Ok(_) => exchange(&plan, &shape).await,
         Err(busy) => Err(UpstreamFailure::Busy(busy.clone())),
     };
+    while let Err(UpstreamFailure::Connect(e)) = &exchanged {
+        // An endpoint that refuses is passed over for a while; an idempotent request goes to
+        // another of the Service's, as on the hyper path.
+        plan.endpoint.set_aside(crate::upstream::SET_ASIDE);
+        let Some(next) = plan.idempotent.then(|| plan.picked.another()).flatten() else { break };
+        let Some(pool) = next.endpoint.raw.clone() else { break };
+        tracing::info!(upstream = %plan.endpoint.name, error = %e, next = %next.endpoint.name,
+            "endpoint refused the connection; trying another");
+        (plan.endpoint, plan.pool, plan.picked) = (next.endpoint.clone(), pool, next);
+        turn = plan.endpoint.limit.enter(plan.proxy.timeout()).await;
+        exchanged = match &turn {
+            Ok(_) => exchange(&plan, &shape).await,
+            Err(busy) => Err(UpstreamFailure::Busy(busy.clone())),
+        };
+    }
     let answered = match exchanged {
         Ok((conn, head, rest)) => {
             let status = head.status;
