@@ -149,7 +149,12 @@ fn render(
 /// a rotated Secret gets new paths (so the config changes and is reloaded) and the files of the
 /// version before stay for as long as that version may serve. Unchanged content is not
 /// rewritten, so an unchanged Secret does not look like a renewed certificate.
-fn write_pair(dir: &Path, namespace: &str, name: &str, pair: &TlsPair) -> std::io::Result<(PathBuf, PathBuf)> {
+pub(crate) fn write_pair(
+    dir: &Path,
+    namespace: &str,
+    name: &str,
+    pair: &TlsPair,
+) -> std::io::Result<(PathBuf, PathBuf)> {
     use std::os::unix::fs::OpenOptionsExt;
     let version = super::stable_hash(&[&pair.cert, &pair.key]);
     let d = dir.join(namespace).join(name).join(format!("{version:016x}"));

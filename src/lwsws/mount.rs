@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use super::lexer::{Key, Kind, Node};
 use super::value::Ctx;
-use crate::model::{CacheRule, ConfigError, Loc, Mount, Origin, Upstream};
+use crate::model::{ConfigError, Loc, Mount, Origin, Upstream};
 
 pub fn adapt(ctx: &mut Ctx, node: &Node) -> Result<Mount, ConfigError> {
     let Kind::Obj(members) = &node.kind else {
@@ -171,32 +171,7 @@ fn split_host_port(authority: &str, default_port: u16) -> Result<(String, u16), 
 }
 
 fn empty(loc: Loc) -> Mount {
-    Mount {
-        origin_loc: loc.clone(),
-        loc,
-        mountpoint: String::new(),
-        origin: Origin::Gzip,
-        default: None,
-        cache: CacheRule::default(),
-        extra_mimetypes: Vec::new(),
-        interpret: Vec::new(),
-        basic_auth: None,
-        auth_mask: 0,
-        cgi_env: Vec::new(),
-        cgi_timeout: 5,
-        cgi_chroot: None,
-        cgi_chdir: None,
-        headers: Vec::new(),
-        keepalive_timeout: None,
-        exact_match: false,
-        append_path: false,
-        no_ws_upgrades: false,
-        interceptor_path: None,
-        rewrite_links: true,
-        follow_symlinks_outside: false,
-        serve_dotfiles: false,
-        route: None,
-    }
+    Mount::with_defaults(loc, "", Origin::Gzip)
 }
 
 #[cfg(test)]

@@ -129,3 +129,35 @@ pub struct Mount {
     /// Conditions and header edits of a Gateway API rule (the Kubernetes front ends only).
     pub route: Option<Box<super::RouteRule>>,
 }
+
+impl Mount {
+    /// A mount with lwsws's defaults for every key but these, as a front end starts from.
+    pub fn with_defaults(loc: Loc, mountpoint: &str, origin: Origin) -> Mount {
+        Mount {
+            origin_loc: loc.clone(),
+            loc,
+            mountpoint: mountpoint.to_string(),
+            origin,
+            default: None,
+            cache: CacheRule::default(),
+            extra_mimetypes: Vec::new(),
+            interpret: Vec::new(),
+            basic_auth: None,
+            auth_mask: 0,
+            cgi_env: Vec::new(),
+            cgi_timeout: 5,
+            cgi_chroot: None,
+            cgi_chdir: None,
+            headers: Vec::new(),
+            keepalive_timeout: None,
+            exact_match: false,
+            append_path: false,
+            no_ws_upgrades: false,
+            interceptor_path: None,
+            rewrite_links: true,
+            follow_symlinks_outside: false,
+            serve_dotfiles: false,
+            route: None,
+        }
+    }
+}

@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 /// How a vhost's name is compared with a request's Host (and a TLS handshake's SNI).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize)]
 pub enum HostMatch {
     /// lwsws (D3): the name, or any name ending in `.name`.
     #[default]

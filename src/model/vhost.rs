@@ -95,6 +95,61 @@ pub struct Vhost {
 }
 
 impl Vhost {
+    /// A vhost with lwsws's defaults for every key, as a front end starts from.
+    pub fn with_defaults(loc: Loc, name: &str) -> Vhost {
+        Vhost {
+            loc,
+            name: name.to_string(),
+            host_match: super::HostMatch::Lwsws,
+            port: 0,
+            interface: None,
+            unix_socket: false,
+            unix_socket_perms: None,
+            sts: false,
+            host_ssl_cert: None,
+            host_ssl_key: None,
+            host_ssl_ca: None,
+            access_log: None,
+            keepalive_timeout: 5,
+            enable_client_ssl: false,
+            client_ssl_key: None,
+            client_ssl_cert: None,
+            client_ssl_ca: None,
+            client_ssl_ciphers: None,
+            client_tls13_ciphers: None,
+            client_ecdh_curve: None,
+            ciphers: None,
+            tls13_ciphers: None,
+            ecdh_curve: None,
+            ssl_option_set: 0,
+            ssl_option_clear: 0,
+            ssl_client_option_set: 0,
+            ssl_client_option_clear: 0,
+            noipv6: false,
+            ipv6only: None,
+            headers: Vec::new(),
+            error_document_404: None,
+            client_cert_required: false,
+            ignore_missing_cert: false,
+            acme: None,
+            strict_host_check: false,
+            ws_max_message_size: None,
+            alpn: None,
+            fo_listen_queue: 0,
+            h2_half_closed_long_poll: false,
+            listen_accept_role: None,
+            listen_accept_protocol: None,
+            apply_listen_accept: false,
+            fallback_listen_accept: false,
+            allow_non_tls: false,
+            redirect_http: false,
+            allow_http_on_https: false,
+            disable_no_protocol_ws_upgrades: false,
+            mounts: Vec::new(),
+            ws_protocols: Vec::new(),
+        }
+    }
+
     /// A vhost serves TLS when it names a certificate and key (D8), or expects one from ACME.
     pub fn is_tls(&self) -> bool {
         self.host_ssl_cert.is_some() && self.host_ssl_key.is_some()
