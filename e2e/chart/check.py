@@ -348,6 +348,7 @@ def main():
     check_bad_values(c)
     check_crds(c)
     check_crd_schema(c)
+    controllers.check_quickstart(c, render, validate)
     check_default_config(c, sys.argv[1] if len(sys.argv) > 1 else None)
     print(f"{c.passed} passed, {c.failed} failed")
     return 1 if c.failed else 0

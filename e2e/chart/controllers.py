@@ -308,3 +308,52 @@ def check(c, label, values, docs, notes, ctr, pod):
     check_classes(c, label, v, docs)
     check_rbac(c, label, v, docs, pod["serviceAccountName"])
     check_notes(c, label, v, notes)
+
+
+def quickstart_blocks():
+    """The yaml code blocks of docs/gateway-and-ingress-quickstart.md, each a list of objects."""
+    with open(os.path.join(REPO, "docs", "gateway-and-ingress-quickstart.md")) as f:
+        blocks = f.read().split("```")
+    return [[d for d in yaml.safe_load_all(b[len("yaml"):]) if d] for b in blocks[1::2] if b.startswith("yaml")]
+
+
+def check_quickstart(c, render, validate):
+    """The quickstart's values render, its Kubernetes objects are valid, and its Gateway API
+    objects agree with them and with the chart (no CRD schemas here to validate those)."""
+    blocks = quickstart_blocks()
+    values = next((b[0] for b in blocks if b and "gatewayAPI" in b[0]), None)
+    objects = {(d.get("kind"), d.get("metadata", {}).get("name")): d for b in blocks for d in b if "kind" in d}
+    c.check("quickstart: has the values, echo, Gateway, HTTPRoute and Ingress",
+            values is not None and {("Deployment", "echo"), ("Service", "echo"), ("Gateway", "web"),
+                                    ("HTTPRoute", "echo"), ("Ingress", "echo")} <= set(objects), str(list(objects)))
+    if values is None:
+        return
+    try:
+        docs = render(values)
+        c.check("quickstart: its values render", True)
+    except Exception as e:  # whatever the render raises is the finding
+        c.check("quickstart: its values render", False, str(e))
+        return
+    errors = [f"{k}: {validate(d)}" for k, d in objects.items()
+              if not d["apiVersion"].startswith("gateway.networking.k8s.io/") and validate(d)]
+    c.check("quickstart: kubernetes-validate --strict on its Namespace, Deployment, Service and Ingress",
+            not errors, "; ".join(errors))
+    v = merged(defaults(), values)
+    gateway, route = objects.get(("Gateway", "web"), {}), objects.get(("HTTPRoute", "echo"), {})
+    ingress, service = objects.get(("Ingress", "echo"), {}), objects.get(("Service", "echo"), {})
+    svc_ports = {p["port"] for p in service.get("spec", {}).get("ports", [])}
+    classes = {d["metadata"]["name"] for _, d in docs if d.get("kind") in ("GatewayClass", "IngressClass")}
+    listener_ports = {x["port"] for x in v["listeners"]}
+    c.check("quickstart: the Gateway's class is the chart's, and its listener ports are all in `listeners`",
+            gateway.get("spec", {}).get("gatewayClassName") == v["gatewayAPI"]["gatewayClass"]["name"]
+            and gateway["spec"]["gatewayClassName"] in classes
+            and {x["port"] for x in gateway["spec"]["listeners"]} <= listener_ports)
+    refs = [b for r in route.get("spec", {}).get("rules", []) for b in r.get("backendRefs", [])]
+    c.check("quickstart: the HTTPRoute's parent is the Gateway and its backend the echo Service's port",
+            [p["name"] for p in route.get("spec", {}).get("parentRefs", [])] == ["web"]
+            and refs and all(b["name"] == "echo" and b["port"] in svc_ports for b in refs))
+    backends = [p["backend"]["service"] for r in ingress.get("spec", {}).get("rules", []) for p in r["http"]["paths"]]
+    c.check("quickstart: the Ingress has the chart's class and points at the echo Service's port",
+            ingress.get("spec", {}).get("ingressClassName") == v["ingress"]["className"]
+            and ingress["spec"]["ingressClassName"] in classes
+            and backends and all(b["name"] == "echo" and b["port"]["number"] in svc_ports for b in backends))
