@@ -62,6 +62,10 @@ BAD_VALUES = {
     "a listener on the admin port": ({
         "ingress": {"enabled": True}, "ports": [], "listeners": [{"name": "a", "port": 80, "containerPort": 9090}]},
         "containerPort 9090 is the adminPort"),
+    "a listener hostPort that is not its containerPort, with hostNetwork": ({
+        "ingress": {"enabled": True}, "hostNetwork": True, "kind": "DaemonSet",
+        "listeners": [{"name": "http", "port": 80, "containerPort": 8080, "hostPort": 80}]},
+        "with hostNetwork the pod's ports are the node's"),
     "a vhost port on a listener's Service port": ({
         "ingress": {"enabled": True}, "ports": [{"name": "demo", "containerPort": 7681, "servicePort": 443}]},
         "ports[demo]: servicePort 443 is also the port of listeners[https]"),

@@ -87,6 +87,9 @@ name, Service port or container port used twice. */}}
 {{- if eq (int .containerPort) (int $.Values.adminPort) -}}
 {{- fail (printf "listeners[%s]: containerPort %v is the adminPort" .name .containerPort) -}}
 {{- end -}}
+{{- if and $.Values.hostNetwork .hostPort (ne (int .hostPort) (int .containerPort)) -}}
+{{- fail (printf "listeners[%s]: with hostNetwork the pod's ports are the node's: hostPort must be containerPort (%v) or unset" .name .containerPort) -}}
+{{- end -}}
 {{- end -}}
 {{- toJson .Values.listeners -}}
 {{- else -}}
