@@ -2,6 +2,7 @@
 rendered manifest and the CRD with kubernetes-validate, and checks what the chart promises:
 the config directory is never mounted with subPath, the pod is locked down, RBAC exists only in
 Kubernetes mode and grants only what lwsws uses, and the default config passes `lwsws --check`.
+controllers.py checks the chart as a Gateway API and Ingress controller.
 
 Run by e2e/chart/check.sh, which installs the two packages. Prints one line per check and ends
 with "N passed, M failed"; exits 1 on any failure.
@@ -17,13 +18,17 @@ import jsonschema
 import kubernetes_validate
 import yaml
 
+import controllers
+
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CHART = os.path.join(REPO, "charts", "lwsws")
 CRD_FILE = "lwsws.io_lwswsconfigs.yaml"
 # The schemas kubernetes-validate checks against: the newest it has and the chart's oldest.
 KUBE_VERSIONS = [kubernetes_validate.utils.latest_version(), "1.25"]
-# Kinds outside the Kubernetes API: the Prometheus Operator's and our own custom resources.
-NOT_IN_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("lwsws.io/v1alpha1", "LwswsConfig")}
+# Kinds outside the Kubernetes API: the Prometheus Operator's, our own custom resources, and the
+# Gateway API's GatewayClass (controllers.py checks that one by hand).
+NOT_IN_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("lwsws.io/v1alpha1", "LwswsConfig"),
+                  controllers.GATEWAY_CLASS}
 
 EXISTING_CM = {"config": {"existingConfigMap": "my-lwsws", "existingConfigMapConfD": ["b-site", "a-site"]}}
 KUBERNETES = {"kubernetes": {"enabled": True}}
@@ -44,10 +49,12 @@ COMBINATIONS = {
         "extraVolumes": [{"name": "www", "configMap": {"name": "www"}}],
         "extraVolumeMounts": [{"name": "www", "mountPath": "/srv/www", "readOnly": True}],
         "extraArgs": ["--grace-secs", "20"],
+        **controllers.EVERYTHING_ON,
     },
     "minimal": {"service": {"enabled": False}, "podDisruptionBudget": {"enabled": False},
                 "serviceAccount": {"create": False}, "metrics": {"podAnnotations": False},
                 "config": {"confD": {"localhost": None}}},
+    **controllers.COMBINATIONS,
 }
 BAD_VALUES = {
     "kind StatefulSet": {"kind": "StatefulSet"},
@@ -55,6 +62,7 @@ BAD_VALUES = {
     "a misspelt key": {"replicas": 3},
     "a conf.d key with a slash": {"config": {"confD": {"a/b": "{}"}}},
     "logFormat xml": {"logFormat": "xml"},
+    **controllers.BAD_VALUES,
 }
 LEAST_PRIVILEGE = sorted([
     ("lwsws.io", "lwswsconfigs", ("get", "list", "watch")),
@@ -78,15 +86,21 @@ class Checks:
         return ok
 
 
-def render(values):
+def render_with_notes(values):
+    """The rendered manifests as (path, object) pairs, and NOTES.txt."""
     with helm.Chart.load(CHART) as chart:
-        out = chart.render(values=values, name="lwsws-e2e", namespace="web", is_install=True)
+        out = chart.render(values=values, name=controllers.RELEASE, namespace=controllers.NAMESPACE,
+                           is_install=True)
     docs = []
     for path, text in sorted(out.items()):
         if not path.endswith(".yaml"):
             continue
         docs += [(path, d) for d in yaml.safe_load_all(text) if d]
-    return docs
+    return docs, out.get("lwsws/templates/NOTES.txt", "")
+
+
+def render(values):
+    return render_with_notes(values)[0]
 
 
 def find_key(node, key):
@@ -130,7 +144,7 @@ def check_lint(c):
 
 def check_combination(c, label, values):
     try:
-        docs = render(values)
+        docs, notes = render_with_notes(values)
     except helm.HelmError as e:
         c.check(f"[{label}] renders", False, str(e))
         return
@@ -190,26 +204,31 @@ def check_combination(c, label, values):
     c.check(f"[{label}] POD_NAMESPACE from the downward API",
             env.get("POD_NAMESPACE", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace")
 
-    k8s = bool((values or {}).get("kubernetes", {}).get("enabled"))
+    controller = any((values or {}).get(k, {}).get("enabled") for k in ("gatewayAPI", "ingress"))
+    k8s = controller or bool((values or {}).get("kubernetes", {}).get("enabled"))
     args = ctr["args"]
     c.check(f"[{label}] args -c /etc/lwsws --admin-addr 0.0.0.0:9090{' --kubernetes' if k8s else ''}",
             args[:4] == ["-c", "/etc/lwsws", "--admin-addr", "0.0.0.0:9090"] and ("--kubernetes" in args) == k8s,
             str(args))
-    roles = by_kind(docs, "Role")
+    # The release's own Role (the controllers' RBAC is checked by controllers.py).
+    roles = [d for d in by_kind(docs, "Role") if d["metadata"]["name"] == controllers.FULLNAME]
     if k8s:
         rules = sorted((g, r, tuple(sorted(rule["verbs"])))
                        for rule in (roles[0]["rules"] if roles else [])
                        for g in rule["apiGroups"] for r in rule["resources"])
-        binding = by_kind(docs, "RoleBinding")
+        binding = [d for d in by_kind(docs, "RoleBinding") if d["metadata"]["name"] == controllers.FULLNAME]
         c.check(f"[{label}] Role grants exactly lwswsconfigs r/o, their status, secrets (read; ACME writes)",
-                rules == LEAST_PRIVILEGE and not by_kind(docs, "ClusterRole"), str(rules))
+                len(roles) == 1 and roles[0]["metadata"]["namespace"] == controllers.NAMESPACE
+                and rules == LEAST_PRIVILEGE and (controller or not by_kind(docs, "ClusterRole")), str(rules))
         c.check(f"[{label}] RoleBinding binds the Role to the pod's ServiceAccount",
                 len(binding) == 1 and binding[0]["subjects"][0]["name"] == pod["serviceAccountName"]
                 and binding[0]["roleRef"]["name"] == roles[0]["metadata"]["name"])
         c.check(f"[{label}] the pod gets an API token", pod.get("automountServiceAccountToken") is True)
     else:
         c.check(f"[{label}] no RBAC and no API token without Kubernetes mode",
-                not roles and not by_kind(docs, "RoleBinding") and pod.get("automountServiceAccountToken") is False)
+                not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding") and not by_kind(docs, "ClusterRole")
+                and pod.get("automountServiceAccountToken") is False)
+    controllers.check(c, label, values, docs, notes, ctr, pod)
 
     want_sm = bool((values or {}).get("metrics", {}).get("serviceMonitor", {}).get("enabled"))
     sms = by_kind(docs, "ServiceMonitor")
@@ -237,13 +256,14 @@ def check_validator_bites(c):
 
 
 def check_bad_values(c):
+    """Each must fail to render; where a reason is given, the error must say it."""
     for label, values in BAD_VALUES.items():
+        values, reason = values if isinstance(values, tuple) else (values, "")
         try:
             render(values)
             c.check(f"values refused: {label}", False, "rendered")
         except helm.HelmError as e:
-            c.check(f"values refused: {label}", True)
-            del e
+            c.check(f"values refused: {label}", reason in str(e), f"the error does not say {reason!r}: {e}")
 
 
 def check_crds(c):
@@ -328,6 +348,7 @@ def main():
     check_bad_values(c)
     check_crds(c)
     check_crd_schema(c)
+    controllers.check_quickstart(c, render, validate)
     check_default_config(c, sys.argv[1] if len(sys.argv) > 1 else None)
     print(f"{c.passed} passed, {c.failed} failed")
     return 1 if c.failed else 0
