@@ -1,7 +1,10 @@
 //! Shared helpers for the integration tests: a config dir in a temp dir, an in-process server
-//! on 127.0.0.1 port 0, and a raw HTTP/1.1 client over TCP or TLS (so tests see the bytes).
+//! on 127.0.0.1 port 0, a raw HTTP/1.1 client over TCP or TLS (so tests see the bytes), and a
+//! fake Kubernetes API (`fake_kube`).
 
 #![allow(dead_code)]
+
+pub mod fake_kube;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -72,6 +75,16 @@ impl TestServer {
         if let Some(s) = self.server.take() {
             s.shutdown(Duration::from_secs(2)).await;
         }
+    }
+}
+
+/// Waits until `f` holds, polling every 20 ms; fails naming `what` after 30 s, a deadline
+/// generous enough for a loaded machine (the wait ends as soon as `f` holds).
+pub async fn eventually<F: FnMut() -> bool>(what: &str, mut f: F) {
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while !f() {
+        assert!(std::time::Instant::now() < until, "timed out after 30 s waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
