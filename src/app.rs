@@ -219,13 +219,14 @@ impl Server {
         ddir: &str,
         why: &str,
     ) {
-        let crate::k8s::source::Build { loaded, verdicts } = ctl.build(dir, ddir);
+        let crate::k8s::source::Build { loaded, verdicts, routes } = ctl.build(dir, ddir);
         for v in verdicts.iter().filter(|v| v.problem.is_some()) {
             tracing::warn!(resource = %format!("{}/{}", v.namespace, v.name), problem = v.problem.as_deref().unwrap_or(""),
                 "LwswsConfig refused; the others are applied");
         }
         let programmed = self.apply(loaded, why).await.map_err(|e| e.to_string());
         ctl.report(&verdicts, programmed.as_ref().map(|_| ()).map_err(String::as_str)).await;
+        ctl.report_routes(&routes).await;
     }
 
     /// Every TCP address bound, in config order (useful with port 0).

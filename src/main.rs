@@ -55,6 +55,44 @@ struct Cli {
     /// The namespace watched in Kubernetes mode
     #[arg(long, env = "POD_NAMESPACE", default_value = "default", value_name = "NS")]
     namespace: String,
+    /// Serve Gateway API Gateways of GatewayClasses with our controller name (with --kubernetes)
+    #[arg(long, env = "LWSWS_GATEWAY_API")]
+    gateway_api: bool,
+    /// The GatewayClass controllerName that is ours
+    #[arg(
+        long,
+        env = "LWSWS_GATEWAY_CONTROLLER_NAME",
+        default_value = "lwsws.io/gateway-controller",
+        value_name = "NAME"
+    )]
+    gateway_controller_name: String,
+    /// Serve Ingresses of our IngressClass (with --kubernetes)
+    #[arg(long, env = "LWSWS_INGRESS")]
+    ingress: bool,
+    /// The IngressClass name served
+    #[arg(long, env = "LWSWS_INGRESS_CLASS", default_value = "lwsws", value_name = "NAME")]
+    ingress_class: String,
+    /// The IngressClass spec.controller that is ours
+    #[arg(
+        long,
+        env = "LWSWS_INGRESS_CONTROLLER_NAME",
+        default_value = "lwsws.io/ingress-controller",
+        value_name = "NAME"
+    )]
+    ingress_controller_name: String,
+    /// Namespaces where routes, Ingresses, Services and Secrets are watched (comma-separated;
+    /// empty: all)
+    #[arg(long, env = "LWSWS_WATCH_NAMESPACES", default_value = "", value_name = "NS,NS")]
+    watch_namespaces: String,
+    /// The Service whose addresses Gateway and Ingress statuses report
+    #[arg(long, env = "LWSWS_PUBLISH_SERVICE", value_name = "NS/NAME")]
+    publish_service: Option<String>,
+    /// Addresses Gateway and Ingress statuses report (comma-separated), instead of a Service's
+    #[arg(long, env = "LWSWS_PUBLISH_ADDRESS", default_value = "", value_name = "ADDR,ADDR")]
+    publish_address: String,
+    /// Where a Gateway listener or Ingress port is bound in the pod: 80=8080,443=8443
+    #[arg(long, env = "LWSWS_LISTENER_PORT_MAP", default_value = "", value_name = "PORT=PORT,...")]
+    listener_port_map: String,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -103,8 +141,45 @@ fn run(cli: &Cli, dir: &std::path::Path, ddir: &str, checking: bool) -> ExitCode
         print!("{}", result.text);
         return ExitCode::from(result.code as u8);
     }
-    let kube = cli.kubernetes.then(|| cli.namespace.clone());
+    let routes = match route_options(cli) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("lwsws: error: {e}");
+            return ExitCode::from(EXIT_CONFIG as u8);
+        }
+    };
+    let kube = cli.kubernetes.then(|| (cli.namespace.clone(), routes));
     serve(dir, ddir, Duration::from_secs(cli.grace_secs), Duration::from_secs(cli.drain_secs), cli.admin_addr, kube)
+}
+
+/// The route front ends' flags, checked.
+fn route_options(cli: &Cli) -> Result<lwsws::k8s::frontends::RouteOptions, String> {
+    use lwsws::k8s::frontends::{IngressOptions, RouteOptions};
+    let list =
+        |s: &str| -> Vec<String> { s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(String::from).collect() };
+    if (cli.gateway_api || cli.ingress) && !cli.kubernetes {
+        return Err("--gateway-api and --ingress need --kubernetes".into());
+    }
+    let publish_service = match &cli.publish_service {
+        Some(s) => {
+            let (ns, name) = s.split_once('/').unwrap_or((cli.namespace.as_str(), s.as_str()));
+            Some((ns.to_string(), name.to_string()))
+        }
+        None => None,
+    };
+    let namespaces = list(&cli.watch_namespaces);
+    Ok(RouteOptions {
+        gateway_controller: cli.gateway_api.then(|| cli.gateway_controller_name.clone()),
+        ingress: cli.ingress.then(|| IngressOptions {
+            class_name: cli.ingress_class.clone(),
+            controller_name: cli.ingress_controller_name.clone(),
+        }),
+        namespaces: (!namespaces.is_empty()).then_some(namespaces),
+        ports: lwsws::k8s::routes::PortMap::parse(&cli.listener_port_map)
+            .map_err(|e| format!("--listener-port-map: {e}"))?,
+        addresses: list(&cli.publish_address),
+        publish_service,
+    })
 }
 
 /// `-c DIR`, else /etc/lwsws when it holds a config, else the built-in demo unpacked. `--check`
@@ -129,8 +204,12 @@ fn serve(
     grace: Duration,
     drain: Duration,
     admin: Option<std::net::SocketAddr>,
-    kube_namespace: Option<String>,
+    kube: Option<(String, lwsws::k8s::frontends::RouteOptions)>,
 ) -> ExitCode {
+    let (kube_namespace, routes) = match kube {
+        Some((ns, routes)) => (Some(ns), routes),
+        None => (None, Default::default()),
+    };
     // In Kubernetes mode the files may hold no vhost: the resources can bring them all.
     let files = match &kube_namespace {
         Some(_) => lwsws::k8s::controller::file_sources(dir).and_then(|s| lwsws::lwsws::load_sources(&s, ddir)),
@@ -156,9 +235,10 @@ fn serve(
         let mut config = loaded.config;
         let mut kube = None;
         let mut verdicts = Vec::new();
+        let mut route_statuses = Default::default();
         let mut stores = lwsws::acme::file_stores();
         if let Some(ns) = &kube_namespace {
-            let (ctl, changes) = match lwsws::k8s::Controller::connect(ns).await {
+            let (ctl, changes) = match lwsws::k8s::Controller::connect(ns, routes).await {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("lwsws: error: cannot reach the Kubernetes API: {e}");
@@ -184,6 +264,7 @@ fn serve(
                 }
             }
             verdicts = built.verdicts;
+            route_statuses = built.routes;
             kube = Some((ctl, changes));
         }
         let services = kube.as_ref().map(|(c, _): &(lwsws::k8s::Controller, _)| c.services()).unwrap_or_default();
@@ -212,6 +293,7 @@ fn serve(
         }
         if let Some((ctl, _)) = &kube {
             ctl.report(&verdicts, Ok(())).await;
+            ctl.report_routes(&route_statuses).await;
         }
         run_until_stopped(&mut server, dir, ddir, kube).await;
         tracing::info!("stopping: no new connections; finishing in-flight requests");

@@ -571,7 +571,8 @@ async fn lwsws_kubernetes_code_runs_against_the_fake() {
     };
     fake.put(config("site"));
     let state = tempfile::tempdir().unwrap();
-    let (ctl, mut changes) = lwsws::k8s::Controller::start(fake.client(), "web", state.path().join("secrets"));
+    let (ctl, mut changes) =
+        lwsws::k8s::Controller::start(fake.client(), "web", state.path().join("secrets"), Default::default());
     assert!(ctl.synced(Duration::from_secs(30)).await, "the reflectors listed");
     let secret_watch = fake.requests().into_iter().find(|r| r.path == "/api/v1/namespaces/web/secrets");
     assert!(secret_watch.unwrap().query.contains("fieldSelector=type%3Dkubernetes.io%2Ftls"));

@@ -603,7 +603,8 @@ async fn resources_are_served_refused_with_their_field_edited_and_relisted_after
     let client = client_for(addr);
     let state = tempfile::tempdir().unwrap();
     let conf_dir = tempfile::tempdir().unwrap(); // no `conf`: the resources are the whole config
-    let (ctl, mut changes) = lwsws::k8s::Controller::start(client, NS, state.path().join("secrets"));
+    let (ctl, mut changes) =
+        lwsws::k8s::Controller::start(client, NS, state.path().join("secrets"), Default::default());
     assert!(ctl.synced(Duration::from_secs(10)).await, "the reflectors listed");
 
     // Start as main does in Kubernetes mode: build once from what is listed, then serve.
@@ -894,7 +895,8 @@ async fn a_non_tls_secret_is_not_seen_by_the_secret_watch() {
 
     // The controller's own Secret watch asks for the TLS type only.
     let state = tempfile::tempdir().unwrap();
-    let (ctl, _changes) = lwsws::k8s::Controller::start(client_for(addr), NS, state.path().join("secrets"));
+    let (ctl, _changes) =
+        lwsws::k8s::Controller::start(client_for(addr), NS, state.path().join("secrets"), Default::default());
     assert!(ctl.synced(Duration::from_secs(30)).await, "the reflectors listed");
     let asked = api.state.lock().unwrap().secret_selectors.clone();
     assert_eq!(asked, BTreeSet::from(["type=kubernetes.io/tls".to_string()]), "the controller's Secret selectors");

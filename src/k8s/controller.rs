@@ -16,6 +16,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::mpsc;
 
 use super::crd::{Condition, LwswsConfig, LwswsConfigStatus};
+use super::frontends::{self, Frontends, RouteOptions, RoutesBuilt};
 use super::source::{self, Build, TlsPair, Verdict};
 use crate::lwsws::Source;
 
@@ -28,6 +29,8 @@ pub struct Controller {
     last_good: parking_lot::Mutex<source::LastGood>,
     /// Services' endpoints, kept current from EndpointSlices; shared with the server.
     services: std::sync::Arc<crate::upstream::Services>,
+    /// The Gateway API and Ingress front ends, when asked for.
+    frontends: Option<Frontends>,
 }
 
 impl Controller {
@@ -36,6 +39,7 @@ impl Controller {
         client: kube::Client,
         namespace: &str,
         secret_dir: PathBuf,
+        routes: RouteOptions,
     ) -> (Controller, mpsc::UnboundedReceiver<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let configs: Api<LwswsConfig> = Api::namespaced(client.clone(), namespace);
@@ -49,7 +53,10 @@ impl Controller {
         );
         // Only TLS Secrets matter here (not Helm's release records or tokens).
         let tls_only = watcher::Config::default().fields("type=kubernetes.io/tls");
-        spawn_reflector("secrets", reflector::reflector(secret_writer, watcher(secrets, tls_only)), tx);
+        spawn_reflector("secrets", reflector::reflector(secret_writer, watcher(secrets, tls_only)), tx.clone());
+        let services: std::sync::Arc<crate::upstream::Services> = Default::default();
+        let frontends =
+            routes.any().then(|| Frontends::start(&client, routes, services.clone(), secret_dir.join("routes"), &tx));
         let ctl = Controller {
             client,
             namespace: namespace.to_string(),
@@ -57,16 +64,20 @@ impl Controller {
             secrets: secret_store,
             secret_dir,
             last_good: Default::default(),
-            services: Default::default(),
+            services,
+            frontends,
         };
         (ctl, rx)
     }
 
     /// Connects with the in-cluster service account (or the kubeconfig outside a cluster).
-    pub async fn connect(namespace: &str) -> Result<(Controller, mpsc::UnboundedReceiver<()>), kube::Error> {
+    pub async fn connect(
+        namespace: &str,
+        routes: RouteOptions,
+    ) -> Result<(Controller, mpsc::UnboundedReceiver<()>), kube::Error> {
         let client = kube::Client::try_default().await?;
         let secret_dir = crate::model::acme::state_dir().join("secrets");
-        Ok(Controller::start(client, namespace, secret_dir))
+        Ok(Controller::start(client, namespace, secret_dir, routes))
     }
 
     /// Services' endpoints, for the server's tables.
@@ -83,6 +94,9 @@ impl Controller {
         let both = async {
             let _ = self.configs.wait_until_ready().await;
             let _ = self.secrets.wait_until_ready().await;
+            if let Some(f) = &self.frontends {
+                let _ = f.synced(limit).await;
+            }
         };
         tokio::time::timeout(limit, both).await.is_ok()
     }
@@ -91,11 +105,29 @@ impl Controller {
     pub fn build(&self, dir: &Path, ddir: &str) -> Build {
         let files = match file_sources(dir) {
             Ok(f) => f,
-            Err(e) => return Build { loaded: Err(e), verdicts: Vec::new() },
+            Err(e) => return Build { loaded: Err(e), verdicts: Vec::new(), routes: Default::default() },
         };
         let lookup = |ns: &str, name: &str| self.tls_pair(ns, name);
-        let mut last_good = self.last_good.lock();
-        source::build(&files, &self.configs.state(), &lookup, &self.secret_dir, ddir, &mut last_good)
+        let mut build = {
+            let mut last_good = self.last_good.lock();
+            source::build(&files, &self.configs.state(), &lookup, &self.secret_dir, ddir, &mut last_good)
+        };
+        if let (Some(f), Ok(loaded)) = (&self.frontends, &mut build.loaded) {
+            let mut routes = f.build(&frontends::ports_of(loaded));
+            if let Err(e) = frontends::join(loaded, std::mem::take(&mut routes.vhosts)) {
+                // The files and resources keep serving without the routes.
+                tracing::warn!(error = %frontends::join_error(&e), "the Gateway API and Ingress routes cannot be served");
+            }
+            build.routes = routes;
+        }
+        build
+    }
+
+    /// Writes the route front ends' statuses that changed.
+    pub async fn report_routes(&self, routes: &RoutesBuilt) {
+        if let Some(f) = &self.frontends {
+            f.report(&self.client, routes).await;
+        }
     }
 
     fn tls_pair(&self, namespace: &str, name: &str) -> Option<TlsPair> {

@@ -12,8 +12,12 @@ pub mod acme_store;
 pub mod controller;
 pub mod crd;
 pub mod endpoints;
+pub mod frontends;
+pub mod gateway;
+pub mod ingress;
 pub mod routes;
 pub mod source;
+pub mod watched;
 
 pub use controller::Controller;
 

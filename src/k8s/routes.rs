@@ -27,6 +27,10 @@ pub struct HostRoutes {
     pub tls: Option<TlsFiles>,
     /// In precedence order for ties (the earlier mount wins).
     pub mounts: Vec<Mount>,
+    /// These mounts also serve the more specific names on the port that they cover (Gateway
+    /// API: a request's candidate rules are those of every route whose hostname matches it,
+    /// ranked by hostname first). Ingress rules do not: the host decides, then the path.
+    pub shared: bool,
 }
 
 /// `--listener-port-map`: the port a Gateway or Ingress port is bound on inside the pod.
@@ -64,6 +68,8 @@ pub fn assemble(entries: Vec<HostRoutes>, ports: &PortMap, source: &str) -> Vec<
         let tls = entries.iter().find_map(|e| e.tls.clone());
         let mut catch_all = vhost(&loc, &format!("{source}/port-{port}/any-host"), bound, HostMatch::Never, &tls);
         let mut named: BTreeMap<(String, HostMatch), Vhost> = BTreeMap::new();
+        let shared: Vec<(Option<String>, Vec<Mount>)> =
+            entries.iter().filter(|e| e.shared).map(|e| (e.hostname.clone(), e.mounts.clone())).collect();
         for e in entries {
             match &e.hostname {
                 None => catch_all.mounts.extend(e.mounts),
@@ -81,6 +87,13 @@ pub fn assemble(entries: Vec<HostRoutes>, ports: &PortMap, source: &str) -> Vec<
                 }
             }
         }
+        for v in named.values_mut() {
+            for (host, mounts) in &shared {
+                if covers_more(host.as_deref(), &v.name, v.host_match) {
+                    v.mounts.extend(mounts.iter().cloned());
+                }
+            }
+        }
         vhosts.push(catch_all);
         let mut named: Vec<Vhost> = named.into_values().collect();
         // Exact names first; then wildcards, the longest (most specific) suffix first.
@@ -88,6 +101,21 @@ pub fn assemble(entries: Vec<HostRoutes>, ports: &PortMap, source: &str) -> Vec<
         vhosts.extend(named);
     }
     vhosts
+}
+
+/// Whether `broader` (`None`: every name; `*.suffix`) covers the vhost `name` (matched as
+/// `how`) and is not that same name.
+fn covers_more(broader: Option<&str>, name: &str, how: HostMatch) -> bool {
+    let Some(b) = broader else { return true };
+    let Some(suffix) = b.strip_prefix("*.") else { return false };
+    let suffix = suffix.to_ascii_lowercase();
+    let deeper = name.len() > suffix.len() + 1 && name.ends_with(&format!(".{suffix}"));
+    match how {
+        HostMatch::Exact => deeper,
+        // `*.a.example.com` is narrower than `*.example.com`.
+        HostMatch::Wildcard | HostMatch::OneLabel => deeper,
+        _ => false,
+    }
 }
 
 fn vhost(loc: &Loc, name: &str, port: u16, how: HostMatch, tls: &Option<TlsFiles>) -> Vhost {
@@ -161,6 +189,22 @@ mod tests {
         let mounts: Vec<&str> = v[1].mounts.iter().map(|m| m.mountpoint.as_str()).collect();
         assert_eq!(mounts, vec!["/f", "/f2"], "one name, merged in order");
         assert_eq!(v[0].mounts[0].mountpoint, "/any");
+    }
+
+    #[test]
+    fn shared_routes_also_serve_the_names_they_cover() {
+        let mut wild = routes(80, Some("*.example.com"), "/w");
+        wild.shared = true;
+        let mut any = routes(80, None, "/any");
+        any.shared = true;
+        let entries = vec![routes(80, Some("foo.example.com"), "/f"), wild, any, routes(80, Some("a.test"), "/a")];
+        let v = assemble(entries, &PortMap::default(), "gw");
+        let mounts = |name: &str| -> Vec<String> {
+            v.iter().find(|v| v.name == name).unwrap().mounts.iter().map(|m| m.mountpoint.clone()).collect()
+        };
+        assert_eq!(mounts("foo.example.com"), vec!["/f", "/w", "/any"]);
+        assert_eq!(mounts("example.com"), vec!["/w", "/any"]);
+        assert_eq!(mounts("a.test"), vec!["/a", "/any"]);
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct TlsPair {
 pub struct Build {
     pub loaded: Result<Loaded, ConfigError>,
     pub verdicts: Vec<Verdict>,
+    /// What the Gateway API and Ingress front ends made (their vhosts already in `loaded`).
+    pub routes: super::frontends::RoutesBuilt,
 }
 
 /// Builds the config from the files' sources and the resources. `secret` finds a TLS Secret by
@@ -87,7 +89,7 @@ pub fn build(
     }
     // A deleted resource's last good version goes with it.
     last_good.retain(|k, _| present.contains(k));
-    Build { loaded: load_sources(&all, ddir), verdicts }
+    Build { loaded: load_sources(&all, ddir), verdicts, routes: Default::default() }
 }
 
 /// Whether `source` can join `before`: it loads, validates and compiles (certificates included)

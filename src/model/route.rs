@@ -66,6 +66,9 @@ pub struct RouteRule {
     pub response_headers: HeaderEdits,
     /// Where the rule came from (`httproute ns/name rules[0]`), for logs.
     pub source: String,
+    /// How the route's own hostname ranks, before everything else: the length of a matching
+    /// non-wildcard hostname, then of the hostname (Gateway API precedence across routes).
+    pub host_rank: (usize, usize),
 }
 
 /// A Service port, as a backend names it.

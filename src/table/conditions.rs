@@ -15,6 +15,7 @@ pub struct RouteRt {
     query: Vec<(String, Matcher)>,
     pub request_headers: EditsRt,
     pub response_headers: EditsRt,
+    host_rank: (usize, usize),
 }
 
 #[derive(Debug)]
@@ -69,10 +70,11 @@ impl EditsRt {
     }
 }
 
-/// How a rule ranks (Gateway API precedence, steps 1 to 5; the front end orders mounts for the
-/// rest, and the earlier mount wins a tie): an exact path, the longer path (a regular
-/// expression counts its pattern's length), a method, more headers, more query parameters.
-pub type Rank = (bool, usize, bool, usize, usize);
+/// How a rule ranks (Gateway API precedence; the front end orders mounts for the rest, and the
+/// earlier mount wins a tie): its route's hostname, then an exact path, the longer path (a
+/// regular expression counts its pattern's length), a method, more headers, more query
+/// parameters.
+pub type Rank = ((usize, usize), bool, usize, bool, usize, usize);
 
 impl RouteRt {
     pub fn compile(rule: &RouteRule, loc: &Loc) -> Result<Self, ConfigError> {
@@ -92,6 +94,7 @@ impl RouteRt {
             query: m.query.iter().map(|q| matcher(q, "queryParams")).collect::<Result<_, _>>()?,
             request_headers: edits(&rule.request_headers, loc, "requestHeaderModifier")?,
             response_headers: edits(&rule.response_headers, loc, "responseHeaderModifier")?,
+            host_rank: rule.host_rank,
         })
     }
 
@@ -133,7 +136,7 @@ impl RouteRt {
             Some(r) => r.as_str().len().saturating_sub(6),
             None => mount.mountpoint.trim_end_matches('/').len().max(1),
         };
-        (mount.exact_match, len, self.method.is_some(), self.headers.len(), self.query.len())
+        (self.host_rank, mount.exact_match, len, self.method.is_some(), self.headers.len(), self.query.len())
     }
 }
 

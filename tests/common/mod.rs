@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fake_kube;
+pub mod routes_env;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -86,6 +87,34 @@ pub async fn eventually<F: FnMut() -> bool>(what: &str, mut f: F) {
         assert!(std::time::Instant::now() < until, "timed out after 30 s waiting for: {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `eventually` that reports instead of failing: whether `f` held within 30 s.
+pub async fn try_eventually<F: FnMut() -> bool>(mut f: F) -> bool {
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while !f() {
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
+/// `try_eventually` for a check that must await.
+pub async fn try_eventually_async<F, Fut>(mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while !f().await {
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
 }
 
 /// Creates a file (and its parents) under `root`.
