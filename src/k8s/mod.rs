@@ -11,6 +11,7 @@
 pub mod acme_store;
 pub mod controller;
 pub mod crd;
+pub mod ingress;
 pub mod routes;
 pub mod source;
 
