@@ -18,7 +18,7 @@ use super::endpoints::{self, EndpointsWatch};
 use super::gateway::types::{Gateway, GatewayClass, HTTPRoute, NamespaceLabels, ReferenceGrant};
 use super::gateway::{self, GatewayInput, SecretLookup, StatusUpdate};
 use super::routes::{self, HostRoutes, PortMap};
-use super::source::TlsPair;
+use super::secrets::TlsPair;
 use super::watched::Watched;
 use crate::lwsws::Loaded;
 use crate::model::{ConfigError, Loc, Vhost};

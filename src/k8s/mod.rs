@@ -16,6 +16,7 @@ pub mod frontends;
 pub mod gateway;
 pub mod ingress;
 pub mod routes;
+pub mod secrets;
 pub mod source;
 pub mod watched;
 

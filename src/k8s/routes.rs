@@ -159,6 +159,7 @@ mod tests {
             wildcard: HostMatch::Wildcard,
             tls: None,
             mounts: vec![m],
+            shared: false,
         }
     }
 

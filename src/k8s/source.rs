@@ -5,12 +5,13 @@
 //! it that was accepted last keeps serving in its place.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
 use super::crd::LwswsConfig;
+pub use super::secrets::{TlsPair, write_pair};
 use crate::lwsws::{Loaded, Source, load_sources, path_at};
 use crate::model::ConfigError;
 
@@ -29,13 +30,6 @@ pub struct Verdict {
 /// The last accepted version of each resource (by namespace/name, with its uid), kept across
 /// builds so that a bad edit does not take a working site down.
 pub type LastGood = HashMap<String, (Option<String>, Source)>;
-
-/// A `kubernetes.io/tls` Secret's certificate chain and key (PEM).
-#[derive(Debug, Clone, PartialEq)]
-pub struct TlsPair {
-    pub cert: Vec<u8>,
-    pub key: Vec<u8>,
-}
 
 pub struct Build {
     pub loaded: Result<Loaded, ConfigError>,
@@ -145,33 +139,6 @@ fn render(
     doc.insert("vhosts".into(), Value::Array(vhosts));
     let text = serde_json::to_string_pretty(&Value::Object(doc)).expect("JSON values serialise");
     Ok(Source { name: source_name(&namespace, &name).into(), text })
-}
-
-/// Writes a Secret's pair where the TLS loader reads it, in a directory named by its content:
-/// a rotated Secret gets new paths (so the config changes and is reloaded) and the files of the
-/// version before stay for as long as that version may serve. Unchanged content is not
-/// rewritten, so an unchanged Secret does not look like a renewed certificate.
-pub(crate) fn write_pair(
-    dir: &Path,
-    namespace: &str,
-    name: &str,
-    pair: &TlsPair,
-) -> std::io::Result<(PathBuf, PathBuf)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let version = super::stable_hash(&[&pair.cert, &pair.key]);
-    let d = dir.join(namespace).join(name).join(format!("{version:016x}"));
-    std::fs::create_dir_all(&d)?;
-    let (cert, key) = (d.join("tls.crt"), d.join("tls.key"));
-    for (path, data) in [(&key, &pair.key), (&cert, &pair.cert)] {
-        if std::fs::read(path).ok().as_ref() == Some(data) {
-            continue;
-        }
-        let tmp = path.with_extension("tmp");
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        std::io::Write::write_all(&mut f, data)?;
-        std::fs::rename(&tmp, path)?;
-    }
-    Ok((cert, key))
 }
 
 /// A config error in a resource, as `spec.<field path>: <problem>`.

@@ -4,8 +4,16 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 use regex::Regex;
 
-use super::route::RouteFacts;
 use crate::model::{ConfigError, HeaderEdits, Loc, Mount, RouteRule, ValueMatch};
+
+/// What a Gateway API rule's conditions read of a request, whichever request path parsed it.
+pub trait RouteFacts {
+    fn method(&self) -> &str;
+    /// The query as sent, without the `?`.
+    fn query(&self) -> Option<&str>;
+    /// The first value of the header named `name` (lowercase).
+    fn header(&self, name: &str) -> Option<&[u8]>;
+}
 
 #[derive(Debug)]
 pub struct RouteRt {

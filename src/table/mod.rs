@@ -14,9 +14,7 @@ mod route;
 
 pub use access_log::{AccessLog, Entry};
 pub use compile::{CompileMode, compile};
-pub use conditions::{EditsRt, RouteRt};
+pub use conditions::{EditsRt, RouteFacts, RouteRt};
 pub use credentials::Credentials;
 pub use mime::MimeRules;
-pub use route::{
-    GlobalRt, ListenerMode, ListenerRoutes, MountRt, RouteFacts, RouteTable, VhostProtocols, VhostRt, strip_port,
-};
+pub use route::{GlobalRt, ListenerMode, ListenerRoutes, MountRt, RouteTable, VhostProtocols, VhostRt, strip_port};

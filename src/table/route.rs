@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 
 use super::access_log::AccessLog;
+use super::conditions::RouteFacts;
 use super::credentials::Credentials;
 use super::mime::MimeRules;
 use crate::model::protocols::Onward;
@@ -250,15 +251,6 @@ impl VhostRt {
         }
         best
     }
-}
-
-/// What a Gateway API rule's conditions read of a request, whichever request path parsed it.
-pub trait RouteFacts {
-    fn method(&self) -> &str;
-    /// The query as sent, without the `?`.
-    fn query(&self) -> Option<&str>;
-    /// The first value of the header named `name` (lowercase).
-    fn header(&self, name: &str) -> Option<&[u8]>;
 }
 
 fn mount_matches(mp: &str, path: &str, exact: bool) -> bool {

@@ -7,5 +7,5 @@ pub mod expiry;
 mod server;
 mod slots;
 
-pub use server::server_config;
+pub use server::{check_pem_pair, server_config};
 pub use slots::{CertSlots, ManagedCert, Slot};

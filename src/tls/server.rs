@@ -168,6 +168,22 @@ fn load_key_pair(
         .map_err(|e| ("host-ssl-cert", format!("certificate and key do not fit: {e}")))
 }
 
+/// Whether a PEM certificate chain and private key (a `kubernetes.io/tls` Secret's `tls.crt` and
+/// `tls.key`) load together as `server_config` loads them from files: a front end checks a
+/// Secret with this before it names the Secret's files in a config.
+pub fn check_pem_pair(cert: &[u8], key: &[u8]) -> Result<(), String> {
+    let chain: Vec<_> = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot read the certificates: {e}"))?;
+    if chain.is_empty() {
+        return Err("no PEM certificate".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("cannot read the private key: {e}"))?;
+    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    CertifiedKey::from_der(chain, key, &provider).map_err(|e| format!("certificate and key do not fit: {e}"))?;
+    Ok(())
+}
+
 /// The vhost's one certificate (or none yet, with `ignore-missing-cert`). A resolver rather
 /// than `with_single_cert` so that certificates can be swapped in later without a rebuild.
 #[derive(Debug)]

@@ -249,17 +249,15 @@ pub fn echoed(r: &Resp) -> Value {
 
 /// Waits until a GET answers with `status` (from a pod when 200), then returns that answer.
 pub async fn until_served(port: u16, host: &str, path: &str, status: u16) -> Resp {
-    let mut last = None;
-    let ok = super::try_eventually_async(|| async {
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
         let r = request(port, "GET", host, path, "").await;
-        let done = r.status == status;
-        last = Some(r);
-        done
-    })
-    .await;
-    let last = last.unwrap();
-    assert!(ok, "GET {host}{path}: wanted {status}, got {} {}", last.status, last.text());
-    last
+        if r.status == status {
+            return r;
+        }
+        assert!(std::time::Instant::now() < until, "GET {host}{path}: wanted {status}, got {} {}", r.status, r.text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 // Objects, as `kubectl apply` would send them.

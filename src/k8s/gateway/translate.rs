@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, T
 
 use super::types::*;
 use crate::k8s::routes::{HostRoutes, TlsFiles, valid_hostname};
-use crate::k8s::source::TlsPair;
+use crate::k8s::secrets::TlsPair;
 use crate::model::{
     HeaderEdits, HostMatch, Loc, Mount, Origin, PathRewrite, RouteMatch, RouteRedirect, RouteRule, ServiceRef,
     ServiceRoute, ValueMatch, WeightedBackend,
@@ -132,6 +132,17 @@ pub fn translate(input: &GatewayInput) -> GatewayBuild {
         route(input, r, &mut states, &mut out);
     }
     for s in states {
+        // A programmed listener stays bound with no route attached (answering 404).
+        for l in s.listeners.iter().filter(|l| l.programmed) {
+            out.routes.push(HostRoutes {
+                port: l.spec.port as u16,
+                hostname: None,
+                wildcard: HostMatch::Wildcard,
+                tls: l.tls.clone(),
+                mounts: Vec::new(),
+                shared: true,
+            });
+        }
         out.statuses.push(gateway_status(input, &s));
     }
     out
@@ -295,7 +306,7 @@ fn listener_tls(
         *resolved = (false, "InvalidCertificateRef", "no certificateRefs".to_string());
         return None;
     };
-    if r.group.as_deref().unwrap_or("") != "" || r.kind.as_deref().unwrap_or("Secret") != "Secret" {
+    if !r.group.as_deref().unwrap_or("").is_empty() || r.kind.as_deref().unwrap_or("Secret") != "Secret" {
         *resolved = (false, "InvalidCertificateRef", format!("{} is not a Secret", r.name));
         return None;
     }
@@ -332,7 +343,7 @@ fn listener_tls(
         return None;
     }
     let _ = gw;
-    match crate::k8s::source::write_pair(input.secret_dir, &secret_ns, &r.name, &pair) {
+    match crate::k8s::secrets::write_pair(input.secret_dir, &secret_ns, &r.name, &pair) {
         Ok((cert, key)) => Some(TlsFiles { cert, key }),
         Err(e) => {
             *resolved = (false, "InvalidCertificateRef", format!("cannot write the certificate's files: {e}"));
@@ -689,7 +700,7 @@ fn backends(input: &GatewayInput, ns: &str, rule: &HTTPRouteRule) -> Backends {
         let weight = b.weight.unwrap_or(1).clamp(0, 1_000_000) as u32;
         let target_ns = b.namespace.clone().unwrap_or_else(|| ns.to_string());
         let problem: Option<(&'static str, String)> =
-            if b.group.as_deref().unwrap_or("") != "" || b.kind.as_deref().unwrap_or("Service") != "Service" {
+            if !b.group.as_deref().unwrap_or("").is_empty() || b.kind.as_deref().unwrap_or("Service") != "Service" {
                 Some((
                     "InvalidKind",
                     format!("backend {} is a {}, not a Service", b.name, b.kind.as_deref().unwrap_or("?")),
