@@ -774,3 +774,166 @@ async fn websocket_upgrades_through_a_route() {
     assert_eq!(m.to_text().unwrap(), "127.0.0.2: hello");
     env.stop().await;
 }
+
+/// Endpoints come and go (ready → terminating → gone) while clients send requests without a
+/// pause, on both request paths (plain GETs go through the passthrough; a rule with a header
+/// edit goes through the hyper path): no request fails, the terminating endpoint gets no new
+/// requests, and the new one takes its share. No reload happens for endpoint changes.
+#[tokio::test]
+async fn endpoints_added_and_removed_under_load_fail_no_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let port = free_port();
+    let pods = Pod::start_many(2, 3).await;
+    let target = pods[0].port;
+    let (a, b, c) = ("127.0.0.2", "127.0.0.3", "127.0.0.4");
+    let mut objects = base(port, "All");
+    objects.push(service_only("web", "echo", 80));
+    objects.push(slice(
+        "web",
+        "echo-a",
+        "echo",
+        target,
+        vec![endpoint(a, true, true, false), endpoint(b, true, true, false)],
+    ));
+    objects.push(http_route("web", "r", json!({ "parentRefs": parent(), "rules": [
+        { "matches": [{ "path": { "type": "PathPrefix", "value": "/plain" } }], "backendRefs": backend("echo") },
+        { "matches": [{ "path": { "type": "PathPrefix", "value": "/edited" } }], "backendRefs": backend("echo"),
+          "filters": [{ "type": "RequestHeaderModifier", "requestHeaderModifier": { "set": [{ "name": "x-edited", "value": "1" }] } }] },
+    ]})));
+    let env = Env::start(objects, gateway_options()).await;
+    until_served(port, "e.test", "/plain", 200).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let seen: Arc<parking_lot::Mutex<Vec<String>>> = Default::default();
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let (stop, failures, seen) = (stop.clone(), failures.clone(), seen.clone());
+        let path = if i % 2 == 0 { "/plain" } else { "/edited" };
+        clients.push(tokio::spawn(async move {
+            let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let mut conn = common::connect(addr).await;
+            let mut sent = 0;
+            while !stop.load(Ordering::Relaxed) {
+                conn.send(&format!("GET {path} HTTP/1.1\r\nHost: e.test\r\n\r\n")).await;
+                match conn.read_response(false).await {
+                    Some(r) if r.status == 200 => {
+                        let e = echoed(&r);
+                        if path == "/edited" {
+                            assert_eq!(e["headers"]["x-edited"], "1", "the hyper path carried it");
+                        }
+                        seen.lock().push(e["pod"].as_str().unwrap_or("").to_string());
+                    }
+                    other => {
+                        failures.fetch_add(1, Ordering::Relaxed);
+                        eprintln!("failed: {other:?}");
+                        conn = common::connect(addr).await;
+                    }
+                }
+                sent += 1;
+            }
+            sent
+        }));
+    }
+    // Waits until `n` answers in a row (counted from now) come from `pods` only.
+    let only_from = |pods: Vec<&'static str>, n: usize| {
+        let seen = seen.clone();
+        async move {
+            let start = seen.lock().len();
+            common::try_eventually(|| {
+                let s = seen.lock();
+                let tail: Vec<&String> = s[start..].iter().collect();
+                tail.len() >= n && tail[tail.len() - n..].iter().all(|p| pods.contains(&p.as_str()))
+            })
+            .await
+        }
+    };
+    // A third pod joins.
+    env.fake.put(slice(
+        "web",
+        "echo-a",
+        "echo",
+        target,
+        vec![endpoint(a, true, true, false), endpoint(b, true, true, false), endpoint(c, true, true, false)],
+    ));
+    let joined = common::try_eventually(|| seen.lock().iter().any(|p| p == c)).await;
+    assert!(joined, "the new endpoint gets requests");
+    // The first terminates: no new requests reach it.
+    env.fake.put(slice(
+        "web",
+        "echo-a",
+        "echo",
+        target,
+        vec![endpoint(a, false, true, true), endpoint(b, true, true, false), endpoint(c, true, true, false)],
+    ));
+    assert!(only_from(vec!["127.0.0.3", "127.0.0.4"], 200).await, "the terminating endpoint still got requests");
+    // Then it is gone, and its pod stops.
+    env.fake.put(slice(
+        "web",
+        "echo-a",
+        "echo",
+        target,
+        vec![endpoint(b, true, true, false), endpoint(c, true, true, false)],
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pods[0].stop();
+    // The second goes the same way.
+    env.fake.put(slice(
+        "web",
+        "echo-a",
+        "echo",
+        target,
+        vec![endpoint(b, false, true, true), endpoint(c, true, true, false)],
+    ));
+    assert!(only_from(vec!["127.0.0.4"], 200).await, "the second terminating endpoint still got requests");
+    env.fake.put(slice("web", "echo-a", "echo", target, vec![endpoint(c, true, true, false)]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    pods[1].stop();
+    assert!(only_from(vec!["127.0.0.4"], 200).await);
+    stop.store(true, Ordering::Relaxed);
+    let mut total = 0;
+    for c in clients {
+        total += c.await.unwrap();
+    }
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "of {total} requests");
+    assert!(total > 800, "{total} requests");
+    env.stop().await;
+}
+
+/// An endpoint that refuses connections (its pod died before the EndpointSlice said so) is
+/// set aside and an idempotent request goes to another endpoint: no request fails.
+#[tokio::test]
+async fn a_refusing_endpoint_is_set_aside_and_requests_retried() {
+    let port = free_port();
+    let pods = Pod::start_many(2, 2).await;
+    let target = pods[0].port;
+    let mut objects = base(port, "All");
+    objects.push(service_only("web", "echo", 80));
+    objects.push(slice(
+        "web",
+        "echo-a",
+        "echo",
+        target,
+        vec![endpoint("127.0.0.2", true, true, false), endpoint("127.0.0.3", true, true, false)],
+    ));
+    objects.push(http_route("web", "r", json!({ "parentRefs": parent(), "rules": [
+        { "matches": [{ "path": { "type": "PathPrefix", "value": "/plain" } }], "backendRefs": backend("echo") },
+        { "matches": [{ "path": { "type": "PathPrefix", "value": "/edited" } }], "backendRefs": backend("echo"),
+          "filters": [{ "type": "RequestHeaderModifier", "requestHeaderModifier": { "set": [{ "name": "x-edited", "value": "1" }] } }] },
+    ]})));
+    let env = Env::start(objects, gateway_options()).await;
+    until_served(port, "e.test", "/plain", 200).await;
+    pods[0].stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for path in ["/plain", "/edited"] {
+        for _ in 0..50 {
+            // A fresh connection each time, so no pooled connection hides the refusal.
+            let r = request(port, "GET", "e.test", path, "connection: close\r\n").await;
+            assert_eq!(r.status, 200, "{path}: {}", r.text());
+            assert_eq!(echoed(&r)["pod"], "127.0.0.3");
+        }
+    }
+    // A non-idempotent request is not resent: it may fail with 503 while the endpoint is
+    // still listed, but never reaches the upstream twice.
+    env.stop().await;
+}
