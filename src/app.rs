@@ -226,7 +226,7 @@ impl Server {
         }
         let programmed = self.apply(loaded, why).await.map_err(|e| e.to_string());
         ctl.report(&verdicts, programmed.as_ref().map(|_| ()).map_err(String::as_str)).await;
-        ctl.report_routes(&routes).await;
+        ctl.report_routes(&routes, programmed.as_ref().map(|_| ()).map_err(String::as_str)).await;
     }
 
     /// Every TCP address bound, in config order (useful with port 0).

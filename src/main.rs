@@ -293,7 +293,7 @@ fn serve(
         }
         if let Some((ctl, _)) = &kube {
             ctl.report(&verdicts, Ok(())).await;
-            ctl.report_routes(&route_statuses).await;
+            ctl.report_routes(&route_statuses, Ok(())).await;
         }
         run_until_stopped(&mut server, dir, ddir, kube).await;
         tracing::info!("stopping: no new connections; finishing in-flight requests");

@@ -937,3 +937,135 @@ async fn a_refusing_endpoint_is_set_aside_and_requests_retried() {
     // still listed, but never reaches the upstream twice.
     env.stop().await;
 }
+
+/// All weights 0 answers 500 (never a backend); a Service without endpoints answers 503;
+/// every endpoint refusing ends in 503 after a bounded number of tries, not a loop.
+#[tokio::test]
+async fn no_backend_to_send_to_answers_500_or_503() {
+    let port = free_port();
+    let pods = Pod::start_many(2, 2).await;
+    let target = pods[0].port;
+    let mut objects = base(port, "All");
+    objects.extend(service("web", "a", 80, &[&pods[0]]));
+    objects.push(service_only("web", "empty", 80));
+    objects.push(slice("web", "empty-a", "empty", target, vec![]));
+    objects.push(service_only("web", "dead", 80));
+    objects.push(slice(
+        "web",
+        "dead-a",
+        "dead",
+        target,
+        vec![endpoint("127.0.0.2", true, true, false), endpoint("127.0.0.3", true, true, false)],
+    ));
+    objects.push(http_route("web", "r", json!({ "parentRefs": parent(), "rules": [
+        { "matches": [{ "path": { "type": "PathPrefix", "value": "/zero" } }],
+          "backendRefs": [{ "name": "a", "port": 80, "weight": 0 }] },
+        { "matches": [{ "path": { "type": "PathPrefix", "value": "/empty" } }], "backendRefs": backend("empty") },
+        { "matches": [{ "path": { "type": "PathPrefix", "value": "/dead" } }], "backendRefs": backend("dead") },
+        { "matches": [{ "path": { "type": "PathPrefix", "value": "/dead" }, "queryParams": [{ "name": "edited", "value": "" }] }],
+          "backendRefs": backend("dead"),
+          "filters": [{ "type": "RequestHeaderModifier", "requestHeaderModifier": { "set": [{ "name": "x-e", "value": "1" }] } }] },
+        { "matches": [{ "path": { "type": "PathPrefix", "value": "/none" } }] },
+    ]})));
+    let env = Env::start(objects, gateway_options()).await;
+    until_served(port, "z.test", "/dead", 200).await;
+    until_served(port, "z.test", "/zero", 500).await;
+    until_served(port, "z.test", "/none", 500).await;
+    until_served(port, "z.test", "/empty", 503).await;
+    pods[0].stop();
+    pods[1].stop();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for path in ["/dead", "/dead?edited"] {
+        let r = tokio::time::timeout(
+            Duration::from_secs(10),
+            request(port, "GET", "z.test", path, "connection: close\r\n"),
+        )
+        .await
+        .expect("an answer, not endless resending");
+        assert_eq!(r.status, 503, "{}", r.text());
+    }
+    env.stop().await;
+}
+
+/// A rule this server cannot serve (an unsupported filter) is dropped alone: the route is
+/// Accepted with PartiallyInvalid; a route with only such rules is not Accepted.
+#[tokio::test]
+async fn a_bad_rule_is_dropped_alone() {
+    let port = free_port();
+    let pods = Pod::start_many(2, 1).await;
+    let mut objects = base(port, "All");
+    objects.extend(service("web", "a", 80, &[&pods[0]]));
+    let mirror = json!({ "matches": [{ "path": { "type": "PathPrefix", "value": "/mirror" } }],
+        "filters": [{ "type": "RequestMirror", "requestMirror": { "backendRef": { "name": "a", "port": 80 } } }],
+        "backendRefs": backend("a") });
+    objects.push(http_route("web", "partly", json!({ "parentRefs": parent(), "hostnames": ["p.test"], "rules": [
+        mirror.clone(), { "matches": [{ "path": { "type": "PathPrefix", "value": "/ok" } }], "backendRefs": backend("a") } ]})));
+    objects.push(http_route(
+        "web",
+        "wholly",
+        json!({ "parentRefs": parent(), "hostnames": ["w.test"], "rules": [mirror] }),
+    ));
+    let env = Env::start(objects, gateway_options()).await;
+    until_served(port, "p.test", "/ok", 200).await;
+    assert_eq!(request(port, "GET", "p.test", "/mirror", "").await.status, 404, "the dropped rule serves nothing");
+    env.route_is("web", "partly", "Accepted", "True", "Accepted").await;
+    env.route_is("web", "partly", "PartiallyInvalid", "True", "UnsupportedValue").await;
+    env.route_is("web", "wholly", "Accepted", "False", "UnsupportedValue").await;
+    env.stop().await;
+}
+
+/// Listeners that conflict (the same port and hostname) are both Conflicted and not served;
+/// a port the server cannot bind leaves the Gateway not Programmed, saying why; a protocol this
+/// server does not speak is not Accepted. The other listeners serve.
+#[tokio::test]
+async fn conflicted_unbindable_and_unsupported_listeners() {
+    let (port, taken_port, other) = (free_port(), free_port(), free_port());
+    let _taken = std::net::TcpListener::bind(("0.0.0.0", taken_port)).unwrap();
+    let pods = Pod::start_many(2, 1).await;
+    let mut objects = vec![
+        gateway_class(),
+        namespace("infra", json!({})),
+        gateway(
+            "infra",
+            "gw",
+            json!([
+                http_listener("one", port, Some("same.test"), "All"),
+                http_listener("two", port, Some("same.test"), "All"),
+                http_listener("ok", other, None, "All"),
+                { "name": "tcp", "port": other + 1, "protocol": "TCP" },
+            ]),
+        ),
+        http_route(
+            "infra",
+            "r",
+            json!({ "parentRefs": [{ "name": "gw" }], "rules": [{ "backendRefs": backend("a") }] }),
+        ),
+    ];
+    objects.extend(service("infra", "a", 80, &[&pods[0]]));
+    let env = Env::start(objects, gateway_options()).await;
+    until_served(other, "x.test", "/", 200).await;
+    let gw = env.status(V1, "Gateway", "infra", "gw");
+    let listener = |i: usize, t: &str| condition(&gw["listeners"][i]["conditions"], t);
+    assert_eq!(listener(0, "Conflicted"), Some(("True".into(), "HostnameConflict".into())), "{gw}");
+    assert_eq!(listener(1, "Conflicted"), Some(("True".into(), "HostnameConflict".into())), "{gw}");
+    assert_eq!(listener(0, "Programmed").unwrap().0, "False", "{gw}");
+    assert_eq!(listener(2, "Programmed").unwrap().0, "True", "{gw}");
+    assert_eq!(listener(3, "Accepted"), Some(("False".into(), "UnsupportedProtocol".into())), "{gw}");
+    assert_eq!(condition(&gw["conditions"], "Accepted"), Some(("True".into(), "ListenersNotValid".into())), "{gw}");
+    // A listener on a port another process holds: the server cannot take the config.
+    env.fake.put(gateway(
+        "infra",
+        "gw",
+        json!([http_listener("ok", other, None, "All"), http_listener("taken", taken_port, None, "All")]),
+    ));
+    let ok = common::try_eventually(|| {
+        let gw = env.status(V1, "Gateway", "infra", "gw");
+        condition(&gw["conditions"], "Programmed").is_some_and(|(s, _)| s == "False")
+            && gw["conditions"].to_string().contains("not applied")
+    })
+    .await;
+    assert!(ok, "{}", env.status(V1, "Gateway", "infra", "gw"));
+    // The last good config keeps serving.
+    assert_eq!(request(other, "GET", "x.test", "/", "").await.status, 200);
+    env.stop().await;
+}

@@ -116,17 +116,20 @@ impl Controller {
             let mut routes = f.build(&frontends::ports_of(loaded));
             if let Err(e) = frontends::join(loaded, std::mem::take(&mut routes.vhosts)) {
                 // The files and resources keep serving without the routes.
-                tracing::warn!(error = %frontends::join_error(&e), "the Gateway API and Ingress routes cannot be served");
+                let e = frontends::join_error(&e);
+                tracing::warn!(error = %e, "the Gateway API and Ingress routes cannot be served");
+                routes.refused = Some(e.to_string());
             }
             build.routes = routes;
         }
         build
     }
 
-    /// Writes the route front ends' statuses that changed.
-    pub async fn report_routes(&self, routes: &RoutesBuilt) {
+    /// Writes the route front ends' statuses that changed; `applied`: whether the server took
+    /// the config they joined (`Err`: why not).
+    pub async fn report_routes(&self, routes: &RoutesBuilt, applied: Result<(), &str>) {
         if let Some(f) = &self.frontends {
-            f.report(&self.client, routes).await;
+            f.report(&self.client, routes, applied).await;
         }
     }
 

@@ -242,7 +242,14 @@ impl Drop for Inner {
 /// Starts watching Services and EndpointSlices in `namespaces` (`None`: all namespaces, one
 /// watch per kind; `Some`: one watch per namespace per kind, an empty list watching nothing)
 /// and keeping `services`' keys current. Must be called within a Tokio runtime.
-pub fn spawn(client: kube::Client, namespaces: Option<Vec<String>>, services: Arc<Services>) -> EndpointsWatch {
+/// `on_service`: told of every change to a Service (the route front ends read Services: a
+/// backend that appears, a port name), where EndpointSlice changes only reach the registry.
+pub fn spawn(
+    client: kube::Client,
+    namespaces: Option<Vec<String>>,
+    services: Arc<Services>,
+    on_service: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+) -> EndpointsWatch {
     let notify = Arc::new(Notify::new());
     let mut tasks = Vec::new();
     let mut service_stores = Vec::new();
@@ -256,12 +263,13 @@ pub fn spawn(client: kube::Client, namespaces: Option<Vec<String>>, services: Ar
         }
     };
     for (service_api, slice_api) in apis {
-        let (store, task) = watch("services", service_api, watcher::Config::default(), strip_service, &notify);
+        let (store, task) =
+            watch("services", service_api, watcher::Config::default(), strip_service, &notify, on_service.clone());
         service_stores.push(store);
         tasks.push(task);
         // Only labelled slices can belong to a Service.
         let labelled = watcher::Config::default().labels(SERVICE_NAME_LABEL);
-        let (store, task) = watch("endpointslices", slice_api, labelled, strip_slice, &notify);
+        let (store, task) = watch("endpointslices", slice_api, labelled, strip_slice, &notify, None);
         slice_stores.push(store);
         tasks.push(task);
     }
@@ -365,6 +373,7 @@ fn watch<K>(
     config: watcher::Config,
     strip: fn(&mut K),
     notify: &Arc<Notify>,
+    also: Option<tokio::sync::mpsc::UnboundedSender<()>>,
 ) -> (Store<K>, tokio::task::AbortHandle)
 where
     K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
@@ -378,7 +387,10 @@ where
             match event {
                 // The store changes on these (a relist's objects land all at once on InitDone).
                 Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => {
-                    notify.notify_one()
+                    notify.notify_one();
+                    if let Some(tx) = &also {
+                        let _ = tx.send(());
+                    }
                 }
                 Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
                 Err(e) => tracing::warn!(what, error = %e, "watching Kubernetes failed; retrying"),
@@ -702,7 +714,7 @@ mod tests {
         let registry = Arc::new(Services::default());
         let web80 = registry.entry(&key("web", 80));
         for namespaces in [None, Some(vec!["ns".to_string(), "prod".into(), "ns".into()]), Some(vec![])] {
-            let watch = spawn(client.clone(), namespaces.clone(), registry.clone());
+            let watch = spawn(client.clone(), namespaces.clone(), registry.clone(), None);
             let expected = match &namespaces {
                 None => 1,
                 Some(list) if list.is_empty() => 0,

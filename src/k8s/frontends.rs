@@ -64,6 +64,7 @@ pub struct Frontends {
     ingress_classes: Option<Watched<k8s_openapi::api::networking::v1::IngressClass>>,
     secrets: Watched<Secret>,
     endpoints: EndpointsWatch,
+    services: Arc<Services>,
     secret_dir: PathBuf,
 }
 
@@ -73,6 +74,8 @@ pub struct RoutesBuilt {
     pub vhosts: Vec<Vhost>,
     pub statuses: Vec<StatusUpdate>,
     pub ingress: Vec<super::ingress::IngressVerdict>,
+    /// Why the routes could not join the config (they are not served).
+    pub refused: Option<String>,
 }
 
 impl Frontends {
@@ -98,7 +101,8 @@ impl Frontends {
             ingress_classes: start_if(ingress).then(|| Watched::start("ingressclasses", client, all(), tx)),
             // Only TLS Secrets matter (not Helm's release records or tokens).
             secrets: Watched::start_in("secrets", client, ns, all().fields("type=kubernetes.io/tls"), tx),
-            endpoints: endpoints::spawn(client.clone(), options.namespaces.clone(), services),
+            endpoints: endpoints::spawn(client.clone(), options.namespaces.clone(), services.clone(), Some(tx.clone())),
+            services,
             secret_dir,
             options,
         }
@@ -190,11 +194,19 @@ impl Frontends {
             used.extend(out.services);
         }
         built.vhosts = routes::assemble(host_routes, &self.options.ports, "kubernetes routes");
-        // The endpoints of Services the new config names are resolved before it is applied.
+        // The endpoints of Services the new config names are resolved before it is applied;
+        // Services no route names any more are no longer resolved (a table still holding one
+        // keeps the endpoints it last had until it is replaced).
         for key in &used {
-            let _ = self.endpoints.resolve(key);
+            self.services.entry(key);
         }
+        self.services.retain(|k| used.contains(k));
         self.endpoints.refresh_now();
+        for v in &built.ingress {
+            for p in &v.problems {
+                tracing::warn!(ingress = %format!("{}/{}", v.namespace, v.name), problem = %p, "Ingress not served as written");
+            }
+        }
         built
     }
 
@@ -228,16 +240,22 @@ impl Frontends {
         }
     }
 
-    /// Writes the statuses that changed (this controller's part of each).
-    pub async fn report(&self, client: &kube::Client, built: &RoutesBuilt) {
+    /// Writes the statuses that changed (this controller's part of each). `applied`: whether the
+    /// server took the config (`Err`: why not); a Gateway whose routes are not served says so.
+    pub async fn report(&self, client: &kube::Client, built: &RoutesBuilt, applied: Result<(), &str>) {
+        let not_served = built.refused.as_deref().or(applied.err());
         for s in &built.statuses {
-            if let Err(e) = self.write_status(client, s).await {
+            let mut s = s.clone();
+            if let (Some(why), StatusUpdate::Gateway { status, .. }) = (not_served, &mut s) {
+                not_programmed(status, why);
+            }
+            if let Err(e) = self.write_status(client, &s).await {
                 tracing::warn!(error = %e, "cannot write a Gateway API object's status");
             }
         }
         if self.options.ingress.is_some() {
             let addresses = self.addresses();
-            for v in &built.ingress {
+            for v in built.ingress.iter().filter(|v| v.served && not_served.is_none()) {
                 self.write_ingress_status(client, v, &addresses).await;
             }
         }
@@ -329,6 +347,20 @@ impl Frontends {
         let patch = serde_json::json!({ "status": { "loadBalancer": { "ingress": wanted } } });
         if let Err(e) = api.patch_status(&v.name, &PatchParams::default(), &Patch::Merge(patch)).await {
             tracing::warn!(ingress = %format!("{}/{}", v.namespace, v.name), error = %e, "cannot write the Ingress status");
+        }
+    }
+}
+
+/// A Gateway whose routes the server did not take: Programmed is false on it and on every
+/// listener that would have been.
+fn not_programmed(status: &mut super::gateway::types::GatewayStatus, why: &str) {
+    let message = format!("not applied: {why}");
+    let lists = std::iter::once(&mut status.conditions).chain(status.listeners.iter_mut().map(|l| &mut l.conditions));
+    for conditions in lists {
+        for c in conditions.iter_mut().filter(|c| c.type_ == "Programmed" && c.status == "True") {
+            c.status = "False".into();
+            c.reason = "Invalid".into();
+            c.message = message.clone();
         }
     }
 }

@@ -31,6 +31,9 @@ pub struct Endpoint {
 /// How long an endpoint that refused a connection is passed over while others are there.
 pub const SET_ASIDE: Duration = Duration::from_secs(5);
 
+/// How many other endpoints a request that could not be sent is tried on, at most.
+pub const RESENDS: usize = 2;
+
 /// Milliseconds since the first call: the clock `aside_until` counts on.
 fn clock() -> u64 {
     static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();

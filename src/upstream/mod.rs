@@ -19,7 +19,7 @@ mod stream;
 mod upload;
 
 pub use connect::{Connector, SetupError};
-pub use group::{Endpoint, Group, SET_ASIDE};
+pub use group::{Endpoint, Group, RESENDS, SET_ASIDE};
 pub use idle::IdleConns;
 pub use limit::{Busy, Limit, Turn};
 pub use pool::{Conn, Driven, Pool, SendError, finish_upgrade};

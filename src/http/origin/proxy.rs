@@ -17,7 +17,7 @@ use super::proxy_body::read_front;
 use super::rewrite::{Rewritten, is_plain_html};
 use crate::http::forward::{ClientInfo, forward_headers, strip_hop_by_hop, upstream_target};
 use crate::http::routing::is_websocket;
-use crate::upstream::{Driven, NoEndpoint, Progress, ProxyRt, SET_ASIDE, SendError, Upload, finish_upgrade};
+use crate::upstream::{Driven, NoEndpoint, Progress, ProxyRt, RESENDS, SET_ASIDE, SendError, Upload, finish_upgrade};
 use crate::wire::body::Body;
 use crate::wire::error::HttpError;
 
@@ -79,9 +79,10 @@ pub async fn forward(
         front.rest,
         &progress,
     );
+    let mut resends = 0;
     let (sent, endpoint, turn) = loop {
         // Kept only where it may be sent again: the copy costs a header map.
-        let spare = resendable.then(|| copy_request(&req, &progress));
+        let spare = (resendable && resends < RESENDS).then(|| copy_request(&req, &progress));
         let endpoint = picked.endpoint.clone();
         let turn = endpoint.limit.enter(timeout).await.map_err(|busy| {
             tracing::warn!(upstream = %endpoint.name, reason = %busy, "upstream busy");
@@ -112,6 +113,7 @@ pub async fn forward(
                     "endpoint refused the connection; trying another");
                 picked = next;
                 req = again;
+                resends += 1;
                 continue;
             }
         }

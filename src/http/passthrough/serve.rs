@@ -117,10 +117,15 @@ where
         Ok(_) => exchange(&plan, &shape).await,
         Err(busy) => Err(UpstreamFailure::Busy(busy.clone())),
     };
+    let mut resends = 0;
     while let Err(UpstreamFailure::Connect(e)) = &exchanged {
         // An endpoint that refuses is passed over for a while; an idempotent request goes to
         // another of the Service's, as on the hyper path.
         plan.endpoint.set_aside(crate::upstream::SET_ASIDE);
+        if resends == crate::upstream::RESENDS {
+            break;
+        }
+        resends += 1;
         let Some(next) = plan.idempotent.then(|| plan.picked.another()).flatten() else { break };
         let Some(pool) = next.endpoint.raw.clone() else { break };
         tracing::info!(upstream = %plan.endpoint.name, error = %e, next = %next.endpoint.name,

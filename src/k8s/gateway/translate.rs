@@ -238,7 +238,7 @@ fn gateway_state<'g>(input: &GatewayInput, gw: &'g Gateway, claimed: &mut BTreeM
         }
         let kinds = route_kinds(l, &mut resolved);
         let tls = if l.protocol == "HTTPS" && accepted.0 {
-            listener_tls(input, gw, &namespace, l, &mut accepted, &mut resolved)
+            listener_tls(input, &namespace, l, &mut accepted, &mut resolved)
         } else {
             None
         };
@@ -288,7 +288,6 @@ fn route_kinds(l: &Listener, resolved: &mut (bool, &str, String)) -> Vec<RouteGr
 /// when it cannot be used.
 fn listener_tls(
     input: &GatewayInput,
-    gw: &Gateway,
     namespace: &str,
     l: &Listener,
     accepted: &mut (bool, &str, String),
@@ -334,15 +333,10 @@ fn listener_tls(
             return None;
         }
     };
-    if !pem_pair_loads(&pair) {
-        *resolved = (
-            false,
-            "InvalidCertificateRef",
-            format!("Secret {secret_ns}/{} holds no usable certificate and key", r.name),
-        );
+    if let Err(e) = crate::tls::check_pem_pair(&pair.cert, &pair.key) {
+        *resolved = (false, "InvalidCertificateRef", format!("Secret {secret_ns}/{}: {e}", r.name));
         return None;
     }
-    let _ = gw;
     match crate::k8s::secrets::write_pair(input.secret_dir, &secret_ns, &r.name, &pair) {
         Ok((cert, key)) => Some(TlsFiles { cert, key }),
         Err(e) => {
@@ -350,15 +344,6 @@ fn listener_tls(
             None
         }
     }
-}
-
-/// Whether a PEM chain and key parse (a malformed Secret is the listener's problem, not the
-/// whole config's).
-fn pem_pair_loads(pair: &TlsPair) -> bool {
-    use rustls_pki_types::pem::PemObject;
-    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&pair.cert).collect::<Result<Vec<_>, _>>();
-    let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(&pair.key);
-    matches!((certs, key), (Ok(c), Ok(_)) if !c.is_empty())
 }
 
 /// A ReferenceGrant in `to_ns` lets `from_kind`s of `from_ns` refer to `to_kind` `to_name`.
