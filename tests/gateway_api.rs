@@ -1069,3 +1069,112 @@ async fn conflicted_unbindable_and_unsupported_listeners() {
     assert_eq!(request(other, "GET", "x.test", "/", "").await.status, 200);
     env.stop().await;
 }
+
+/// A Service that appears after the route naming it: the route goes from BackendNotFound (500)
+/// to served, without anything else changing.
+#[tokio::test]
+async fn a_service_created_after_its_route_is_picked_up() {
+    let port = free_port();
+    let pods = Pod::start_many(2, 1).await;
+    let mut objects = base(port, "All");
+    objects.push(http_route(
+        "web",
+        "early",
+        json!({ "parentRefs": parent(), "rules": [{ "backendRefs": backend("late") }] }),
+    ));
+    let env = Env::start(objects, gateway_options()).await;
+    env.route_is("web", "early", "ResolvedRefs", "False", "BackendNotFound").await;
+    until_served(port, "l.test", "/", 500).await;
+    for o in service("web", "late", 80, &[&pods[0]]) {
+        env.fake.put(o);
+    }
+    let r = until_served(port, "l.test", "/", 200).await;
+    assert_eq!(echoed(&r)["pod"], "127.0.0.2");
+    env.route_is("web", "early", "ResolvedRefs", "True", "ResolvedRefs").await;
+    env.stop().await;
+}
+
+/// The binary with the route front ends' flags (`--kubernetes --gateway-api --ingress
+/// --listener-port-map …`) against the fake API, through a kubeconfig: a Gateway route and an
+/// Ingress both served, statuses written by the binary; bad flags exit 64 with the reason.
+#[tokio::test]
+async fn the_binary_serves_gateway_routes_and_ingresses() {
+    let (gw_port, http_port, https_port) = (free_port(), free_port(), free_port());
+    let pods = Pod::start_many(2, 1).await;
+    let fake = common::fake_kube::FakeKube::start().await;
+    let mut objects = base(gw_port, "All");
+    objects.extend(service("web", "echo", 80, &[&pods[0]]));
+    objects.push(http_route(
+        "web",
+        "r",
+        json!({ "parentRefs": parent(), "rules": [{ "backendRefs": backend("echo") }] }),
+    ));
+    objects.push(json!({ "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": { "name": "lwsws" }, "spec": { "controller": INGRESS_CONTROLLER } }));
+    objects.push(json!({ "apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": { "name": "i", "namespace": "web" },
+        "spec": { "ingressClassName": "lwsws", "rules": [{ "host": "ing.test", "http": { "paths": [
+            { "path": "/", "pathType": "Prefix", "backend": { "service": { "name": "echo", "port": { "number": 80 } } } }] } }] } }));
+    for o in objects {
+        fake.put(o);
+    }
+    let home = tempfile::tempdir().unwrap();
+    let kubeconfig = home.path().join("kubeconfig");
+    fake.kubeconfig(&kubeconfig);
+    let conf = tempfile::tempdir().unwrap();
+    let run = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lwsws"));
+        cmd.args(["-c", conf.path().to_str().unwrap()])
+            .args(extra)
+            .env("KUBECONFIG", &kubeconfig)
+            .env("LWSWS_STATE_DIR", home.path())
+            .env_remove("KUBERNETES_SERVICE_HOST");
+        cmd
+    };
+    let bad = run(&["--gateway-api"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("need --kubernetes"));
+    let bad = run(&["--kubernetes", "--ingress", "--listener-port-map", "80"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--listener-port-map"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+    let map = format!("80={http_port},443={https_port}");
+    let child = common::Running(
+        run(&[
+            "--kubernetes",
+            "--namespace",
+            "lwsws",
+            "--gateway-api",
+            "--ingress",
+            "--listener-port-map",
+            &map,
+            "--publish-address",
+            "192.0.2.7",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let r = until_served(gw_port, "g.test", "/via-gateway", 200).await;
+    assert_eq!(echoed(&r)["path"], "/via-gateway");
+    let r = until_served(http_port, "ing.test", "/via-ingress", 200).await;
+    assert_eq!(echoed(&r)["pod"], "127.0.0.2");
+    let route_ok = common::try_eventually(|| {
+        fake.get(V1, "HTTPRoute", "web", "r").is_some_and(|r| {
+            condition(&r["status"]["parents"][0]["conditions"], "Accepted") == Some(("True".into(), "Accepted".into()))
+        })
+    })
+    .await;
+    assert!(route_ok, "{:?}", fake.get(V1, "HTTPRoute", "web", "r"));
+    let ingress_ok = common::try_eventually(|| {
+        fake.get("networking.k8s.io/v1", "Ingress", "web", "i")
+            .is_some_and(|i| i["status"]["loadBalancer"]["ingress"][0]["ip"] == "192.0.2.7")
+    })
+    .await;
+    assert!(ingress_ok);
+    let stopped = tokio::task::spawn_blocking(move || child.terminate()).await.unwrap();
+    assert!(stopped.success());
+}

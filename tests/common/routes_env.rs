@@ -250,12 +250,24 @@ pub fn echoed(r: &Resp) -> Value {
 /// Waits until a GET answers with `status` (from a pod when 200), then returns that answer.
 pub async fn until_served(port: u16, host: &str, path: &str, status: u16) -> Resp {
     let until = std::time::Instant::now() + Duration::from_secs(30);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     loop {
-        let r = request(port, "GET", host, path, "").await;
-        if r.status == status {
-            return r;
+        // A listener still being bound (a reload, a process starting) refuses for a moment.
+        let got = match tokio::net::TcpStream::connect(addr).await {
+            Ok(tcp) => {
+                let mut c = super::Conn::new(tcp);
+                c.send(&format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")).await;
+                c.read_response(false).await
+            }
+            Err(_) => None,
+        };
+        if let Some(r) = &got
+            && r.status == status
+        {
+            return got.unwrap();
         }
-        assert!(std::time::Instant::now() < until, "GET {host}{path}: wanted {status}, got {} {}", r.status, r.text());
+        let seen = got.map(|r| format!("{} {}", r.status, r.text())).unwrap_or_else(|| "no answer".into());
+        assert!(std::time::Instant::now() < until, "GET {host}{path}: wanted {status}, got {seen}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
