@@ -134,8 +134,11 @@ impl Frontends {
 
     /// The front ends' vhosts and statuses for the objects seen now, beside a config whose
     /// vhosts already serve `ports_in_use`.
-    pub fn build(&self, ports_in_use: &BTreeSet<u16>) -> RoutesBuilt {
+    pub fn build(&self, bound_in_use: &BTreeSet<u16>) -> RoutesBuilt {
         let mut built = RoutesBuilt::default();
+        // In the ports Gateways and Ingresses name: those bound (after the port map) on a port
+        // the files already serve.
+        let ports_in_use = &self.options.ports.named_for(bound_in_use);
         let mut host_routes: Vec<HostRoutes> = Vec::new();
         let mut used = BTreeSet::new();
         let addresses = self.addresses();

@@ -52,6 +52,15 @@ impl PortMap {
     pub fn bound(&self, port: u16) -> u16 {
         self.0.get(&port).copied().unwrap_or(port)
     }
+
+    /// The ports that `bound` takes into `bound_ports`: the keys mapped there, and each port
+    /// that no key moves away.
+    pub fn named_for(&self, bound_ports: &std::collections::BTreeSet<u16>) -> std::collections::BTreeSet<u16> {
+        let mut named: std::collections::BTreeSet<u16> =
+            bound_ports.iter().copied().filter(|p| !self.0.contains_key(p)).collect();
+        named.extend(self.0.iter().filter(|(_, to)| bound_ports.contains(to)).map(|(from, _)| *from));
+        named
+    }
 }
 
 /// The vhosts for `entries`, port by port in port order; entries for one name on one port
@@ -213,6 +222,9 @@ mod tests {
         assert_eq!(PortMap::parse("80=8080, 443=8443").unwrap().bound(443), 8443);
         assert_eq!(PortMap::parse("").unwrap().bound(80), 80);
         assert!(PortMap::parse("80").is_err() && PortMap::parse("80=x").is_err());
+        let map = PortMap::parse("80=8080,443=8443").unwrap();
+        let named = map.named_for(&[8080, 443, 9000].into_iter().collect());
+        assert_eq!(named.into_iter().collect::<Vec<_>>(), vec![80, 8080, 9000], "443 is bound on 8443, which is free");
         for good in ["a.test", "*.a.test", "x-1.b"] {
             assert!(valid_hostname(good), "{good}");
         }
