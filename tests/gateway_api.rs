@@ -649,17 +649,7 @@ async fn gateway_secret_reference_grant_specific() {
         "{}",
         listener(&env)
     );
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let ok = common::try_eventually_async(|| async {
-        match common::tls_connect(addr, "secure.test", pki.roots(), None, &[]).await {
-            Ok(mut c) => {
-                c.send("GET /tls HTTP/1.1\r\nHost: secure.test\r\n\r\n").await;
-                c.read_response(false).await.is_some_and(|r| echoed(&r)["pod"] == "127.0.0.2")
-            }
-            Err(_) => false,
-        }
-    })
-    .await;
+    let ok = https_reaches(port, "secure.test", "/tls", pki.roots(), "127.0.0.2").await;
     assert!(ok, "HTTPS through the granted certificate");
     env.stop().await;
 }
@@ -775,6 +765,20 @@ async fn websocket_upgrades_through_a_route() {
     env.stop().await;
 }
 
+/// Service `echo` with `endpoints` on `target`, and a route to it on `/plain` (carried by the
+/// passthrough) and on `/edited` (a header edit: carried by the hyper path).
+fn plain_and_edited(port: u16, target: u16, endpoints: Vec<Value>) -> Vec<Value> {
+    let mut objects = base(port, "All");
+    objects.push(service_only("web", "echo", 80));
+    objects.push(slice("web", "echo-a", "echo", target, endpoints));
+    objects.push(http_route("web", "r", json!({ "parentRefs": parent(), "rules": [
+        { "matches": [{ "path": { "type": "PathPrefix", "value": "/plain" } }], "backendRefs": backend("echo") },
+        { "matches": [{ "path": { "type": "PathPrefix", "value": "/edited" } }], "backendRefs": backend("echo"),
+          "filters": [{ "type": "RequestHeaderModifier", "requestHeaderModifier": { "set": [{ "name": "x-edited", "value": "1" }] } }] },
+    ]})));
+    objects
+}
+
 /// Endpoints come and go (ready → terminating → gone) while clients send requests without a
 /// pause, on both request paths (plain GETs go through the passthrough; a rule with a header
 /// edit goes through the hyper path): no request fails, the terminating endpoint gets no new
@@ -787,21 +791,8 @@ async fn endpoints_added_and_removed_under_load_fail_no_request() {
     let pods = Pod::start_many(2, 3).await;
     let target = pods[0].port;
     let (a, b, c) = ("127.0.0.2", "127.0.0.3", "127.0.0.4");
-    let mut objects = base(port, "All");
-    objects.push(service_only("web", "echo", 80));
-    objects.push(slice(
-        "web",
-        "echo-a",
-        "echo",
-        target,
-        vec![endpoint(a, true, true, false), endpoint(b, true, true, false)],
-    ));
-    objects.push(http_route("web", "r", json!({ "parentRefs": parent(), "rules": [
-        { "matches": [{ "path": { "type": "PathPrefix", "value": "/plain" } }], "backendRefs": backend("echo") },
-        { "matches": [{ "path": { "type": "PathPrefix", "value": "/edited" } }], "backendRefs": backend("echo"),
-          "filters": [{ "type": "RequestHeaderModifier", "requestHeaderModifier": { "set": [{ "name": "x-edited", "value": "1" }] } }] },
-    ]})));
-    let env = Env::start(objects, gateway_options()).await;
+    let endpoints = vec![endpoint(a, true, true, false), endpoint(b, true, true, false)];
+    let env = Env::start(plain_and_edited(port, target, endpoints), gateway_options()).await;
     until_served(port, "e.test", "/plain", 200).await;
     let stop = Arc::new(AtomicBool::new(false));
     let failures = Arc::new(AtomicUsize::new(0));
@@ -907,21 +898,8 @@ async fn a_refusing_endpoint_is_set_aside_and_requests_retried() {
     let port = free_port();
     let pods = Pod::start_many(2, 2).await;
     let target = pods[0].port;
-    let mut objects = base(port, "All");
-    objects.push(service_only("web", "echo", 80));
-    objects.push(slice(
-        "web",
-        "echo-a",
-        "echo",
-        target,
-        vec![endpoint("127.0.0.2", true, true, false), endpoint("127.0.0.3", true, true, false)],
-    ));
-    objects.push(http_route("web", "r", json!({ "parentRefs": parent(), "rules": [
-        { "matches": [{ "path": { "type": "PathPrefix", "value": "/plain" } }], "backendRefs": backend("echo") },
-        { "matches": [{ "path": { "type": "PathPrefix", "value": "/edited" } }], "backendRefs": backend("echo"),
-          "filters": [{ "type": "RequestHeaderModifier", "requestHeaderModifier": { "set": [{ "name": "x-edited", "value": "1" }] } }] },
-    ]})));
-    let env = Env::start(objects, gateway_options()).await;
+    let endpoints = vec![endpoint("127.0.0.2", true, true, false), endpoint("127.0.0.3", true, true, false)];
+    let env = Env::start(plain_and_edited(port, target, endpoints), gateway_options()).await;
     until_served(port, "e.test", "/plain", 200).await;
     pods[0].stop();
     tokio::time::sleep(Duration::from_millis(100)).await;

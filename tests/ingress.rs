@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
 use common::free_port;
 use common::routes_env::*;
 use serde_json::{Value, json};
@@ -104,17 +102,7 @@ async fn ingress_tls_and_default_backend() {
     assert_eq!(pod_for(http, "secure.test", "/app").await, "127.0.0.2");
     assert_eq!(pod_for(http, "secure.test", "/other").await, "127.0.0.3", "the default backend");
     assert_eq!(pod_for(http, "unknown.test", "/").await, "127.0.0.3", "the default backend takes any host");
-    let addr = SocketAddr::from(([127, 0, 0, 1], https));
-    let ok = common::try_eventually_async(|| async {
-        match common::tls_connect(addr, "secure.test", pki.roots(), None, &[]).await {
-            Ok(mut c) => {
-                c.send("GET /app/x HTTP/1.1\r\nHost: secure.test\r\n\r\n").await;
-                c.read_response(false).await.is_some_and(|r| echoed(&r)["pod"] == "127.0.0.2")
-            }
-            Err(_) => false,
-        }
-    })
-    .await;
+    let ok = https_reaches(https, "secure.test", "/app/x", pki.roots(), "127.0.0.2").await;
     assert!(ok, "HTTPS with the Secret's certificate");
     env.stop().await;
 }

@@ -8,23 +8,22 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use tokio::sync::mpsc;
 
 use super::crd::{Condition, LwswsConfig, LwswsConfigStatus};
 use super::frontends::{self, Frontends, RouteOptions, RoutesBuilt};
 use super::source::{self, Build, TlsPair, Verdict};
+use super::watched::Watched;
 use crate::lwsws::Source;
 
 pub struct Controller {
     client: kube::Client,
     namespace: String,
-    configs: Store<LwswsConfig>,
-    secrets: Store<Secret>,
+    configs: Watched<LwswsConfig>,
+    secrets: Watched<Secret>,
     secret_dir: PathBuf,
     last_good: parking_lot::Mutex<source::LastGood>,
     /// Services' endpoints, kept current from EndpointSlices; shared with the server.
@@ -42,26 +41,19 @@ impl Controller {
         routes: RouteOptions,
     ) -> (Controller, mpsc::UnboundedReceiver<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let configs: Api<LwswsConfig> = Api::namespaced(client.clone(), namespace);
-        let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-        let (config_store, config_writer) = reflector::store();
-        let (secret_store, secret_writer) = reflector::store();
-        spawn_reflector(
-            "lwswsconfigs",
-            reflector::reflector(config_writer, watcher(configs, Default::default())),
-            tx.clone(),
-        );
+        let ns = [namespace.to_string()];
+        let configs = Watched::start_in("lwswsconfigs", &client, Some(&ns), Default::default(), &tx);
         // Only TLS Secrets matter here (not Helm's release records or tokens).
         let tls_only = watcher::Config::default().fields("type=kubernetes.io/tls");
-        spawn_reflector("secrets", reflector::reflector(secret_writer, watcher(secrets, tls_only)), tx.clone());
+        let secrets = Watched::start_in("secrets", &client, Some(&ns), tls_only, &tx);
         let services: std::sync::Arc<crate::upstream::Services> = Default::default();
         let frontends =
             routes.any().then(|| Frontends::start(&client, routes, services.clone(), secret_dir.join("routes"), &tx));
         let ctl = Controller {
             client,
             namespace: namespace.to_string(),
-            configs: config_store,
-            secrets: secret_store,
+            configs,
+            secrets,
             secret_dir,
             last_good: Default::default(),
             services,
@@ -92,8 +84,8 @@ impl Controller {
     /// Waits for the first full list of both kinds (or gives up after `limit`).
     pub async fn synced(&self, limit: Duration) -> bool {
         let both = async {
-            let _ = self.configs.wait_until_ready().await;
-            let _ = self.secrets.wait_until_ready().await;
+            let _ = self.configs.synced(limit).await;
+            let _ = self.secrets.synced(limit).await;
             if let Some(f) = &self.frontends {
                 let _ = f.synced(limit).await;
             }
@@ -134,7 +126,7 @@ impl Controller {
     }
 
     fn tls_pair(&self, namespace: &str, name: &str) -> Option<TlsPair> {
-        let s = self.secrets.get(&reflector::ObjectRef::new(name).within(namespace))?;
+        let s = self.secrets.get(namespace, name)?;
         if s.type_.as_deref() != Some("kubernetes.io/tls") {
             return None;
         }
@@ -147,7 +139,7 @@ impl Controller {
     pub async fn report(&self, verdicts: &[Verdict], programmed: Result<(), &str>) {
         let api: Api<LwswsConfig> = Api::namespaced(self.client.clone(), &self.namespace);
         for v in verdicts {
-            let current = self.configs.get(&reflector::ObjectRef::new(&v.name).within(&v.namespace));
+            let current = self.configs.get(&v.namespace, &v.name);
             let old = current.as_ref().and_then(|r| r.status.clone()).unwrap_or_default();
             let accepted = match &v.problem {
                 None => ("True", "Accepted", "the resource is valid".to_string()),
@@ -198,26 +190,6 @@ fn condition(
         observed_generation: generation,
         last_transition_time,
     }
-}
-
-fn spawn_reflector<K, S>(what: &'static str, stream: S, tx: mpsc::UnboundedSender<()>)
-where
-    S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-    K: Send + 'static,
-{
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream.default_backoff());
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => {
-                    if tx.send(()).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => tracing::warn!(what, error = %e, "watching Kubernetes failed; retrying"),
-            }
-        }
-    });
 }
 
 /// `conf` and `conf.d/*` when `dir` has a `conf`; otherwise an empty global section, since in

@@ -272,6 +272,21 @@ pub async fn until_served(port: u16, host: &str, path: &str, status: u16) -> Res
     }
 }
 
+/// Whether a GET over TLS (SNI and Host `name`) reaches pod `pod` within the usual deadline.
+pub async fn https_reaches(port: u16, name: &str, path: &str, roots: rustls::RootCertStore, pod: &str) -> bool {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    super::try_eventually_async(|| async {
+        match super::tls_connect(addr, name, roots.clone(), None, &[]).await {
+            Ok(mut c) => {
+                c.send(&format!("GET {path} HTTP/1.1\r\nHost: {name}\r\n\r\n")).await;
+                c.read_response(false).await.is_some_and(|r| echoed(&r)["pod"] == pod)
+            }
+            Err(_) => false,
+        }
+    })
+    .await
+}
+
 // Objects, as `kubectl apply` would send them.
 
 pub fn namespace(name: &str, labels: Value) -> Value {
