@@ -378,33 +378,49 @@ async fn http_route_cross_namespace() {
     env.stop().await;
 }
 
-/// HTTPRouteReferenceGrant and HTTPRouteInvalidCrossNamespaceBackendRef: a backend in another
-/// namespace needs a ReferenceGrant there; without one its share is a 500 and ResolvedRefs says
-/// RefNotPermitted, while Accepted stays True.
-#[tokio::test]
-async fn http_route_reference_grant() {
-    let port = free_port();
+/// A route in `web` to Service `echo` in `other`, and the pod behind it.
+async fn cross_namespace_backend(port: u16, grant: Option<Value>) -> (Env, Vec<Pod>) {
     let pods = Pod::start_many(2, 1).await;
     let mut objects = base(port, "All");
     objects.extend(service("other", "echo", 80, &[&pods[0]]));
+    objects.extend(grant);
     objects.push(http_route(
         "web",
         "granted",
         json!({ "parentRefs": parent(), "hostnames": ["g.test"],
         "rules": [{ "backendRefs": [{ "name": "echo", "namespace": "other", "port": 80 }] }] }),
     ));
-    let env = Env::start(objects, gateway_options()).await;
-    env.route_is("web", "granted", "ResolvedRefs", "False", "RefNotPermitted").await;
-    env.route_is("web", "granted", "Accepted", "True", "Accepted").await;
-    until_served(port, "g.test", "/", 500).await;
-    // The grant arrives: served, resolved.
-    env.fake.put(reference_grant("other", "allow-web", "HTTPRoute", "web", "Service", Some("echo")));
+    (Env::start(objects, gateway_options()).await, pods)
+}
+
+/// HTTPRouteReferenceGrant: a backend in another namespace is used once a ReferenceGrant there
+/// names it; a grant for another Service name grants nothing.
+#[tokio::test]
+async fn http_route_reference_grant() {
+    let port = free_port();
+    let grant = reference_grant("other", "allow-web", "HTTPRoute", "web", "Service", Some("echo"));
+    let (env, _pods) = cross_namespace_backend(port, Some(grant)).await;
     let r = until_served(port, "g.test", "/", 200).await;
     assert_eq!(echoed(&r)["pod"], "127.0.0.2");
     env.route_is("web", "granted", "ResolvedRefs", "True", "ResolvedRefs").await;
-    // A grant for another Service name grants nothing.
     env.fake.put(reference_grant("other", "allow-web", "HTTPRoute", "web", "Service", Some("else")));
     until_served(port, "g.test", "/", 500).await;
+    env.route_is("web", "granted", "ResolvedRefs", "False", "RefNotPermitted").await;
+    env.stop().await;
+}
+
+/// HTTPRouteInvalidCrossNamespaceBackendRef: without a ReferenceGrant the backend's share is a
+/// 500 and ResolvedRefs says RefNotPermitted, while Accepted stays True; a grant that arrives
+/// later lets it through.
+#[tokio::test]
+async fn http_route_invalid_cross_namespace_backend_ref() {
+    let port = free_port();
+    let (env, _pods) = cross_namespace_backend(port, None).await;
+    env.route_is("web", "granted", "ResolvedRefs", "False", "RefNotPermitted").await;
+    env.route_is("web", "granted", "Accepted", "True", "Accepted").await;
+    until_served(port, "g.test", "/", 500).await;
+    env.fake.put(reference_grant("other", "allow-web", "HTTPRoute", "web", "Service", None));
+    until_served(port, "g.test", "/", 200).await;
     env.stop().await;
 }
 
@@ -466,110 +482,187 @@ async fn http_route_disallowed_kind() {
     env.stop().await;
 }
 
-/// HTTPRouteRequestHeaderModifier and HTTPRouteResponseHeaderModifier.
-#[tokio::test]
-async fn http_route_header_modifiers() {
-    let port = free_port();
+/// One route on `v1` whose rule carries `filters`.
+async fn filtered(port: u16, filters: Value) -> (Env, Vec<Pod>) {
     let route = http_route(
         "web",
-        "mod",
-        json!({ "parentRefs": parent(), "rules": [{ "filters": [
-        { "type": "RequestHeaderModifier", "requestHeaderModifier": {
-            "set": [{ "name": "X-Header-Set", "value": "set-overwrites-values" }],
-            "add": [{ "name": "X-Header-Add", "value": "add-appends-values" }],
-            "remove": ["X-Header-Remove"] } },
-        { "type": "ResponseHeaderModifier", "responseHeaderModifier": {
-            "set": [{ "name": "X-Pod", "value": "hidden" }],
-            "add": [{ "name": "X-Added", "value": "yes" }],
-            "remove": ["X-From-Backend"] } }],
-        "backendRefs": backend("v1") }] }),
+        "f",
+        json!({ "parentRefs": parent(), "rules": [{ "filters": filters, "backendRefs": backend("v1") }] }),
     );
-    let (env, _pods) = two_versions(port, vec![route]).await;
+    two_versions(port, vec![route]).await
+}
+
+/// HTTPRouteRequestHeaderModifier: set overwrites, add appends (`first,add-appends-values`),
+/// remove drops, names without regard to case.
+#[tokio::test]
+async fn http_route_request_header_modifier() {
+    let port = free_port();
+    let (env, _pods) = filtered(
+        port,
+        json!([{ "type": "RequestHeaderModifier", "requestHeaderModifier": {
+        "set": [{ "name": "X-Header-Set", "value": "set-overwrites-values" }],
+        "add": [{ "name": "X-Header-Add", "value": "add-appends-values" }],
+        "remove": ["X-Header-Remove"] } }]),
+    )
+    .await;
     until_served(port, "h.test", "/", 200).await;
-    let r =
-        request(port, "GET", "h.test", "/", "x-header-set: old\r\nx-header-add: first\r\nx-header-remove: gone\r\n")
-            .await;
-    let e = echoed(&r);
+    let extra = "x-header-set: old\r\nx-header-add: first\r\nX-Header-Remove: gone\r\n";
+    let e = echoed(&request(port, "GET", "h.test", "/", extra).await);
     assert_eq!(e["headers"]["x-header-set"], "set-overwrites-values");
     assert_eq!(e["headers"]["x-header-add"], "first,add-appends-values");
     assert!(e["headers"].get("x-header-remove").is_none(), "{e}");
+    let e = echoed(&request(port, "GET", "h.test", "/", "").await);
+    assert_eq!(e["headers"]["x-header-add"], "add-appends-values", "added where there was none");
+    env.stop().await;
+}
+
+/// HTTPRouteResponseHeaderModifier: the same on the backend's answer.
+#[tokio::test]
+async fn http_route_response_header_modifier() {
+    let port = free_port();
+    let (env, _pods) = filtered(
+        port,
+        json!([{ "type": "ResponseHeaderModifier", "responseHeaderModifier": {
+        "set": [{ "name": "X-Pod", "value": "hidden" }],
+        "add": [{ "name": "X-Added", "value": "yes" }, { "name": "Content-Type", "value": "charset=utf-8" }],
+        "remove": ["X-From-Backend"] } }]),
+    )
+    .await;
+    until_served(port, "h.test", "/", 200).await;
+    let r = request(port, "GET", "h.test", "/", "").await;
     assert_eq!(r.header("x-pod"), Some("hidden"));
     assert_eq!(r.header("x-added"), Some("yes"));
+    assert_eq!(r.header("content-type"), Some("application/json,charset=utf-8"));
     assert_eq!(r.header("x-from-backend"), None);
     env.stop().await;
 }
 
-/// HTTPRouteRedirectHostAndStatus, HTTPRouteRedirectPath, HTTPRouteRedirectScheme and
-/// HTTPRouteRedirectPort.
+fn redirect(r: Value) -> Value {
+    json!([{ "type": "RequestRedirect", "requestRedirect": r }])
+}
+
+/// A route whose only rule redirects as `r` says.
+async fn redirecting(port: u16, r: Value) -> (Env, Vec<Pod>) {
+    let route = http_route("web", "redirect", json!({ "parentRefs": parent(), "rules": [{ "filters": redirect(r) }] }));
+    two_versions(port, vec![route]).await
+}
+
+/// HTTPRouteRedirectHostAndStatus: the hostname replaced, 302 by default or the status asked.
 #[tokio::test]
-async fn http_route_redirects() {
+async fn http_route_redirect_host_and_status() {
     let port = free_port();
-    let redirect = |path: &str, r: Value| {
-        json!({ "matches": [{ "path": { "type": "PathPrefix", "value": path } }],
-        "filters": [{ "type": "RequestRedirect", "requestRedirect": r }] })
+    let (env, _pods) = redirecting(port, json!({ "hostname": "example.org" })).await;
+    let r = until_served(port, "r.test", "/hostname/x?q=1", 302).await;
+    assert_eq!(r.header("location"), Some(format!("http://example.org:{port}/hostname/x?q=1").as_str()));
+    env.fake.put(http_route(
+        "web",
+        "redirect",
+        json!({ "parentRefs": parent(), "rules": [{ "filters":
+        redirect(json!({ "hostname": "example.org", "statusCode": 301 })) }] }),
+    ));
+    let r = until_served(port, "r.test", "/status", 301).await;
+    assert_eq!(r.header("location"), Some(format!("http://example.org:{port}/status").as_str()));
+    env.stop().await;
+}
+
+/// HTTPRouteRedirectPath: ReplaceFullPath and ReplacePrefixMatch.
+#[tokio::test]
+async fn http_route_redirect_path() {
+    let port = free_port();
+    let rule = |prefix: &str, path: Value| {
+        json!({ "matches": [{ "path": { "type": "PathPrefix", "value": prefix } }],
+        "filters": redirect(json!({ "path": path })) })
     };
     let route = http_route(
         "web",
         "redirect",
         json!({ "parentRefs": parent(), "rules": [
-            redirect("/hostname", json!({ "hostname": "example.org" })),
-            redirect("/status", json!({ "hostname": "example.org", "statusCode": 301 })),
-            redirect("/full", json!({ "path": { "type": "ReplaceFullPath", "replaceFullPath": "/one" } })),
-            redirect("/prefix", json!({ "path": { "type": "ReplacePrefixMatch", "replacePrefixMatch": "/two" } })),
-            redirect("/scheme", json!({ "scheme": "https" })),
-            redirect("/port", json!({ "port": 8083 })),
-            redirect("/scheme-port", json!({ "scheme": "https", "port": 8443 })),
+            rule("/full", json!({ "type": "ReplaceFullPath", "replaceFullPath": "/one" })),
+            rule("/prefix", json!({ "type": "ReplacePrefixMatch", "replacePrefixMatch": "/two" })),
+            rule("/strip", json!({ "type": "ReplacePrefixMatch", "replacePrefixMatch": "/" })),
         ]}),
     );
     let (env, _pods) = two_versions(port, vec![route]).await;
-    let r = until_served(port, "r.test", "/hostname/x?q=1", 302).await;
-    assert_eq!(r.header("location"), Some(format!("http://example.org:{port}/hostname/x?q=1").as_str()));
-    let r = request(port, "GET", "r.test", "/status", "").await;
-    assert_eq!((r.status, r.header("location")), (301, Some(format!("http://example.org:{port}/status").as_str())));
-    let r = request(port, "GET", "r.test", "/full/x", "").await;
-    assert_eq!(r.header("location"), Some(format!("http://r.test:{port}/one").as_str()));
+    let r = until_served(port, "r.test", "/full/x?q", 302).await;
+    assert_eq!(r.header("location"), Some(format!("http://r.test:{port}/one?q").as_str()));
     let r = request(port, "GET", "r.test", "/prefix/x/y", "").await;
     assert_eq!(r.header("location"), Some(format!("http://r.test:{port}/two/x/y").as_str()));
-    let r = request(port, "GET", "r.test", "/scheme", "").await;
-    assert_eq!(r.header("location"), Some("https://r.test/scheme"), "the scheme's own port is left out");
-    let r = request(port, "GET", "r.test", "/port", "").await;
-    assert_eq!(r.header("location"), Some("http://r.test:8083/port"));
-    let r = request(port, "GET", "r.test", "/scheme-port", "").await;
-    assert_eq!(r.header("location"), Some("https://r.test:8443/scheme-port"));
+    let r = request(port, "GET", "r.test", "/prefix", "").await;
+    assert_eq!(r.header("location"), Some(format!("http://r.test:{port}/two").as_str()));
+    let r = request(port, "GET", "r.test", "/strip/x", "").await;
+    assert_eq!(r.header("location"), Some(format!("http://r.test:{port}/x").as_str()));
     env.stop().await;
 }
 
-/// HTTPRouteRewriteHost and HTTPRouteRewritePath (URLRewrite).
+/// HTTPRouteRedirectScheme (and HTTPRouteRedirectPort): a scheme set gives its own port, left
+/// out of the Location; a port set is kept unless it is the scheme's.
 #[tokio::test]
-async fn http_route_rewrites() {
+async fn http_route_redirect_scheme() {
     let port = free_port();
+    let rule = |prefix: &str, r: Value| {
+        json!({ "matches": [{ "path": { "type": "PathPrefix", "value": prefix } }],
+        "filters": redirect(r) })
+    };
+    let route = http_route(
+        "web",
+        "redirect",
+        json!({ "parentRefs": parent(), "rules": [
+            rule("/scheme", json!({ "scheme": "https" })),
+            rule("/port", json!({ "port": 8083 })),
+            rule("/both", json!({ "scheme": "https", "port": 8443 })),
+            rule("/default", json!({ "scheme": "http", "port": 80 })),
+        ]}),
+    );
+    let (env, _pods) = two_versions(port, vec![route]).await;
+    let r = until_served(port, "r.test", "/scheme?a=b", 302).await;
+    assert_eq!(r.header("location"), Some("https://r.test/scheme?a=b"));
+    let r = request(port, "GET", "r.test", "/port", "").await;
+    assert_eq!(r.header("location"), Some("http://r.test:8083/port"));
+    let r = request(port, "GET", "r.test", "/both", "").await;
+    assert_eq!(r.header("location"), Some("https://r.test:8443/both"));
+    let r = request(port, "GET", "r.test", "/default", "").await;
+    assert_eq!(r.header("location"), Some("http://r.test/default"));
+    env.stop().await;
+}
+
+/// HTTPRouteRewriteHost: the Host sent to the backend is replaced; the path is not.
+#[tokio::test]
+async fn http_route_rewrite_host() {
+    let port = free_port();
+    let (env, _pods) =
+        filtered(port, json!([{ "type": "URLRewrite", "urlRewrite": { "hostname": "one.example.org" } }])).await;
+    let r = until_served(port, "w.test", "/host/x", 200).await;
+    let e = echoed(&r);
+    assert_eq!((e["host"].as_str(), e["path"].as_str()), (Some("one.example.org"), Some("/host/x")));
+    env.stop().await;
+}
+
+/// HTTPRouteRewritePath: ReplacePrefixMatch (to a path, to nothing) and ReplaceFullPath, the
+/// query kept.
+#[tokio::test]
+async fn http_route_rewrite_path() {
+    let port = free_port();
+    let rule = |prefix: &str, path: Value| {
+        json!({ "matches": [{ "path": { "type": "PathPrefix", "value": prefix } }],
+        "filters": [{ "type": "URLRewrite", "urlRewrite": { "path": path } }], "backendRefs": backend("v1") })
+    };
     let route = http_route(
         "web",
         "rewrite",
         json!({ "parentRefs": parent(), "rules": [
-            { "matches": [{ "path": { "type": "PathPrefix", "value": "/prefix/one" } }],
-              "filters": [{ "type": "URLRewrite", "urlRewrite": { "path": { "type": "ReplacePrefixMatch", "replacePrefixMatch": "/one" } } }],
-              "backendRefs": backend("v1") },
-            { "matches": [{ "path": { "type": "PathPrefix", "value": "/strip" } }],
-              "filters": [{ "type": "URLRewrite", "urlRewrite": { "path": { "type": "ReplacePrefixMatch", "replacePrefixMatch": "" } } }],
-              "backendRefs": backend("v1") },
-            { "matches": [{ "path": { "type": "PathPrefix", "value": "/full" } }],
-              "filters": [{ "type": "URLRewrite", "urlRewrite": { "path": { "type": "ReplaceFullPath", "replaceFullPath": "/one" } } }],
-              "backendRefs": backend("v1") },
-            { "matches": [{ "path": { "type": "PathPrefix", "value": "/host" } }],
-              "filters": [{ "type": "URLRewrite", "urlRewrite": { "hostname": "one.example.org" } }],
-              "backendRefs": backend("v1") },
+            rule("/prefix/one", json!({ "type": "ReplacePrefixMatch", "replacePrefixMatch": "/one" })),
+            rule("/strip", json!({ "type": "ReplacePrefixMatch", "replacePrefixMatch": "" })),
+            rule("/full", json!({ "type": "ReplaceFullPath", "replaceFullPath": "/one" })),
         ]}),
     );
     let (env, _pods) = two_versions(port, vec![route]).await;
     let r = until_served(port, "w.test", "/prefix/one/two?x=1", 200).await;
     assert_eq!(echoed(&r)["path"], "/one/two?x=1");
     assert_eq!(echoed(&request(port, "GET", "w.test", "/prefix/one", "").await)["path"], "/one");
+    assert_eq!(echoed(&request(port, "GET", "w.test", "/prefix/one/", "").await)["path"], "/one/");
     assert_eq!(echoed(&request(port, "GET", "w.test", "/strip/a", "").await)["path"], "/a");
     assert_eq!(echoed(&request(port, "GET", "w.test", "/strip", "").await)["path"], "/");
     assert_eq!(echoed(&request(port, "GET", "w.test", "/full/any/thing?q", "").await)["path"], "/one?q");
-    let e = echoed(&request(port, "GET", "w.test", "/host", "").await);
-    assert_eq!((e["host"].as_str(), e["path"].as_str()), (Some("one.example.org"), Some("/host")));
     env.stop().await;
 }
 
