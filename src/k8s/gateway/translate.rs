@@ -645,9 +645,29 @@ fn check_rule(rule: &HTTPRouteRule) -> Result<(), RuleProblem> {
         return bad("IncompatibleFilters", "ReplacePrefixMatch needs exactly one PathPrefix match".into());
     }
     for f in &rule.filters {
+        let hostname = f.request_redirect.as_ref().and_then(|r| r.hostname.as_deref());
+        let hostname = hostname.or(f.url_rewrite.as_ref().and_then(|u| u.hostname.as_deref()));
+        if hostname.is_some_and(|h| h.starts_with("*.") || !valid_hostname(h)) {
+            return bad("UnsupportedValue", "a filter's hostname is not a DNS name".into());
+        }
+        let path = f.request_redirect.as_ref().and_then(|r| r.path.as_ref());
+        if let Some(p) = path.or(f.url_rewrite.as_ref().and_then(|u| u.path.as_ref())) {
+            let value = match p.type_.as_str() {
+                "ReplaceFullPath" => p.replace_full_path.as_deref().unwrap_or("/"),
+                "ReplacePrefixMatch" => p.replace_prefix_match.as_deref().unwrap_or("/"),
+                other => return bad("UnsupportedValue", format!("path modifier {other} is not supported")),
+            };
+            let path_text = value.is_empty() || value.starts_with('/');
+            if !path_text || value.bytes().any(|b| b.is_ascii_control() || b == b'?' || b == b'#') {
+                return bad("UnsupportedValue", format!("{value:?} is not a path"));
+            }
+        }
         if let Some(r) = &f.request_redirect {
             if r.status_code.is_some_and(|c| ![301, 302, 303, 307, 308].contains(&c)) {
                 return bad("UnsupportedValue", "redirect statusCode must be 301, 302, 303, 307 or 308".into());
+            }
+            if r.port.is_some_and(|p| !(1..=65535).contains(&p)) {
+                return bad("UnsupportedValue", "redirect port must be a port".into());
             }
             if r.scheme.as_deref().is_some_and(|s| s != "http" && s != "https") {
                 return bad("UnsupportedValue", "redirect scheme must be http or https".into());
@@ -852,5 +872,151 @@ fn gateway_status(input: &GatewayInput, s: &GatewayState) -> StatusUpdate {
         namespace: s.namespace.clone(),
         name: s.gw.metadata.name.clone().unwrap_or_default(),
         status: GatewayStatus { addresses, conditions: vec![accepted, programmed], listeners },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn arc<T: serde::de::DeserializeOwned>(v: Value) -> Option<Arc<T>> {
+        serde_json::from_value(v).ok().map(Arc::new)
+    }
+
+    fn route_doc() -> Value {
+        json!({ "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": { "name": "r", "namespace": "web", "generation": 1 },
+            "spec": { "parentRefs": [{ "name": "gw", "namespace": "web", "sectionName": "http", "port": 80 }],
+                "hostnames": ["a.test", "*.b.test"],
+                "rules": [{ "matches": [{ "path": { "type": "PathPrefix", "value": "/x" },
+                        "headers": [{ "name": "h", "value": "v", "type": "RegularExpression" }],
+                        "queryParams": [{ "name": "q", "value": "1" }], "method": "GET" }],
+                    "filters": [{ "type": "URLRewrite", "urlRewrite": { "hostname": "h.test",
+                        "path": { "type": "ReplacePrefixMatch", "replacePrefixMatch": "/y" } } },
+                        { "type": "RequestHeaderModifier", "requestHeaderModifier": { "set": [{ "name": "a", "value": "b" }] } }],
+                    "backendRefs": [{ "name": "svc", "port": 80, "weight": 3 }] },
+                  { "filters": [{ "type": "RequestRedirect", "requestRedirect": { "scheme": "https", "port": 8443,
+                        "statusCode": 301, "path": { "type": "ReplaceFullPath", "replaceFullPath": "/z" } } }] }] } })
+    }
+
+    /// Every string, number and list of a route replaced, one at a time, by hostile values: the
+    /// translation never panics, and what it makes always compiles or is refused with an error
+    /// (an application team's route must never take the controller down).
+    #[test]
+    fn hostile_routes_never_panic_and_always_compile_or_are_refused() {
+        let hostile: Vec<Value> = vec![
+            json!(""),
+            json!("/"),
+            json!("//"),
+            json!("*"),
+            json!("*."),
+            json!("(("),
+            json!("a\r\nb: c"),
+            json!("\u{0}"),
+            json!("é.test"),
+            json!("x".repeat(5000)),
+            json!(-1),
+            json!(0),
+            json!(65536),
+            json!(i64::MAX),
+            json!(null),
+            json!([]),
+            json!({}),
+            json!(true),
+            json!("RegularExpression"),
+            json!("ReplacePrefixMatch"),
+            json!("HTTPS"),
+            json!("Selector"),
+            json!("Passthrough"),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let mut tried = 0;
+        // The route's fields, then the Gateway's, one at a time.
+        for (which, base) in [("route", route_doc()), ("gateway", gateway_doc())] {
+            let mut paths = Vec::new();
+            collect_paths(&base, &mut Vec::new(), &mut paths);
+            for path in paths.iter().filter(|p| p.first().map(String::as_str) == Some("spec")) {
+                for value in &hostile {
+                    let mut doc = base.clone();
+                    *pointer(&mut doc, path) = value.clone();
+                    let (route, gateway) = if which == "route" { (doc, gateway_doc()) } else { (route_doc(), doc) };
+                    let (Some(route), Some(gateway)) = (arc::<HTTPRoute>(route), arc::<Gateway>(gateway)) else {
+                        continue;
+                    };
+                    tried += 1;
+                    translate_and_compile(&route, &gateway, dir.path())
+                        .unwrap_or_else(|e| panic!("{which} {path:?} = {value}: accepted but does not compile: {e}"));
+                }
+            }
+        }
+        assert!(tried > 300, "{tried} tried");
+    }
+
+    fn gateway_doc() -> Value {
+        json!({ "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": { "name": "gw", "namespace": "web", "generation": 1 },
+            "spec": { "gatewayClassName": "c", "listeners": [
+                { "name": "http", "port": 80, "protocol": "HTTP", "hostname": "*.test",
+                  "allowedRoutes": { "namespaces": { "from": "All" }, "kinds": [{ "kind": "HTTPRoute" }] } },
+                { "name": "https", "port": 443, "protocol": "HTTPS",
+                  "tls": { "mode": "Terminate", "certificateRefs": [{ "name": "cert" }] } }] } })
+    }
+
+    fn translate_and_compile(route: &Arc<HTTPRoute>, gateway: &Arc<Gateway>, dir: &Path) -> Result<(), String> {
+        let class: Arc<GatewayClass> =
+            arc(json!({ "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+            "metadata": { "name": "c" }, "spec": { "controllerName": "me" } }))
+            .unwrap();
+        let input = GatewayInput {
+            classes: std::slice::from_ref(&class),
+            gateways: std::slice::from_ref(gateway),
+            routes: std::slice::from_ref(route),
+            grants: &[],
+            namespaces: &NamespaceLabels::new(),
+            controller_name: "me",
+            secret: &|_, _| SecretLookup::Missing,
+            service_exists: &|_, _| true,
+            secret_dir: dir,
+            ports_in_use: &BTreeSet::new(),
+            addresses: &[],
+        };
+        let out = translate(&input);
+        let vhosts = crate::k8s::routes::assemble(out.routes, &Default::default(), "test");
+        let cfg = crate::model::Config { vhosts, ..Default::default() };
+        let (slots, services) = (crate::tls::CertSlots::default(), crate::upstream::Services::default());
+        let mut warnings = Vec::new();
+        crate::model::validate(&cfg, &mut warnings).map_err(|e| e.to_string())?;
+        crate::table::compile(&cfg, crate::table::CompileMode::Check, &slots, &services, &mut warnings)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    fn collect_paths(v: &Value, at: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        out.push(at.clone());
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    at.push(k.clone());
+                    collect_paths(v, at, out);
+                    at.pop();
+                }
+            }
+            Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    at.push(i.to_string());
+                    collect_paths(v, at, out);
+                    at.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn pointer<'v>(v: &'v mut Value, path: &[String]) -> &'v mut Value {
+        path.iter().fold(v, |v, k| match v {
+            Value::Array(a) => &mut a[k.parse::<usize>().unwrap()],
+            v => &mut v[k.as_str()],
+        })
     }
 }
