@@ -155,7 +155,7 @@ mod tests {
     fn endpoint(port: u16) -> Arc<Endpoint> {
         let up = Upstream::Tcp { host: "127.0.0.1".into(), port };
         let c = Connector::new(&up, None, std::time::Duration::from_secs(1)).unwrap();
-        Arc::new(Endpoint::new(format!("http://127.0.0.1:{port}"), c, true, 0))
+        Arc::new(Endpoint::new(format!("http://127.0.0.1:{port}"), c, true, 8))
     }
 
     #[test]

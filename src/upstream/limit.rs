@@ -17,30 +17,13 @@ const MAX_WAITING: usize = 64;
 #[derive(Debug)]
 pub struct Limit {
     permits: Option<Arc<Semaphore>>,
+    max: usize,
     waiting: AtomicUsize,
-    /// Turns held now (requests in flight), limited or not: what load balancing compares.
-    active: Arc<AtomicUsize>,
 }
 
 /// A turn at the endpoint; the next request may go when it is dropped.
 #[derive(Debug)]
-pub struct Turn {
-    _permit: Option<OwnedSemaphorePermit>,
-    active: Arc<AtomicUsize>,
-}
-
-impl Turn {
-    fn new(permit: Option<OwnedSemaphorePermit>, active: &Arc<AtomicUsize>) -> Self {
-        active.fetch_add(1, Ordering::Relaxed);
-        Turn { _permit: permit, active: active.clone() }
-    }
-}
-
-impl Drop for Turn {
-    fn drop(&mut self) {
-        self.active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
+pub struct Turn(#[allow(dead_code)] Option<OwnedSemaphorePermit>);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Busy {
@@ -53,31 +36,29 @@ pub enum Busy {
 impl Limit {
     /// `max` requests in flight; 0: no limit.
     pub fn new(max: usize) -> Self {
-        Limit {
-            permits: (max > 0).then(|| Arc::new(Semaphore::new(max))),
-            waiting: AtomicUsize::new(0),
-            active: Default::default(),
-        }
+        Limit { permits: (max > 0).then(|| Arc::new(Semaphore::new(max))), max, waiting: AtomicUsize::new(0) }
     }
 
-    /// Requests in flight now (holding a turn).
+    /// Requests in flight now (holding a turn), read from the permits taken: what load
+    /// balancing compares. Without a limit nothing is counted (0): the request path pays for no
+    /// counter it does not need, and the choice among endpoints is then random.
     pub fn in_flight(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
+        self.permits.as_ref().map_or(0, |p| self.max - p.available_permits())
     }
 
     /// A turn now, or after waiting at most half of `timeout`.
     pub async fn enter(&self, timeout: Duration) -> Result<Turn, Busy> {
         let wait = timeout / 2;
-        let Some(permits) = &self.permits else { return Ok(Turn::new(None, &self.active)) };
+        let Some(permits) = &self.permits else { return Ok(Turn(None)) };
         if let Ok(p) = permits.clone().try_acquire_owned() {
-            return Ok(Turn::new(Some(p), &self.active));
+            return Ok(Turn(Some(p)));
         }
         let _queued = Queued::join(&self.waiting).ok_or(Busy::QueueFull)?;
         // The place in the queue is given back however the wait ends, a request dropped
         // while it waits (its client left) included.
         let got = tokio::time::timeout(wait, permits.clone().acquire_owned()).await;
         match got {
-            Ok(Ok(p)) => Ok(Turn::new(Some(p), &self.active)),
+            Ok(Ok(p)) => Ok(Turn(Some(p))),
             _ => Err(Busy::Timeout),
         }
     }
