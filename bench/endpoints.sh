@@ -18,6 +18,7 @@
 #   WARMUP             seconds of untimed wrk per proxy before the rounds (default 1; 0 = none)
 #   CONNECTIONS        wrk -c (default 64); wrk always uses -t2
 #   ONLY               "nginx" or "lwsws" (or both, space or comma separated); default both
+#   NGINX_KEEPALIVE    nginx's `keepalive` (idle upstream connections cached per worker; default 32)
 #   PASSTHROUGH        1 (default): lwsws's HTTP/1 passthrough carries plain requests, as it does
 #                      by default; 0: every request through hyper (`"proxy-passthrough": "0"`)
 #   KEEP_TMP=1         keep the temp dir (configs, logs, raw wrk output)
@@ -28,12 +29,12 @@
 # backends' addresses into the Services registry as the EndpointSlice watch does, and serves it
 # with the server lwsws runs (`app::Server::start_with`). Each request picks an endpoint by power
 # of two choices (least in flight of two drawn at random). nginx has an `upstream` block of the
-# same addresses (round robin, `keepalive 32`, HTTP/1.1 with `Connection ""`).
+# same addresses (round robin, `keepalive 32` by default, HTTP/1.1 with `Connection ""`).
 #
 # The backends, the proxy under test and wrk all share the same cores: compare the ratios of one
 # run. Prints a per-round table (req/s, p99, errors, CPU per request), the means, how each
 # proxy's requests spread over the backends (from their stub_status counters), and
-#   RESULT endpoints backends=4 passthrough=1 nginx_rps=... lwsws_rps=... ratio=... nginx_p99_ms=... lwsws_p99_ms=... nginx_cpu_us=... lwsws_cpu_us=... cpu_ratio=...
+#   RESULT endpoints backends=4 passthrough=1 nginx_keepalive=32 nginx_rps=... lwsws_rps=... ratio=... nginx_p99_ms=... lwsws_p99_ms=... nginx_cpu_us=... lwsws_cpu_us=... cpu_ratio=...
 # CPU per request is the proxy's user+system time (all its processes, from /proc) over the
 # requests wrk completed; cpu_ratio = nginx's / lwsws's (above 1: lwsws uses less).
 set -euo pipefail
@@ -53,6 +54,7 @@ WARMUP="${WARMUP:-1}"
 CONNECTIONS="${CONNECTIONS:-64}"
 ONLY="${ONLY:-}"
 PASSTHROUGH="${PASSTHROUGH:-1}"
+NGINX_KEEPALIVE="${NGINX_KEEPALIVE:-32}"
 
 SERVERS=()
 if [[ -z "$ONLY" ]]; then
@@ -72,7 +74,7 @@ has_server() {
     return 1
 }
 
-for v in THREADS BACKENDS BACKEND_PORT NGINX_PORT LWSWS_PORT ROUNDS DURATION WARMUP CONNECTIONS; do
+for v in THREADS BACKENDS BACKEND_PORT NGINX_PORT LWSWS_PORT ROUNDS DURATION WARMUP CONNECTIONS NGINX_KEEPALIVE; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
 done
 ((THREADS >= 1)) || die "THREADS must be at least 1"
@@ -180,7 +182,7 @@ http {
     scgi_temp_path $dir/tmp/scgi;
 
     upstream service {
-$servers        keepalive 32;
+$servers        keepalive $NGINX_KEEPALIVE;
     }
 
     server {
@@ -234,13 +236,16 @@ for s in "${SERVERS[@]}"; do
     log "$s proxies /1k.html correctly (200, exact 1024 bytes)"
 done
 
-# backend_requests -> the request counters of every backend, space separated
-backend_requests() {
-    local addr line out=()
+# backend_counters -> "ACCEPTS REQUESTS" of every backend in turn, space separated
+backend_counters() {
+    local addr acc req out=()
     for addr in "${BACKEND_ADDRS[@]}"; do
+        acc="" req=""
         # stub_status: "Active connections: N", "server accepts handled requests", "A H R", ...
-        line="$(curl -s --max-time 5 "http://$addr:$BACKEND_PORT/bench-status" | sed -n 3p)"
-        out+=("$(awk '{ print $3 }' <<<"$line")")
+        read -r acc req < <(curl -s --max-time 5 "http://$addr:$BACKEND_PORT/bench-status" |
+            awk 'NR == 3 { print $1, $3 }') || true
+        [[ "$acc" =~ ^[0-9]+$ && "$req" =~ ^[0-9]+$ ]] || die "cannot read the stub_status of $addr:$BACKEND_PORT"
+        out+=("$acc" "$req")
     done
     echo "${out[*]}"
 }
@@ -263,7 +268,7 @@ check_alive() { # name
 }
 
 RESULTS="$BENCH_TMP/results.tsv"  # server round rps p99 errors cpu_us
-SPREAD="$BENCH_TMP/spread.tsv"    # server backend-index requests
+SPREAD="$BENCH_TMP/spread.tsv"    # server backend-index requests connections-accepted
 : >"$RESULTS"
 : >"$SPREAD"
 log "wrk -t2 -c$CONNECTIONS -d${DURATION}s --latency /1k.html, $ROUNDS round(s), THREADS=$THREADS, $BACKENDS backends, proxies: ${SERVERS[*]}"
@@ -275,11 +280,11 @@ fi
 for ((r = 1; r <= ROUNDS; r++)); do
     for s in "${SERVERS[@]}"; do
         raw="$BENCH_TMP/wrk-$s-$r.txt"
-        read -r -a req_before <<<"$(backend_requests)"
+        read -r -a count_before <<<"$(backend_counters)"
         cpu_before="$(cpu_ticks "${PID[$s]}")"
         run_wrk "$s" "$DURATION" "$raw"
         cpu_after="$(cpu_ticks "${PID[$s]}")"
-        read -r -a req_after <<<"$(backend_requests)"
+        read -r -a count_after <<<"$(backend_counters)"
         check_alive "$s"
         for addr in "${BACKEND_ADDRS[@]}"; do check_alive "backend-$addr"; done
         if ! parsed="$(parse_wrk "$raw")"; then
@@ -293,9 +298,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
             grep -E 'Socket errors|Non-2xx' "$raw" >&2 || true
         fi
         printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$s" "$r" "$rps" "$p99" "$errs" "$cpu_us" >>"$RESULTS"
-        # a status read counts itself: the "after" read is one request more than were proxied
+        # a status read counts itself: the "after" read is one connection and one request more
+        # than the proxy brought
         for ((b = 0; b < BACKENDS; b++)); do
-            printf '%s\t%s\t%s\n' "$s" "$b" $((req_after[b] - req_before[b] - 1)) >>"$SPREAD"
+            printf '%s\t%s\t%s\t%s\n' "$s" "$b" $((count_after[2 * b + 1] - count_before[2 * b + 1] - 1)) \
+                $((count_after[2 * b] - count_before[2 * b] - 1)) >>"$SPREAD"
         done
         log "$s round $r: $rps req/s, p99 $p99 ms, errors $errs, CPU $cpu_us us/request"
     done
@@ -312,26 +319,30 @@ done
 # --- report ----------------------------------------------------------------------------------
 echo
 echo "Backends: $BACKENDS nginx servers, 1 worker each, on ${BACKEND_ADDRS[*]} port $BACKEND_PORT -- they share the same $(nproc) core(s) with the proxy under test and wrk."
-echo "nginx: upstream block (round robin, keepalive 32); lwsws: a Service route's endpoints (power of two choices), passthrough=$PASSTHROUGH."
+echo "nginx: upstream block (round robin, keepalive $NGINX_KEEPALIVE); lwsws: a Service route's endpoints (power of two choices), passthrough=$PASSTHROUGH."
 echo
 printf '%-8s %5s %12s %10s %7s %10s\n' proxy round 'req/s' 'p99 ms' errors 'CPU us/req'
 printf '%-8s %5s %12s %10s %7s %10s\n' -------- ----- ------------ ---------- ------- ----------
 awk -F'\t' '{ printf "%-8s %5s %12.2f %10.3f %7d %10.2f\n", $1, $2, $3, $4, $5, $6 }' "$RESULTS"
 echo
-echo "Requests each backend answered, over the timed rounds (share of the proxy's total):"
+echo "Requests each backend answered over the timed rounds (share of the proxy's total), and the"
+echo "connections the proxy opened to the backends during them:"
 awk -F'\t' -v addrs="${BACKEND_ADDRS[*]}" '
-    { n[$1, $2] += $3; tot[$1] += $3; if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 } }
+    {
+        n[$1, $2] += $3; tot[$1] += $3; conns[$1] += $4
+        if (!($1 in seen)) { seen[$1] = 1; order[++k] = $1 }
+    }
     END {
         m = split(addrs, a, " ")
         for (i = 1; i <= k; i++) {
             s = order[i]; line = sprintf("  %-6s", s)
             for (b = 0; b < m; b++)
                 line = line sprintf("  %s %d (%.1f %%)", a[b + 1], n[s, b], tot[s] > 0 ? 100 * n[s, b] / tot[s] : 0)
-            print line
+            print line sprintf("  connections opened: %d", conns[s])
         }
     }' "$SPREAD"
 echo
-awk -F'\t' -v backends="$BACKENDS" -v passthrough="$PASSTHROUGH" '
+awk -F'\t' -v backends="$BACKENDS" -v passthrough="$PASSTHROUGH" -v keepalive="$NGINX_KEEPALIVE" '
     { rps[$1] += $3; p99[$1] += $4; err[$1] += $5; cpu[$1] += $6; n[$1]++ }
     function mean(a, k)  { return (k in n) ? sprintf("%.2f", a[k] / n[k]) : "NA" }
     function meanp(a, k) { return (k in n) ? sprintf("%.3f", a[k] / n[k]) : "NA" }
@@ -349,6 +360,6 @@ awk -F'\t' -v backends="$BACKENDS" -v passthrough="$PASSTHROUGH" '
         print ""
         printf "ratio lwsws/nginx = %s   CPU per request nginx/lwsws = %s (above 1: lwsws uses less)\n", r, c
         print ""
-        printf "RESULT endpoints backends=%s passthrough=%s nginx_rps=%s lwsws_rps=%s ratio=%s nginx_p99_ms=%s lwsws_p99_ms=%s nginx_cpu_us=%s lwsws_cpu_us=%s cpu_ratio=%s\n", \
-            backends, passthrough, nr, lr, r, meanp(p99, "nginx"), meanp(p99, "lwsws"), nc, lc, c
+        printf "RESULT endpoints backends=%s passthrough=%s nginx_keepalive=%s nginx_rps=%s lwsws_rps=%s ratio=%s nginx_p99_ms=%s lwsws_p99_ms=%s nginx_cpu_us=%s lwsws_cpu_us=%s cpu_ratio=%s\n", \
+            backends, passthrough, keepalive, nr, lr, r, meanp(p99, "nginx"), meanp(p99, "lwsws"), nc, lc, c
     }' "$RESULTS"
