@@ -8,7 +8,7 @@
 # Environment:
 #   ROUTES     HTTPRoutes (default 1000)            SERVICES   Services (default 100)
 #   ENDPOINTS  endpoints per Service (default 10)   HOSTS      distinct hostnames (default: ROUTES)
-#   ROUNDS     timed rebuilds (default 5)           HOLD       copies held for the size slopes (default 8)
+#   ROUNDS     timed rebuilds (default 20)          HOLD       copies held for the size slopes (default 8)
 #   BUILD_LOCK a file to hold with flock(1) around the build only (e.g. /tmp/lwsws-cargo.lock on
 #              a shared machine); the timed run happens after the lock is released
 #
