@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared helpers for bench/static.sh, bench/proxy.sh and bench/idle-conns.sh.
+# Shared helpers for the bench/ scripts (static.sh, proxy.sh, endpoints.sh, idle-conns.sh, ...).
 # Sourced, not executed. Callers must have `set -euo pipefail` and must have
 # cd'ed to the repo root before sourcing.
 #
@@ -76,34 +76,36 @@ make_docroot() {
     chmod 644 "$dir/1k.html" "$dir/1m.bin"
 }
 
-# port_answers PORT: true if something answers HTTP on 127.0.0.1:PORT.
+# port_answers PORT [ADDR]: true if something answers HTTP on ADDR:PORT (ADDR: 127.0.0.1).
 port_answers() {
-    curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$1/" 2>/dev/null
+    curl -s -o /dev/null --max-time 1 "http://${2:-127.0.0.1}:$1/" 2>/dev/null
 }
 
-# wait_port NAME PORT PID LOGFILE: bounded wait (~15 s) for the port to
-# answer; aborts early if PID died.
+# wait_port NAME PORT PID LOGFILE [ADDR]: bounded wait (~15 s) for the port to
+# answer on ADDR (127.0.0.1); aborts early if PID died.
 wait_port() {
-    local name="$1" port="$2" pid="$3" logf="$4" i
+    local name="$1" port="$2" pid="$3" logf="$4" addr="${5:-127.0.0.1}" i
     for ((i = 0; i < 75; i++)); do
         if ! kill -0 "$pid" 2>/dev/null; then
             log "$name (PID $pid) exited during startup; last lines of $logf:"
             tail -n 30 "$logf" >&2 2>/dev/null || true
             die "$name failed to start"
         fi
-        if port_answers "$port"; then
-            log "$name is up on 127.0.0.1:$port (PID $pid)"
+        if port_answers "$port" "$addr"; then
+            log "$name is up on $addr:$port (PID $pid)"
             return 0
         fi
         sleep 0.2
     done
     tail -n 30 "$logf" >&2 2>/dev/null || true
-    die "$name did not answer on 127.0.0.1:$port within 15 s"
+    die "$name did not answer on $addr:$port within 15 s"
 }
 
-# write_nginx_conf FILE DIR DOCROOT PORT WORKERS KEEPALIVE_TIMEOUT WORKER_CONNS
+# write_nginx_conf FILE DIR DOCROOT PORT WORKERS KEEPALIVE_TIMEOUT WORKER_CONNS [ADDR [EXTRA]]
+# ADDR: the listen address (127.0.0.1); EXTRA: more lines for the server block.
 write_nginx_conf() {
     local conf="$1" dir="$2" docroot="$3" port="$4" workers="$5" ka="$6" wconns="$7"
+    local addr="${8:-127.0.0.1}" extra="${9:-}"
     local user_line="# not root: workers run as the invoking user"
     [[ "$(id -u)" == 0 ]] && user_line="user root;"
     mkdir -p "$dir/tmp"
@@ -141,10 +143,11 @@ http {
     scgi_temp_path $dir/tmp/scgi;
 
     server {
-        listen 127.0.0.1:$port backlog=4096;
+        listen $addr:$port backlog=4096;
         server_name localhost;
         root $docroot;
         index 1k.html;
+$extra
     }
 }
 EOF
