@@ -119,15 +119,20 @@ impl ProxyRt {
                     // No backend, or every weight 0: nothing may be sent anywhere.
                     return Err(NoEndpoint::Invalid);
                 }
-                let mut at = random_below(*total as usize) as u64;
-                let (_, chosen) = backends
-                    .iter()
-                    .find(|(w, _)| {
-                        let here = at < u64::from(*w);
-                        at = at.saturating_sub(u64::from(*w));
-                        here
-                    })
-                    .expect("the draw is below the total weight");
+                let (_, chosen) = if backends.len() == 1 {
+                    // One backend (the usual route): no draw.
+                    &backends[0]
+                } else {
+                    let mut at = random_below(*total as usize) as u64;
+                    backends
+                        .iter()
+                        .find(|(w, _)| {
+                            let here = at < u64::from(*w);
+                            at = at.saturating_sub(u64::from(*w));
+                            here
+                        })
+                        .expect("the draw is below the total weight")
+                };
                 let service = chosen.as_ref().ok_or(NoEndpoint::Invalid)?;
                 let endpoint = service.pick().ok_or(NoEndpoint::Empty)?;
                 Ok(Picked { endpoint, from: Some(service.clone()) })
