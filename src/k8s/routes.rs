@@ -77,8 +77,12 @@ pub fn assemble(entries: Vec<HostRoutes>, ports: &PortMap, source: &str) -> Vec<
         let tls = entries.iter().find_map(|e| e.tls.clone());
         let mut catch_all = vhost(&loc, &format!("{source}/port-{port}/any-host"), bound, HostMatch::Never, &tls);
         let mut named: BTreeMap<(String, HostMatch), Vhost> = BTreeMap::new();
+        // Only a hostless or wildcard entry can cover other names (an exact name covers none).
+        let covering = |e: &&HostRoutes| {
+            e.shared && !e.mounts.is_empty() && e.hostname.as_ref().is_none_or(|h| h.starts_with("*."))
+        };
         let shared: Vec<(Option<String>, Vec<Mount>)> =
-            entries.iter().filter(|e| e.shared).map(|e| (e.hostname.clone(), e.mounts.clone())).collect();
+            entries.iter().filter(covering).map(|e| (e.hostname.clone(), e.mounts.clone())).collect();
         for e in entries {
             match &e.hostname {
                 None => catch_all.mounts.extend(e.mounts),
@@ -117,8 +121,9 @@ pub fn assemble(entries: Vec<HostRoutes>, ports: &PortMap, source: &str) -> Vec<
 fn covers_more(broader: Option<&str>, name: &str, how: HostMatch) -> bool {
     let Some(b) = broader else { return true };
     let Some(suffix) = b.strip_prefix("*.") else { return false };
-    let suffix = suffix.to_ascii_lowercase();
-    let deeper = name.len() > suffix.len() + 1 && name.ends_with(&format!(".{suffix}"));
+    let cut = name.len().saturating_sub(suffix.len() + 1);
+    let deeper =
+        cut > 0 && name.as_bytes()[cut] == b'.' && name.as_bytes()[cut + 1..].eq_ignore_ascii_case(suffix.as_bytes());
     match how {
         HostMatch::Exact => deeper,
         // `*.a.example.com` is narrower than `*.example.com`.

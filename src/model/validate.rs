@@ -100,6 +100,9 @@ fn check_acme(cfg: &Config, warnings: &mut Vec<Warning>) -> Result<(), ConfigErr
 /// Vhosts on one socket must agree on what the socket is.
 fn check_shared_listener(members: &[&Vhost], warnings: &mut Vec<Warning>) -> Result<(), ConfigError> {
     let first = members[0];
+    // Names seen so far on this port (lowercase): a set, so that a port with thousands of
+    // vhosts (Gateway API hostnames) is checked in linear time.
+    let mut seen = std::collections::HashSet::from([first.name.to_ascii_lowercase()]);
     for v in &members[1..] {
         if v.is_tls() != first.is_tls() {
             let (tls, plain) = if first.is_tls() { (first, *v) } else { (*v, first) };
@@ -130,7 +133,7 @@ fn check_shared_listener(members: &[&Vhost], warnings: &mut Vec<Warning>) -> Res
                 ),
             });
         }
-        if members.iter().take_while(|o| !std::ptr::eq(**o, *v)).any(|o| o.name.eq_ignore_ascii_case(&v.name)) {
+        if !seen.insert(v.name.to_ascii_lowercase()) {
             warnings.push(Warning {
                 loc: v.loc.clone(),
                 msg: format!(
@@ -150,5 +153,27 @@ fn overlaps(a: &ListenKey, b: &ListenKey) -> bool {
             *pa != 0 && pa == pb && (ia.is_none() || ib.is_none() || ia == ib)
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_name_used_twice_on_a_port_is_warned_about_once_per_repeat() {
+        let vhost = |name: &str| {
+            let mut v = Vhost::with_defaults(super::super::Loc::default(), name);
+            v.port = 8080;
+            v
+        };
+        let cfg = Config {
+            vhosts: vec![vhost("a.test"), vhost("b.test"), vhost("A.test"), vhost("a.test")],
+            ..Default::default()
+        };
+        let mut warnings = Vec::new();
+        validate(&cfg, &mut warnings).unwrap();
+        let repeats = warnings.iter().filter(|w| w.msg.contains("already used on this port")).count();
+        assert_eq!(repeats, 2, "{warnings:?}");
     }
 }
