@@ -90,15 +90,14 @@ impl Frontends {
         let all = watcher::Config::default;
         let gateway = options.gateway_controller.is_some();
         let ingress = options.ingress.is_some();
-        let start_if = |on: bool| on;
         Frontends {
-            classes: start_if(gateway).then(|| Watched::start("gatewayclasses", client, all(), tx)),
-            gateways: start_if(gateway).then(|| Watched::start_in("gateways", client, ns, all(), tx)),
-            routes: start_if(gateway).then(|| Watched::start_in("httproutes", client, ns, all(), tx)),
-            grants: start_if(gateway).then(|| Watched::start_in("referencegrants", client, ns, all(), tx)),
-            namespaces: start_if(gateway).then(|| Watched::start("namespaces", client, all(), tx)),
-            ingresses: start_if(ingress).then(|| Watched::start_in("ingresses", client, ns, all(), tx)),
-            ingress_classes: start_if(ingress).then(|| Watched::start("ingressclasses", client, all(), tx)),
+            classes: gateway.then(|| Watched::start("gatewayclasses", client, all(), tx)),
+            gateways: gateway.then(|| Watched::start_in("gateways", client, ns, all(), tx)),
+            routes: gateway.then(|| Watched::start_in("httproutes", client, ns, all(), tx)),
+            grants: gateway.then(|| Watched::start_in("referencegrants", client, ns, all(), tx)),
+            namespaces: gateway.then(|| Watched::start("namespaces", client, all(), tx)),
+            ingresses: ingress.then(|| Watched::start_in("ingresses", client, ns, all(), tx)),
+            ingress_classes: ingress.then(|| Watched::start("ingressclasses", client, all(), tx)),
             // Only TLS Secrets matter (not Helm's release records or tokens).
             secrets: Watched::start_in("secrets", client, ns, all().fields("type=kubernetes.io/tls"), tx),
             endpoints: endpoints::spawn(client.clone(), options.namespaces.clone(), services.clone(), Some(tx.clone())),
