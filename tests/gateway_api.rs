@@ -980,7 +980,7 @@ async fn endpoints_added_and_removed_under_load_fail_no_request() {
         total += c.await.unwrap();
     }
     assert_eq!(failures.load(Ordering::Relaxed), 0, "of {total} requests");
-    assert!(total > 800, "{total} requests");
+    assert!(total >= 600, "{total} requests (the three waits above saw 600 in a row)");
     env.stop().await;
 }
 
