@@ -65,12 +65,8 @@ pub fn route_target(r: &RouteRedirect, req: &RequestUrl) -> String {
     let path = match &r.path {
         PathRewrite::Keep => encode_path(req.path),
         PathRewrite::Full(p) => encode_path(p),
-        PathRewrite::Prefix(p) => {
-            let joined = format!("{}/{}", p.trim_end_matches('/'), req.remainder.trim_start_matches('/'));
-            let joined =
-                if req.remainder.is_empty() && joined.len() > 1 { joined.trim_end_matches('/') } else { &joined };
-            encode_path(if joined.is_empty() { "/" } else { joined })
-        }
+        // The matched prefix replaced, joined as a proxy mount joins its origin path.
+        PathRewrite::Prefix(p) => crate::http::forward::upstream_path(p, req.remainder, None),
     };
     let query = req.query.map(|q| format!("?{q}")).unwrap_or_default();
     format!("{scheme}://{authority}{path}{query}")
