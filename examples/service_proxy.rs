@@ -93,7 +93,8 @@ fn main() -> ExitCode {
             eprintln!("service_proxy: {e}");
             return ExitCode::FAILURE;
         }
-        let server = lwsws::app::Server::start_with(&config, &mut warnings, lwsws::acme::file_stores(), services).await;
+        let server =
+            lwsws::app::Server::start_with(&config, &mut warnings, lwsws::acme::AcmeBackend::files(), services).await;
         for w in &warnings {
             tracing::warn!("{w}");
         }

@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::acme::{Challenges, StoreFactory};
+use crate::acme::{AcmeBackend, Challenges};
 use crate::http::conn::Shared;
 use crate::listen::{self, AppState, Bound};
 use crate::model::{Config, ConfigError, ListenKey, Warning};
@@ -80,19 +80,23 @@ impl Server {
     /// Compiles `config`, binds its listeners and starts serving on the current runtime, with
     /// ACME state in files.
     pub async fn start(config: &Config, warnings: &mut Vec<Warning>) -> Result<Server, StartError> {
-        Server::start_with(config, warnings, crate::acme::file_stores(), Default::default()).await
+        Server::start_with(config, warnings, AcmeBackend::files(), Default::default()).await
     }
 
-    /// `start`, with ACME state kept by `stores` (Secrets, in Kubernetes mode) and Services'
+    /// `start`, with ACME state kept by `acme` (Secrets, in Kubernetes mode) and Services'
     /// endpoints in `services` (which the Kubernetes front end keeps current).
     pub async fn start_with(
         config: &Config,
         warnings: &mut Vec<Warning>,
-        stores: Arc<StoreFactory>,
+        acme: AcmeBackend,
         services: Arc<Services>,
     ) -> Result<Server, StartError> {
         let slots = Arc::new(CertSlots::default());
         let challenges = Arc::new(Challenges::default());
+        if let Some(watched) = acme.watched {
+            challenges.set_watched(watched);
+        }
+        let stores = acme.stores;
         let table = table::compile(config, CompileMode::Serve, &slots, &services, warnings)?;
         crate::process::set_nofile(&config.global)?;
         let bound = bind_all(config, &table, |_| true)?;

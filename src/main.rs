@@ -90,6 +90,10 @@ struct Cli {
     /// Addresses Gateway and Ingress statuses report (comma-separated), instead of a Service's
     #[arg(long, env = "LWSWS_PUBLISH_ADDRESS", default_value = "", value_name = "ADDR,ADDR")]
     publish_address: String,
+    /// The Lease (in --namespace) whose holder writes statuses, so that one replica of many
+    /// writes them
+    #[arg(long, env = "LWSWS_STATUS_LEASE", default_value = "lwsws-status", value_name = "NAME")]
+    status_lease: String,
     /// Where a Gateway listener or Ingress port is bound in the pod: 80=8080,443=8443
     #[arg(long, env = "LWSWS_LISTENER_PORT_MAP", default_value = "", value_name = "PORT=PORT,...")]
     listener_port_map: String,
@@ -148,7 +152,7 @@ fn run(cli: &Cli, dir: &std::path::Path, ddir: &str, checking: bool) -> ExitCode
             return ExitCode::from(EXIT_CONFIG as u8);
         }
     };
-    let kube = cli.kubernetes.then(|| (cli.namespace.clone(), routes));
+    let kube = cli.kubernetes.then(|| (cli.namespace.clone(), routes, cli.status_lease.clone()));
     serve(dir, ddir, Duration::from_secs(cli.grace_secs), Duration::from_secs(cli.drain_secs), cli.admin_addr, kube)
 }
 
@@ -204,11 +208,11 @@ fn serve(
     grace: Duration,
     drain: Duration,
     admin: Option<std::net::SocketAddr>,
-    kube: Option<(String, lwsws::k8s::frontends::RouteOptions)>,
+    kube: Option<(String, lwsws::k8s::frontends::RouteOptions, String)>,
 ) -> ExitCode {
-    let (kube_namespace, routes) = match kube {
-        Some((ns, routes)) => (Some(ns), routes),
-        None => (None, Default::default()),
+    let (kube_namespace, routes, status_lease) = match kube {
+        Some((ns, routes, lease)) => (Some(ns), routes, lease),
+        None => (None, Default::default(), String::new()),
     };
     // In Kubernetes mode the files may hold no vhost: the resources can bring them all.
     let files = match &kube_namespace {
@@ -236,17 +240,22 @@ fn serve(
         let mut kube = None;
         let mut verdicts = Vec::new();
         let mut route_statuses = Default::default();
-        let mut stores = lwsws::acme::file_stores();
+        let mut acme = lwsws::acme::AcmeBackend::files();
         if let Some(ns) = &kube_namespace {
-            let (ctl, changes) = match lwsws::k8s::Controller::connect(ns, routes).await {
+            let (ctl, changes) = match lwsws::k8s::Controller::connect(ns, routes, Some(&status_lease)).await {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("lwsws: error: cannot reach the Kubernetes API: {e}");
                     return ExitCode::from(1);
                 }
             };
-            // ACME state outlives the pod only in Secrets.
-            stores = lwsws::k8s::acme_store::secret_stores(ctl.client(), ns);
+            // ACME state outlives the pod only in Secrets; replicas see each other's challenge
+            // answers there too.
+            let answers = lwsws::k8s::acme_store::ChallengeSecrets::start(&ctl.client(), ns);
+            acme = lwsws::acme::AcmeBackend {
+                stores: lwsws::k8s::acme_store::secret_stores(ctl.client(), ns, answers.clone()),
+                watched: Some(answers),
+            };
             if !ctl.synced(Duration::from_secs(30)).await {
                 tracing::warn!(
                     "the Kubernetes resources are not listed yet; starting with the files, adding them as they come"
@@ -268,7 +277,7 @@ fn serve(
             kube = Some((ctl, changes));
         }
         let services = kube.as_ref().map(|(c, _): &(lwsws::k8s::Controller, _)| c.services()).unwrap_or_default();
-        let started = lwsws::app::Server::start_with(&config, &mut warnings, stores, services).await;
+        let started = lwsws::app::Server::start_with(&config, &mut warnings, acme, services).await;
         for w in &warnings {
             tracing::warn!("{w}");
         }

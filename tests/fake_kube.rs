@@ -600,7 +600,8 @@ async fn lwsws_kubernetes_code_runs_against_the_fake() {
         );
     }
 
-    let store = lwsws::k8s::acme_store::SecretStore::new(fake.client(), "web", "Example.test");
+    let answers = lwsws::k8s::acme_store::ChallengeSecrets::start(&fake.client(), "web");
+    let store = lwsws::k8s::acme_store::SecretStore::new(fake.client(), "web", "Example.test", answers);
     assert!(store.load_cert().await.unwrap().is_none());
     store.save_account(r#"{"id":"acct"}"#).await.unwrap();
     store.save_cert("CHAIN", "KEY").await.unwrap();

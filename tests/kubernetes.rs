@@ -827,7 +827,8 @@ async fn acme_state_round_trips_through_secrets() {
     let api = FakeApi::new();
     let addr = api.clone().serve().await;
     let client = client_for(addr);
-    let store = lwsws::k8s::acme_store::SecretStore::new(client, NS, "Example.test");
+    let answers = lwsws::k8s::acme_store::ChallengeSecrets::start(&client, NS);
+    let store = lwsws::k8s::acme_store::SecretStore::new(client, NS, "Example.test", answers);
     assert!(store.load_cert().await.unwrap().is_none() && store.load_account().await.unwrap().is_none());
     store.save_account(r#"{"id":"acct"}"#).await.unwrap();
     store.save_cert("CHAIN PEM", "KEY PEM").await.unwrap();
@@ -951,7 +952,8 @@ async fn server_side_apply_merges_by_field_manager() {
                 "metadata": { "name": "shared", "labels": { "team": "web" } },
                 "stringData": { "ca.crt": "CA" } }),
     );
-    let store = lwsws::k8s::acme_store::SecretStore::new(client_for(addr), NS, "shared.test");
+    let answers = lwsws::k8s::acme_store::ChallengeSecrets::start(&client_for(addr), NS);
+    let store = lwsws::k8s::acme_store::SecretStore::new(client_for(addr), NS, "shared.test", answers);
     store.save_cert("CHAIN", "KEY").await.unwrap();
     let cert_name = api
         .state

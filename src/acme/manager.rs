@@ -16,8 +16,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
-use super::challenge::{Challenges, Published};
+use super::challenge::{Answer, Challenges, Published};
 use super::client::http_client;
+use super::lock::OrderLock;
 use super::store::{CertStore, StoreFactory};
 use crate::metrics::Metrics;
 use crate::model::Config;
@@ -29,6 +30,12 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(2);
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 /// A CA that says "rate limited" is not asked again sooner than this.
 const RATE_LIMITED_BACKOFF: Duration = Duration::from_secs(900);
+/// How often a replica that does not hold a certificate's claim looks for the certificate the
+/// holder is ordering (and for a claim gone stale).
+const WAIT_FOR_OTHER: Duration = Duration::from_secs(3);
+/// How often a replica whose certificate is not due looks for a newer one in the store, so
+/// that a certificate another replica renewed is served everywhere within this.
+const STORE_RECHECK: Duration = Duration::from_secs(30);
 
 /// The running managers, by vhost name; `apply` brings them in line with a config. They fill
 /// the server's certificate slots, publish in its challenge answers and keep what they obtain
@@ -50,6 +57,11 @@ impl Managers {
     pub fn apply(&mut self, config: &Config, metrics: &Arc<Metrics>, parent: &CancellationToken) {
         let wanted: HashMap<&str, &Acme> =
             config.vhosts.iter().filter_map(|v| Some((v.name.as_str(), v.acme.as_ref()?))).collect();
+        // Replicas sharing a certificate's directory find each other's answers there.
+        let mut dirs: Vec<_> = wanted.values().map(|a| super::store::answer_dir(&a.cert_path)).collect();
+        dirs.sort();
+        dirs.dedup();
+        self.challenges.set_answer_dirs(dirs);
         self.running.retain(|name, (acme, stop)| {
             let keep = wanted.get(name.as_str()).is_some_and(|a| *a == acme);
             if !keep {
@@ -146,22 +158,43 @@ impl Manager {
             use std::hash::BuildHasher;
             (std::collections::hash_map::RandomState::new().hash_one(&self.vhost) % 1000) as i64
         };
+        // This replica's claim on ordering, held from the first attempt until a certificate is
+        // stored, backoffs included: the replicas back off together instead of each asking
+        // the CA in turn.
+        let mut claim: Option<OrderLock> = None;
+        let mut scheduled = None;
+        let mut waiting_logged = false;
         loop {
             let due = current.as_ref().map(|c| c.renew_at - c.lifetime / 30 * spread / 1000).unwrap_or(0);
-            let wait = Duration::from_secs(due.saturating_sub(now()).max(0) as u64);
-            if !wait.is_zero() {
-                tracing::info!(vhost = %self.vhost, in_secs = wait.as_secs(), "ACME: next renewal scheduled");
+            let wait = due.saturating_sub(now());
+            if wait > 0 {
+                if scheduled != Some(due) {
+                    tracing::info!(vhost = %self.vhost, in_secs = wait, "ACME: next renewal scheduled");
+                    scheduled = Some(due);
+                }
+                let nap = Duration::from_secs(wait as u64).min(STORE_RECHECK);
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(nap) => {}
+                }
+                // Another replica (or an operator) may have stored a newer certificate.
+                let served_until = current.as_ref().map(|c| c.not_after).unwrap_or(i64::MIN);
+                if let Ok(Some(fresh)) = self.load_stored(&slot, Some(served_until)).await
+                    && fresh.not_after > served_until
+                    && fresh.renew_at > now()
+                {
+                    current = Some(fresh);
+                }
+                continue;
             }
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(wait) => {}
-            }
-            // Someone may have renewed meanwhile (another replica sharing the Secret, a restart,
+            // Someone may have renewed meanwhile (another replica sharing the store, a restart,
             // an operator): what is stored now and not yet due is taken instead of ordering.
             let served_until = current.as_ref().map(|c| c.not_after).unwrap_or(i64::MIN);
             match self.load_stored(&slot, Some(served_until)).await {
                 Ok(Some(fresh)) if fresh.not_after > served_until && fresh.renew_at > now() => {
                     current = Some(fresh);
+                    claim = None;
+                    waiting_logged = false;
                     continue;
                 }
                 Ok(_) => {}
@@ -174,10 +207,52 @@ impl Manager {
                     continue;
                 }
             }
+            if claim.as_ref().is_some_and(|c| c.lost.is_cancelled()) {
+                claim = None;
+            }
+            if claim.is_none() {
+                match self.store.try_lock().await {
+                    Ok(Some(c)) => claim = Some(c),
+                    Ok(None) => {
+                        if !waiting_logged {
+                            tracing::info!(vhost = %self.vhost, "ACME: another replica is ordering this certificate; waiting for it");
+                            waiting_logged = true;
+                        }
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(WAIT_FOR_OTHER) => {}
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        let why = "ACME: cannot take this certificate's claim; not ordering until it can";
+                        if !self.back_off(&stop, failures, false, &e.to_string(), why).await {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+                // The replica that held the claim may have stored a certificate just before
+                // letting go: never order what another replica already holds.
+                if let Ok(Some(fresh)) = self.load_stored(&slot, Some(served_until)).await
+                    && fresh.not_after > served_until
+                    && fresh.renew_at > now()
+                {
+                    current = Some(fresh);
+                    if let Some(c) = claim.take() {
+                        c.release().await;
+                    }
+                    continue;
+                }
+            }
+            waiting_logged = false;
+            let lost = claim.as_ref().map(|c| c.lost.clone()).unwrap_or_default();
             let kind = if current.is_some() { "renew" } else { "issue" };
             tracing::info!(vhost = %self.vhost, domains = ?self.acme.domains, kind, "ACME: ordering a certificate");
             let result = tokio::select! {
                 _ = stop.cancelled() => return,
+                _ = lost.cancelled() => Err(OrderFailure::from("another replica took over this certificate's claim")),
                 r = self.order() => r,
             };
             let result = match result {
@@ -193,6 +268,10 @@ impl Manager {
                     tracing::info!(vhost = %self.vhost, not_after = c.not_after, "ACME: certificate installed");
                     current = Some(c);
                     failures = 0;
+                    // Stored before the claim goes: whoever takes it next finds the certificate.
+                    if let Some(c) = claim.take() {
+                        c.release().await;
+                    }
                 }
                 Err(e) => {
                     self.metrics.acme_order(&self.vhost, kind, "failure");
@@ -296,6 +375,7 @@ impl Manager {
         let ids: Vec<Identifier> = self.acme.domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
         let mut order = account.new_order(&NewOrder::new(&ids)).await?;
         let mut published: Vec<Published> = Vec::new();
+        let mut shared: Vec<Box<dyn Send + Sync>> = Vec::new();
         {
             let mut authzs = order.authorizations();
             while let Some(authz) = authzs.next().await {
@@ -316,13 +396,32 @@ impl Manager {
                     Identifier::Dns(d) => d.clone(),
                     other => return Err(format!("unexpected identifier {other:?}").into()),
                 };
-                published.push(match self.acme.challenge {
-                    Challenge::Http01 => self.challenges.publish_http01(&ch.token, key_auth.as_str()),
-                    Challenge::TlsAlpn01 => self
+                let answer = match self.acme.challenge {
+                    Challenge::Http01 => {
+                        Answer::Http01 { token: ch.token.clone(), key_authorization: key_auth.as_str().to_string() }
+                    }
+                    Challenge::TlsAlpn01 => Answer::TlsAlpn01 {
+                        domain: domain.to_ascii_lowercase(),
+                        digest: key_auth.digest().as_ref().to_vec(),
+                    },
+                };
+                published.push(match &answer {
+                    Answer::Http01 { token, key_authorization } => {
+                        self.challenges.publish_http01(token, key_authorization)
+                    }
+                    Answer::TlsAlpn01 { domain, digest } => self
                         .challenges
-                        .publish_alpn(&domain, key_auth.digest().as_ref())
+                        .publish_alpn(domain, digest)
                         .map_err(|e| OrderFailure::from(format!("tls-alpn-01 certificate: {e}")))?,
                 });
+                // Where the other replicas see it: the CA may ask any of them. The CA is told
+                // only once the answer came back the way they read it; if it cannot be shared,
+                // a lone replica still answers from memory.
+                match self.store.publish(&answer).await {
+                    Ok(guard) => shared.push(guard),
+                    Err(e) => tracing::warn!(vhost = %self.vhost, error = %e,
+                        "ACME: cannot share the challenge answer with other replicas; only this one answers"),
+                }
                 ch.set_ready().await?;
             }
         }
@@ -332,6 +431,7 @@ impl Manager {
             return Err(format!("the order is {status:?}, not ready: a challenge failed").into());
         }
         drop(published);
+        drop(shared);
         let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
         let mut params = rcgen::CertificateParams::new(self.acme.domains.clone()).map_err(|e| e.to_string())?;
         params.distinguished_name = rcgen::DistinguishedName::new();

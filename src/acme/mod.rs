@@ -11,9 +11,27 @@
 
 mod challenge;
 mod client;
+mod lock;
 mod manager;
 mod store;
 
-pub use challenge::{ACME_TLS_ALPN, Challenges, Published};
+pub use challenge::{ACME_TLS_ALPN, Answer, Challenges, Published, SharedAnswers, hex, unhex};
+pub use lock::{ClaimBackend, OrderLock, lock_ttl, replica_id};
 pub use manager::{Managers, renew_at};
-pub use store::{CertStore, FileStore, StoreFactory, StoreFuture, file_stores};
+pub use store::{CertStore, FileClaim, FileStore, StoreFactory, StoreFuture, answer_dir, file_stores};
+
+/// Where ACME state is kept (`stores`) and where answers other replicas published are seen
+/// (`watched`: the Kubernetes API; replicas sharing a directory need nothing more than the
+/// stores, which read each other's files).
+#[derive(Clone)]
+pub struct AcmeBackend {
+    pub stores: std::sync::Arc<StoreFactory>,
+    pub watched: Option<std::sync::Arc<dyn SharedAnswers>>,
+}
+
+impl AcmeBackend {
+    /// Files, as the config names them.
+    pub fn files() -> AcmeBackend {
+        AcmeBackend { stores: file_stores(), watched: None }
+    }
+}

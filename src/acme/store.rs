@@ -8,6 +8,10 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
+use std::sync::Arc;
+
+use super::challenge::{Answer, file_answers};
+use super::lock::{ClaimBackend, OrderLock, lock_ttl, replica_id};
 use crate::model::acme::Acme;
 
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -22,6 +26,12 @@ pub trait CertStore: Send + Sync {
     fn save_account<'a>(&'a self, json: &'a str) -> StoreFuture<'a, io::Result<()>>;
     /// Drops stored credentials the CA no longer knows.
     fn forget_account(&self) -> StoreFuture<'_, io::Result<()>>;
+    /// Tries to become the one replica that orders this certificate (`lock`); `Ok(None)` when
+    /// another replica holds the claim.
+    fn try_lock(&self) -> StoreFuture<'_, io::Result<Option<OrderLock>>>;
+    /// Publishes a challenge answer where every replica sees it, and resolves once this replica
+    /// sees it come back the way the others will; dropping the result withdraws it.
+    fn publish<'a>(&'a self, answer: &'a Answer) -> StoreFuture<'a, io::Result<Box<dyn Send + Sync>>>;
 }
 
 /// Makes the store for one ACME vhost. The server is handed one (files by default, Secrets in
@@ -33,6 +43,9 @@ pub fn file_stores() -> std::sync::Arc<StoreFactory> {
     std::sync::Arc::new(|_, a: &Acme| Box::new(FileStore::new(a)) as Box<dyn CertStore>)
 }
 
+/// Files, as the config names them. Replicas that share the directory (containers with one
+/// volume) coordinate there too: `<cert>.lock` names the replica that orders and until when
+/// (see `FileClaim`), and challenge answers are files in `answer_dir(<cert>)`.
 #[derive(Debug, Clone)]
 pub struct FileStore {
     pub cert: PathBuf,
@@ -44,6 +57,11 @@ impl FileStore {
     pub fn new(a: &Acme) -> FileStore {
         FileStore { cert: a.cert_path.clone(), key: a.key_path.clone(), account: a.account_path.clone() }
     }
+}
+
+/// Where replicas sharing a certificate's directory leave challenge answers for each other.
+pub fn answer_dir(cert: &Path) -> PathBuf {
+    cert.parent().unwrap_or(Path::new(".")).join("acme-challenges")
 }
 
 impl CertStore for FileStore {
@@ -71,6 +89,128 @@ impl CertStore for FileStore {
     fn forget_account(&self) -> StoreFuture<'_, io::Result<()>> {
         Box::pin(async move { self.remove_account() })
     }
+
+    fn try_lock(&self) -> StoreFuture<'_, io::Result<Option<OrderLock>>> {
+        Box::pin(async move {
+            let claim = Arc::new(FileClaim::new(&self.cert, replica_id(), lock_ttl()));
+            let lock = OrderLock::try_take(claim, lock_ttl()).await?;
+            if lock.is_some() {
+                // Answers a replica left when it died mid-order (no order lasts an hour).
+                let dir = answer_dir(&self.cert);
+                let _ =
+                    tokio::task::spawn_blocking(move || file_answers(&dir).sweep(std::time::Duration::from_secs(3600)))
+                        .await;
+            }
+            Ok(lock)
+        })
+    }
+
+    fn publish<'a>(&'a self, answer: &'a Answer) -> StoreFuture<'a, io::Result<Box<dyn Send + Sync>>> {
+        Box::pin(async move {
+            let dir = answer_dir(&self.cert);
+            let answer = answer.clone();
+            let published = tokio::task::spawn_blocking(move || file_answers(&dir).publish(&answer))
+                .await
+                .map_err(io::Error::other)??;
+            Ok(Box::new(published) as Box<dyn Send + Sync>)
+        })
+    }
+}
+
+/// A claim kept in `<cert>.lock` as `{"owner": …, "expires_ms": …}`. Reading and replacing it
+/// happen under an exclusive `flock` of `<cert>.lock.guard`, so two replicas that find a stale
+/// claim at once cannot both take it; the guard is held only for that instant, and the kernel
+/// drops it when a process dies, so only the claim's expiry can keep others waiting.
+pub struct FileClaim {
+    lock: PathBuf,
+    guard: PathBuf,
+    owner: String,
+    ttl: std::time::Duration,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ClaimRecord {
+    owner: String,
+    expires_ms: i64,
+}
+
+impl FileClaim {
+    pub fn new(cert: &Path, owner: &str, ttl: std::time::Duration) -> FileClaim {
+        let with = |ext: &str| {
+            let mut name = cert.as_os_str().to_owned();
+            name.push(ext);
+            PathBuf::from(name)
+        };
+        FileClaim { lock: with(".lock"), guard: with(".lock.guard"), owner: owner.to_string(), ttl }
+    }
+
+    /// Runs `step` on the current record under the guard; `step` says what to write (`Some`:
+    /// this replica's fresh record, `None`: leave it) and what to answer.
+    fn guarded(&self, step: impl FnOnce(Option<ClaimRecord>, i64) -> (Change, bool)) -> io::Result<bool> {
+        if let Some(dir) = self.lock.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let guard =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).mode(0o600).open(&self.guard)?;
+        guard.lock()?;
+        let now = chrono::Utc::now().timestamp_millis();
+        // A record that cannot be read is taken as stale: a crash mid-write cannot leave one
+        // (writes are renames), so it is garbage, and waiting on it would wait for ever.
+        let record = read_opt(&self.lock)?.and_then(|t| serde_json::from_str::<ClaimRecord>(&t).ok());
+        let (change, answer) = step(record, now);
+        match change {
+            Change::Keep => {}
+            Change::Mine => {
+                let record = ClaimRecord { owner: self.owner.clone(), expires_ms: now + self.ttl.as_millis() as i64 };
+                write_private(&self.lock, serde_json::to_string(&record).map_err(io::Error::other)?.as_bytes())?;
+            }
+            Change::Remove => std::fs::remove_file(&self.lock)?,
+        }
+        drop(guard);
+        Ok(answer)
+    }
+
+    fn blocking_acquire(&self) -> io::Result<bool> {
+        self.guarded(|record, now| match record {
+            Some(r) if r.owner != self.owner && r.expires_ms > now => (Change::Keep, false),
+            _ => (Change::Mine, true),
+        })
+    }
+
+    fn blocking_refresh(&self) -> io::Result<bool> {
+        self.guarded(|record, _| match record {
+            Some(r) if r.owner == self.owner => (Change::Mine, true),
+            _ => (Change::Keep, false),
+        })
+    }
+
+    fn blocking_release(&self) -> io::Result<()> {
+        self.guarded(|record, _| match record {
+            Some(r) if r.owner == self.owner => (Change::Remove, true),
+            _ => (Change::Keep, false),
+        })
+        .map(|_| ())
+    }
+}
+
+enum Change {
+    Keep,
+    Mine,
+    Remove,
+}
+
+/// The steps run on the calling thread, as the store's other file operations do: they touch
+/// two small local files, and the guard is only ever held for that long.
+impl ClaimBackend for FileClaim {
+    fn acquire(&self) -> StoreFuture<'_, io::Result<bool>> {
+        Box::pin(async move { self.blocking_acquire() })
+    }
+    fn refresh(&self) -> StoreFuture<'_, io::Result<bool>> {
+        Box::pin(async move { self.blocking_refresh() })
+    }
+    fn release(&self) -> StoreFuture<'_, io::Result<()>> {
+        Box::pin(async move { self.blocking_release() })
+    }
 }
 
 impl FileStore {
@@ -89,8 +229,7 @@ impl FileStore {
     }
 
     fn write_account(&self, json: &str) -> io::Result<()> {
-        let tmp = stage(&self.account, json.as_bytes())?;
-        std::fs::rename(tmp, &self.account)
+        write_private(&self.account, json.as_bytes())
     }
 
     fn remove_account(&self) -> io::Result<()> {
@@ -108,6 +247,14 @@ fn read_opt(path: &Path) -> io::Result<Option<String>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Replaces `path` whole with `data` (0600): a reader sees the old or the new file.
+pub(super) fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
+    let tmp = stage(path, data)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 /// Writes `data` to a fresh 0600 file beside `path` and syncs it; returns its name.
@@ -181,5 +328,58 @@ mod tests {
         std::fs::write(dir.path().join("missing-dir"), "a file where a directory should be").unwrap();
         assert!(ro.write_cert("NEW", "NEWKEY").is_err());
         assert_eq!(cert(&store), Some(("OLD".into(), "OLDKEY".into())));
+    }
+
+    #[test]
+    fn a_file_claim_is_exclusive_until_released_or_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("shared/cert.pem");
+        let ttl = std::time::Duration::from_secs(60);
+        let a = FileClaim::new(&cert, "replica-a", ttl);
+        let b = FileClaim::new(&cert, "replica-b", ttl);
+        assert!(a.blocking_acquire().unwrap(), "nobody holds it");
+        assert!(!b.blocking_acquire().unwrap(), "a holds it");
+        assert!(a.blocking_acquire().unwrap(), "a holder may take it again");
+        assert!(a.blocking_refresh().unwrap());
+        assert!(!b.blocking_refresh().unwrap(), "only the holder refreshes");
+        b.blocking_release().unwrap();
+        assert!(!b.blocking_acquire().unwrap(), "b's release did not free a's claim");
+        a.blocking_release().unwrap();
+        assert!(b.blocking_acquire().unwrap(), "released");
+        assert!(!a.blocking_refresh().unwrap(), "a lost it");
+
+        // A holder that died: its record expires and is taken over.
+        let quick = FileClaim::new(&cert, "replica-c", std::time::Duration::ZERO);
+        b.blocking_release().unwrap();
+        assert!(quick.blocking_acquire().unwrap());
+        assert!(a.blocking_acquire().unwrap(), "a stale claim is taken over");
+        // Garbage in the lock file counts as stale, never as held for ever.
+        std::fs::write(dir.path().join("shared/cert.pem.lock"), "{not json").unwrap();
+        assert!(b.blocking_acquire().unwrap());
+        assert_eq!(mode_of(&dir.path().join("shared/cert.pem.lock")), 0o600);
+    }
+
+    /// Many replicas (threads here, each with its own name) race for one claim: one wins.
+    #[test]
+    fn one_of_many_racing_replicas_takes_the_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = std::sync::Arc::new(dir.path().join("cert.pem"));
+        let winners: usize = (0..8)
+            .map(|i| {
+                let cert = cert.clone();
+                std::thread::spawn(move || {
+                    let claim = FileClaim::new(&cert, &format!("r{i}"), std::time::Duration::from_secs(60));
+                    claim.blocking_acquire().unwrap() as usize
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .sum();
+        assert_eq!(winners, 1);
+    }
+
+    fn mode_of(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
     }
 }

@@ -3,32 +3,54 @@
 //! and asks the CA nothing. The certificate is a `kubernetes.io/tls` Secret
 //! (`lwsws-acme-<vhost>`, usable by other workloads too); the account is an Opaque Secret
 //! (`lwsws-acme-account-<vhost>`). Both are written with server-side apply.
+//!
+//! Replicas coordinate here too: the Lease `lwsws-acme-<vhost>` names the one that orders
+//! (`lease`), and challenge answers are short-lived Opaque Secrets labelled
+//! `lwsws.io/acme-challenge`, which every replica watches (`ChallengeSecrets`) and serves from,
+//! so the CA may validate through any replica. The orderer removes them when the order ends.
 
 use std::collections::BTreeMap;
 use std::io;
+use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 
-use crate::acme::{CertStore, StoreFactory, StoreFuture};
+use super::lease::LeaseClaim;
+use super::watched::Watched;
+use crate::acme::{Answer, CertStore, OrderLock, SharedAnswers, StoreFactory, StoreFuture, lock_ttl, replica_id};
 
 const MANAGER: &str = "lwsws";
+/// The label every challenge answer Secret carries (its value: the certificate's id).
+const CHALLENGE_LABEL: &str = "lwsws.io/acme-challenge";
+/// How long an orderer waits to see its answer come back through the watch.
+const PUBLISH_PATIENCE: Duration = Duration::from_secs(30);
 
 pub struct SecretStore {
+    client: kube::Client,
+    namespace: String,
     api: Api<Secret>,
     cert: String,
     account: String,
+    /// This certificate's id in labels (63 characters at most).
+    id: String,
+    answers: Arc<ChallengeSecrets>,
 }
 
 impl SecretStore {
-    pub fn new(client: kube::Client, namespace: &str, vhost: &str) -> SecretStore {
+    pub fn new(client: kube::Client, namespace: &str, vhost: &str, answers: Arc<ChallengeSecrets>) -> SecretStore {
         let id = secret_suffix(vhost);
         SecretStore {
-            api: Api::namespaced(client, namespace),
+            api: Api::namespaced(client.clone(), namespace),
+            client,
+            namespace: namespace.to_string(),
             cert: format!("lwsws-acme-{id}"),
             account: format!("lwsws-acme-account-{id}"),
+            id: format!("{:016x}", super::stable_hash(&[vhost.as_bytes()])),
+            answers,
         }
     }
 
@@ -110,13 +132,170 @@ impl CertStore for SecretStore {
             }
         })
     }
+
+    fn try_lock(&self) -> StoreFuture<'_, io::Result<Option<OrderLock>>> {
+        Box::pin(async move {
+            let claim = LeaseClaim::new(self.client.clone(), &self.namespace, &self.cert, replica_id(), lock_ttl());
+            let lock = OrderLock::try_take(Arc::new(claim), lock_ttl()).await?;
+            if lock.is_some() {
+                // Answers of an order that a replica which died left behind: nobody else
+                // orders this certificate now.
+                let params = kube::api::ListParams::default().labels(&format!("{CHALLENGE_LABEL}={}", self.id));
+                let old = self.api.list(&params).await.map(|l| l.items).unwrap_or_default();
+                for name in old.into_iter().filter_map(|s| s.metadata.name) {
+                    if let Err(e) = self.api.delete(&name, &DeleteParams::default()).await {
+                        tracing::debug!(secret = %name, error = %e, "cannot remove an old challenge answer");
+                    }
+                }
+            }
+            Ok(lock)
+        })
+    }
+
+    fn publish<'a>(&'a self, answer: &'a Answer) -> StoreFuture<'a, io::Result<Box<dyn Send + Sync>>> {
+        Box::pin(async move {
+            let name = challenge_name(answer);
+            let mut labels = BTreeMap::new();
+            labels.insert("app.kubernetes.io/managed-by".to_string(), MANAGER.to_string());
+            labels.insert(CHALLENGE_LABEL.to_string(), self.id.clone());
+            let secret = Secret {
+                metadata: ObjectMeta { name: Some(name.clone()), labels: Some(labels), ..Default::default() },
+                type_: Some("Opaque".into()),
+                data: Some(answer_data(answer)),
+                ..Default::default()
+            };
+            let params = PatchParams::apply(MANAGER).force();
+            self.api.patch(&name, &params, &Patch::Apply(&secret)).await.map_err(io::Error::other)?;
+            let withdraw = Withdraw { api: self.api.clone(), name };
+            if !self.answers.wait_for(answer, PUBLISH_PATIENCE).await {
+                return Err(io::Error::other("the challenge answer Secret did not come back through the watch"));
+            }
+            Ok(Box::new(withdraw) as Box<dyn Send + Sync>)
+        })
+    }
 }
 
-/// Stores that keep each ACME vhost's state in Secrets of `namespace`, for the server to use.
-pub fn secret_stores(client: kube::Client, namespace: &str) -> std::sync::Arc<StoreFactory> {
+/// Deletes a challenge answer Secret when its order is over.
+struct Withdraw {
+    api: Api<Secret>,
+    name: String,
+}
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        let (api, name) = (self.api.clone(), std::mem::take(&mut self.name));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = api.delete(&name, &DeleteParams::default()).await {
+                    tracing::debug!(secret = %name, error = %e, "cannot remove a challenge answer");
+                }
+            });
+        }
+    }
+}
+
+/// A challenge answer Secret's name: one per token or domain.
+fn challenge_name(answer: &Answer) -> String {
+    let hash = match answer {
+        Answer::Http01 { token, .. } => super::stable_hash(&[b"http-01/", token.as_bytes()]),
+        Answer::TlsAlpn01 { domain, .. } => super::stable_hash(&[b"tls-alpn-01/", domain.as_bytes()]),
+    };
+    format!("lwsws-acme-challenge-{hash:016x}")
+}
+
+fn answer_data(answer: &Answer) -> BTreeMap<String, ByteString> {
+    let mut data = BTreeMap::new();
+    let mut put = |k: &str, v: &str| data.insert(k.to_string(), ByteString(v.as_bytes().to_vec()));
+    match answer {
+        Answer::Http01 { token, key_authorization } => {
+            put("type", "http-01");
+            put("token", token);
+            put("key-authorization", key_authorization);
+        }
+        Answer::TlsAlpn01 { domain, digest } => {
+            put("type", "tls-alpn-01");
+            put("domain", domain);
+            put("digest", &crate::acme::hex(digest));
+        }
+    }
+    data
+}
+
+/// The challenge answers every replica published, from a watch of the labelled Secrets in the
+/// server's namespace.
+pub struct ChallengeSecrets {
+    namespace: String,
+    secrets: Watched<Secret>,
+    seen: tokio::sync::Notify,
+}
+
+impl ChallengeSecrets {
+    pub fn start(client: &kube::Client, namespace: &str) -> Arc<ChallengeSecrets> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let labelled = kube::runtime::watcher::Config::default().labels(CHALLENGE_LABEL);
+        let ns = [namespace.to_string()];
+        let secrets = Watched::start_in("acme challenge answers", client, Some(&ns), labelled, &tx);
+        let this = Arc::new(ChallengeSecrets { namespace: namespace.to_string(), secrets, seen: Default::default() });
+        let weak = Arc::downgrade(&this);
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                match weak.upgrade() {
+                    Some(t) => t.seen.notify_waiters(),
+                    None => return,
+                }
+            }
+        });
+        this
+    }
+
+    fn data(&self, answer: &Answer) -> Option<BTreeMap<String, ByteString>> {
+        self.secrets.get(&self.namespace, &challenge_name(answer))?.data.clone()
+    }
+
+    /// Whether `answer` is seen as published, exactly.
+    fn sees(&self, answer: &Answer) -> bool {
+        self.data(answer).is_some_and(|d| d == answer_data(answer))
+    }
+
+    /// Waits until the watch shows `answer` (or gives up after `limit`).
+    async fn wait_for(&self, answer: &Answer, limit: Duration) -> bool {
+        let until = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.seen.notified();
+            if self.sees(answer) {
+                return true;
+            }
+            if tokio::time::timeout_at(until, notified).await.is_err() {
+                return self.sees(answer);
+            }
+        }
+    }
+}
+
+impl SharedAnswers for ChallengeSecrets {
+    fn http01(&self, token: &str) -> Option<String> {
+        let probe = Answer::Http01 { token: token.to_string(), key_authorization: String::new() };
+        let data = self.data(&probe)?;
+        (text(&data, "type")? == "http-01" && text(&data, "token")? == token)
+            .then(|| text(&data, "key-authorization"))?
+    }
+
+    fn alpn_digest(&self, domain: &str) -> Option<Vec<u8>> {
+        let probe = Answer::TlsAlpn01 { domain: domain.to_string(), digest: Vec::new() };
+        let data = self.data(&probe)?;
+        if text(&data, "type")? != "tls-alpn-01" || text(&data, "domain")? != domain {
+            return None;
+        }
+        crate::acme::unhex(&text(&data, "digest")?)
+    }
+}
+
+/// Stores that keep each ACME vhost's state in Secrets of `namespace` (and coordinate replicas
+/// there), for the server to use.
+pub fn secret_stores(client: kube::Client, namespace: &str, answers: Arc<ChallengeSecrets>) -> Arc<StoreFactory> {
     let namespace = namespace.to_string();
-    std::sync::Arc::new(move |vhost: &str, _: &crate::model::acme::Acme| {
-        Box::new(SecretStore::new(client.clone(), &namespace, vhost)) as Box<dyn CertStore>
+    Arc::new(move |vhost: &str, _: &crate::model::acme::Acme| {
+        Box::new(SecretStore::new(client.clone(), &namespace, vhost, answers.clone())) as Box<dyn CertStore>
     })
 }
 

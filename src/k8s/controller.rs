@@ -15,9 +15,14 @@ use tokio::sync::mpsc;
 
 use super::crd::{Condition, LwswsConfig, LwswsConfigStatus};
 use super::frontends::{self, Frontends, RouteOptions, RoutesBuilt};
+use super::lease::{Leadership, LeaseClaim};
 use super::source::{self, Build, TlsPair, Verdict};
 use super::watched::Watched;
 use crate::lwsws::Source;
+
+/// How long the status Lease lasts unrenewed (renewed every third of it), as Kubernetes' own
+/// controllers' leader Leases.
+const STATUS_LEASE: Duration = Duration::from_secs(15);
 
 pub struct Controller {
     client: kube::Client,
@@ -30,6 +35,9 @@ pub struct Controller {
     services: std::sync::Arc<crate::upstream::Services>,
     /// The Gateway API and Ingress front ends, when asked for.
     frontends: Option<Frontends>,
+    /// Whether this replica writes statuses (the others compute the same and keep quiet).
+    leadership: Leadership,
+    changes: mpsc::UnboundedSender<()>,
 }
 
 impl Controller {
@@ -58,18 +66,39 @@ impl Controller {
             last_good: Default::default(),
             services,
             frontends,
+            leadership: Leadership::always(),
+            changes: tx,
         };
         (ctl, rx)
     }
 
+    /// Writes statuses only while holding the Lease `lease` of this namespace: one replica of
+    /// many writes, and another takes over when it goes (its first rebuild writes them all).
+    pub fn elect(&mut self, lease: &str) {
+        let claim =
+            LeaseClaim::new(self.client.clone(), &self.namespace, lease, crate::acme::replica_id(), STATUS_LEASE);
+        self.leadership = Leadership::start(claim, self.changes.clone());
+    }
+
+    /// Whether this replica writes statuses now.
+    pub fn writes_status(&self) -> bool {
+        self.leadership.is_leader()
+    }
+
     /// Connects with the in-cluster service account (or the kubeconfig outside a cluster).
+    /// With `status_lease`, statuses are written by the replica that holds that Lease.
     pub async fn connect(
         namespace: &str,
         routes: RouteOptions,
+        status_lease: Option<&str>,
     ) -> Result<(Controller, mpsc::UnboundedReceiver<()>), kube::Error> {
         let client = kube::Client::try_default().await?;
         let secret_dir = crate::model::acme::state_dir().join("secrets");
-        Ok(Controller::start(client, namespace, secret_dir, routes))
+        let (mut ctl, rx) = Controller::start(client, namespace, secret_dir, routes);
+        if let Some(lease) = status_lease {
+            ctl.elect(lease);
+        }
+        Ok((ctl, rx))
     }
 
     /// Services' endpoints, for the server's tables.
@@ -120,6 +149,9 @@ impl Controller {
     /// Writes the route front ends' statuses that changed; `applied`: whether the server took
     /// the config they joined (`Err`: why not).
     pub async fn report_routes(&self, routes: &RoutesBuilt, applied: Result<(), &str>) {
+        if !self.writes_status() {
+            return;
+        }
         if let Some(f) = &self.frontends {
             f.report(&self.client, routes, applied).await;
         }
@@ -137,6 +169,9 @@ impl Controller {
     /// Writes the conditions that changed: `Accepted` from the verdict, `Programmed` from
     /// whether the merged config is now serving (`Err`: why the server refused it).
     pub async fn report(&self, verdicts: &[Verdict], programmed: Result<(), &str>) {
+        if !self.writes_status() {
+            return;
+        }
         let api: Api<LwswsConfig> = Api::namespaced(self.client.clone(), &self.namespace);
         for v in verdicts {
             let current = self.configs.get(&v.namespace, &v.name);

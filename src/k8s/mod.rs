@@ -15,6 +15,7 @@ pub mod endpoints;
 pub mod frontends;
 pub mod gateway;
 pub mod ingress;
+pub mod lease;
 pub mod routes;
 pub mod secrets;
 pub mod source;

@@ -176,8 +176,8 @@ impl Env {
         let loaded = built.loaded.unwrap();
         let mut warnings = loaded.warnings;
         let services = ctl.services();
-        let stores = lwsws::acme::file_stores();
-        let mut server = lwsws::app::Server::start_with(&loaded.config, &mut warnings, stores, services).await.unwrap();
+        let acme = lwsws::acme::AcmeBackend::files();
+        let mut server = lwsws::app::Server::start_with(&loaded.config, &mut warnings, acme, services).await.unwrap();
         let ctl = Arc::new(ctl);
         server.apply_kubernetes(&ctl, conf.path(), "/usr/share", "start").await;
         let stop = CancellationToken::new();
