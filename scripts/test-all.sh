@@ -65,6 +65,7 @@ run_imports() {
 run_pebble_tests() {
   command -v pebble >/dev/null 2>&1 || { echo "cannot run: pebble is missing (apt-get install pebble)"; return 1; }
   cargo test --test acme -- --ignored
+  cargo test --test acme_replicas -- --ignored
 }
 run_smoke() { needs_bin && scripts/smoke-demo.sh "$bin"; }
 run_browser() { needs_bin && e2e/browser/run.sh "$bin"; }

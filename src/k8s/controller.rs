@@ -75,8 +75,12 @@ impl Controller {
     /// Writes statuses only while holding the Lease `lease` of this namespace: one replica of
     /// many writes, and another takes over when it goes (its first rebuild writes them all).
     pub fn elect(&mut self, lease: &str) {
-        let claim =
-            LeaseClaim::new(self.client.clone(), &self.namespace, lease, crate::acme::replica_id(), STATUS_LEASE);
+        self.elect_with(lease, crate::acme::replica_id(), STATUS_LEASE);
+    }
+
+    /// `elect`, naming this replica `holder` and with a Lease that lasts `ttl` unrenewed.
+    pub fn elect_with(&mut self, lease: &str, holder: &str, ttl: Duration) {
+        let claim = LeaseClaim::new(self.client.clone(), &self.namespace, lease, holder, ttl);
         self.leadership = Leadership::start(claim, self.changes.clone());
     }
 

@@ -142,11 +142,13 @@ impl Leadership {
     /// Seeks and keeps the Lease `name` in `namespace` for as long as the process runs.
     pub fn start(claim: LeaseClaim, changed: mpsc::UnboundedSender<()>) -> Leadership {
         let leader = Arc::new(AtomicBool::new(false));
-        let flag = leader.clone();
+        // The loop ends with the `Leadership` (a controller that goes away stops renewing).
+        let weak = Arc::downgrade(&leader);
         let every = claim.ttl / 3;
         tokio::spawn(async move {
             let mut renewed = tokio::time::Instant::now();
             loop {
+                let Some(flag) = weak.upgrade() else { return };
                 let was = flag.load(Ordering::Relaxed);
                 let now = if was { claim.refresh().await } else { claim.acquire().await };
                 let now = match now {

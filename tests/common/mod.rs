@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod fake_kube;
+pub mod pebble;
 pub mod routes_env;
 
 use std::net::SocketAddr;
