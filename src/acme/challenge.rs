@@ -179,7 +179,7 @@ impl FileAnswers<'_> {
             Answer::Http01 { key_authorization, .. } => key_authorization.clone(),
             Answer::TlsAlpn01 { digest, .. } => hex(digest),
         };
-        super::store::write_private(&path, text.as_bytes())?;
+        super::private_files::write_private(&path, text.as_bytes())?;
         let back = match answer {
             Answer::Http01 { token, .. } => self.http01(token) == Some(text),
             Answer::TlsAlpn01 { domain, digest } => self.alpn_digest(domain).as_ref() == Some(digest),

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::store::StoreFuture;
+/// What the stores' and claims' async methods return (trait objects cannot have `async fn`).
+pub type StoreFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// How a claim is kept where the replicas can all see it.
 pub trait ClaimBackend: Send + Sync + 'static {

@@ -13,12 +13,13 @@ mod challenge;
 mod client;
 mod lock;
 mod manager;
+mod private_files;
 mod store;
 
 pub use challenge::{ACME_TLS_ALPN, Answer, Challenges, Published, SharedAnswers, hex, unhex};
-pub use lock::{ClaimBackend, OrderLock, lock_ttl, replica_id};
+pub use lock::{ClaimBackend, OrderLock, StoreFuture, lock_ttl, replica_id};
 pub use manager::{Managers, renew_at};
-pub use store::{CertStore, FileClaim, FileStore, StoreFactory, StoreFuture, answer_dir, file_stores};
+pub use store::{CertStore, FileClaim, FileStore, StoreFactory, answer_dir, file_stores};
 
 /// Where ACME state is kept (`stores`) and where answers other replicas published are seen
 /// (`watched`: the Kubernetes API; replicas sharing a directory need nothing more than the

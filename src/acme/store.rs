@@ -2,19 +2,16 @@
 //! atomically, so a crash leaves the old or the new file, never half of one), or in Kubernetes
 //! mode Secrets (`k8s::acme_store`), so that a pod that restarts finds what it had.
 
-use std::future::Future;
-use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::io;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 
 use std::sync::Arc;
 
 use super::challenge::{Answer, file_answers};
-use super::lock::{ClaimBackend, OrderLock, lock_ttl, replica_id};
+use super::lock::{ClaimBackend, OrderLock, StoreFuture, lock_ttl, replica_id};
+use super::private_files::{read_opt, stage, write_private};
 use crate::model::acme::Acme;
-
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 pub trait CertStore: Send + Sync {
     /// The certificate chain and its private key, both PEM; `Ok(None)` when there is none, an
@@ -240,44 +237,10 @@ impl FileStore {
     }
 }
 
-/// A file's text; `None` when it does not exist.
-fn read_opt(path: &Path) -> io::Result<Option<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(Some(t)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Replaces `path` whole with `data` (0600): a reader sees the old or the new file.
-pub(super) fn write_private(path: &Path, data: &[u8]) -> io::Result<()> {
-    let tmp = stage(path, data)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
-}
-
-/// Writes `data` to a fresh 0600 file beside `path` and syncs it; returns its name.
-fn stage(path: &Path, data: &[u8]) -> io::Result<PathBuf> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-        std::fs::create_dir_all(dir)?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    // Unique per write, so two writers in one process never share a temp file.
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".tmp{}.{seq}", std::process::id()));
-    let tmp = PathBuf::from(name);
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    Ok(tmp)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     // Read back through the store's own (async) reads, as the manager does.
     fn cert(store: &FileStore) -> Option<(String, String)> {
