@@ -16,7 +16,7 @@
 # Installs haproxy and wrk (apt) when missing. Logs go to $ARTEFACT_DIR/rolling-restart/
 # (default /tmp/lwsws-artefacts). KEEP_TMP=1 keeps the temp dir; RUN_SECS sets wrk's duration
 # (default 24); SHUTDOWN_DELAY=0 is the control: without the delay the same restarts lose
-# requests (haproxy's 503s, wrk's read errors) and the last two checks fail. Ends with
+# requests (haproxy's 503s, wrk's read errors) and its checks fail. Ends with
 # "N passed, M failed"; exit 1 if any check failed, 2 if the test could not run.
 set -euo pipefail
 
@@ -48,13 +48,20 @@ die() {
     exit 2
 }
 
-# Stops what this script started, by PID.
+# Stops what this script started, by PID: TERM, then KILL what is left after 5 s.
 cleanup() {
-    local pid
-    for pid in "${PIDS[@]}" "$HAPROXY_PID" "$WRK_PID"; do
-        if [[ -n "$pid" ]]; then kill -KILL "$pid" 2>/dev/null || true; fi
-    done
-    wait 2>/dev/null || true
+    local pid n
+    {
+        for pid in "${PIDS[@]}" "$HAPROXY_PID" "$WRK_PID"; do
+            if [[ -n "$pid" ]]; then kill -TERM "$pid" || true; fi
+        done
+        for ((n = 0; n < 50; n++)); do
+            jobs -pr | grep -q . || break
+            sleep 0.1
+        done
+        for pid in $(jobs -pr); do kill -KILL "$pid" || true; done
+        wait || true
+    } 2>/dev/null
     if [[ -n "$TMP" && -d "$TMP" ]]; then
         if [[ "${KEEP_TMP:-0}" == 1 ]]; then log "keeping $TMP"; else rm -rf -- "$TMP"; fi
     fi
