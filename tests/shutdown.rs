@@ -101,11 +101,12 @@ impl Lwsws {
     async fn start(up: SocketAddr, delay: u64, grace: u64) -> Lwsws {
         let (port, admin_port) = (free_port(), free_port());
         let vhost = format!(
-            r#"{{ "vhosts": [{{ "name": "localhost", "port": "{port}", "interface": "127.0.0.1",
+            r#"{{ "vhosts": [{{ "name": "localhost", "port": "{port}", "interface": "127.0.0.1", "keepalive_timeout": "300",
                 "mounts": [{{ "mountpoint": "/", "origin": "file://_lws_ddir_/www" }},
                            {{ "mountpoint": "/up", "origin": "http://{up}/", "rewrite-links": "0" }}] }}] }}"#
         );
-        // Requests outlive any test here: the proxy timeout is not what ends them.
+        // Requests and idle connections outlive any test here: neither the proxy timeout nor
+        // the keep-alive timeout is what ends them.
         let dir = write_config(r#"{ "global": { "timeout-secs": "300" } }"#, &[("site", &vhost)]);
         put(dir.path(), "www/index.html", "home");
         let d = dir.path().to_str().unwrap();
