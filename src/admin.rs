@@ -1,7 +1,9 @@
 //! The admin listener, away from the public vhosts: `/metrics` (OpenMetrics when the scraper
 //! asks for it, as Prometheus does; the classic text format otherwise),
 //! `/healthz` (the process serves) and `/readyz` (a config is loaded and its listeners bound,
-//! which is true once `Server::start` returned).
+//! which is true once `Server::start` returned, until the process is told to stop: from then
+//! on 503, so that load balancers and Kubernetes take it out of rotation while it still
+//! serves; `/healthz` stays 200, since nothing is wrong that a restart would fix).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -53,7 +55,8 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/metrics" if openmetrics => (StatusCode::OK, OPENMETRICS, shared.metrics.render()),
         "/metrics" => (StatusCode::OK, PROMETHEUS_TEXT, shared.metrics.render_text()),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        "/readyz" => (StatusCode::OK, "text/plain", "ready\n".to_string()),
+        "/readyz" if shared.lifecycle.ready() => (StatusCode::OK, "text/plain", "ready\n".to_string()),
+        "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "text/plain", "shutting down\n".to_string()),
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
     };
     Response::builder()

@@ -11,11 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::acme::{AcmeBackend, Challenges};
 use crate::http::conn::Shared;
+use crate::lifecycle::Phase;
 use crate::listen::{self, AppState, Bound};
 use crate::model::{Config, ConfigError, ListenKey, Warning};
 use crate::table::{self, CompileMode, RouteTable};
@@ -74,6 +76,9 @@ pub struct Server {
     /// Services' endpoints; outlive every table.
     services: Arc<Services>,
     state: Arc<AppState>,
+    /// The admin listener outlives the request listeners: `/readyz` says why we are going
+    /// and `/metrics` shows the stop to its end.
+    admin_stop: CancellationToken,
 }
 
 impl Server {
@@ -118,6 +123,7 @@ impl Server {
             slots,
             services,
             state,
+            admin_stop: CancellationToken::new(),
         };
         server.serve(bound);
         server.metrics().set_cert_expiries(&cert_expiries(config, &server.slots));
@@ -250,19 +256,63 @@ impl Server {
 
     /// Starts the admin listener (`/metrics`, `/healthz`, `/readyz`) on `addr`.
     pub async fn start_admin(&self, addr: SocketAddr) -> std::io::Result<SocketAddr> {
-        crate::admin::start(addr, self.state.shared.clone(), self.state.shutdown.clone()).await
+        crate::admin::start(addr, self.state.shared.clone(), self.admin_stop.clone()).await
     }
 
     pub fn table(&self) -> Arc<RouteTable> {
         self.state.table.load_full()
     }
 
-    /// Stops accepting, lets in-flight requests finish for up to `grace`, then returns.
+    /// Stops accepting, closes idle connections, lets in-flight requests finish for up to
+    /// `grace`, then returns. Connections still open then are the caller's to end (the binary
+    /// exits): an upgraded one (a websocket, a tunnel) gets the grace period like a request.
     pub async fn shutdown(self, grace: Duration) {
+        self.finish(grace, std::future::pending()).await
+    }
+
+    /// The whole stop a SIGTERM asks for, as ingress-nginx's shutdown-grace-period and Envoy's
+    /// drain do it: `/readyz` fails at once while the listeners go on accepting and serving for
+    /// `delay`, so load balancers and Kubernetes withdraw this replica before it refuses anyone
+    /// (meanwhile each keep-alive connection ends after its next response); then `shutdown`.
+    /// Each message on `nudges` (a further signal) moves on one step: out of the delay, then
+    /// out of the grace period.
+    pub async fn stop(self, delay: Duration, grace: Duration, nudges: &mut mpsc::UnboundedReceiver<()>) {
+        let mut nudged = async || {
+            if nudges.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        };
+        self.enter(Phase::Draining);
+        if !delay.is_zero() {
+            tracing::info!(?delay, "told to stop: /readyz answers 503; serving on while load balancers withdraw us");
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = nudged() => tracing::info!("signalled again: skipping the rest of the shutdown delay"),
+            }
+        }
+        self.finish(grace, nudged()).await
+    }
+
+    async fn finish(self, grace: Duration, nudged: impl std::future::Future<Output = ()>) {
+        self.enter(Phase::Stopping);
+        tracing::info!(?grace, "stopping: no new connections; idle ones closed; finishing in-flight requests");
         self.state.shutdown.cancel();
         self.state.tracker.close();
-        if tokio::time::timeout(grace, self.state.tracker.wait()).await.is_err() {
-            tracing::warn!(open = self.state.tracker.len(), "grace period over; closing the remaining connections");
+        tokio::select! {
+            _ = tokio::time::sleep(grace) => {
+                tracing::warn!(open = self.state.tracker.len(), "grace period over; closing the remaining connections");
+            }
+            _ = nudged => {
+                tracing::warn!(open = self.state.tracker.len(), "signalled again: closing the remaining connections");
+            }
+            _ = self.state.tracker.wait() => {}
+        }
+        self.admin_stop.cancel();
+    }
+
+    fn enter(&self, phase: Phase) {
+        if self.state.shared.lifecycle.enter(phase) {
+            self.metrics().shutdown_phase.set(phase as i64);
         }
     }
 }

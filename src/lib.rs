@@ -29,6 +29,7 @@ pub mod files;
 pub mod fuzzing;
 pub mod http;
 pub mod k8s;
+pub mod lifecycle;
 pub mod listen;
 pub mod logmask;
 pub mod lograte;

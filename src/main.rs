@@ -40,9 +40,16 @@ struct Cli {
     /// Log format
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT
-    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    /// Seconds in-flight requests get to finish once the listeners have closed (after the
+    /// shutdown delay); upgraded connections get them too, then everything still open is cut
+    #[arg(long, env = "LWSWS_GRACE_SECS", default_value_t = 10, value_name = "SECS")]
     grace_secs: u64,
+    /// Seconds between SIGTERM/SIGINT and closing the listeners: /readyz answers 503 and
+    /// requests are still served (HTTP/1 with `connection: close`) while load balancers take
+    /// this replica out; a second signal ends the delay. 0 (the default): stop at once, as
+    /// `docker stop` and Ctrl-C expect; the Helm chart sets it
+    #[arg(long, env = "LWSWS_SHUTDOWN_DELAY_SECS", default_value_t = 0, value_name = "SECS")]
+    shutdown_delay_secs: u64,
     /// Seconds HTTP connections of a listener that a reload removed may go on
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     drain_secs: u64,
@@ -153,7 +160,19 @@ fn run(cli: &Cli, dir: &std::path::Path, ddir: &str, checking: bool) -> ExitCode
         }
     };
     let kube = cli.kubernetes.then(|| (cli.namespace.clone(), routes, cli.status_lease.clone()));
-    serve(dir, ddir, Duration::from_secs(cli.grace_secs), Duration::from_secs(cli.drain_secs), cli.admin_addr, kube)
+    let times = Times {
+        delay: Duration::from_secs(cli.shutdown_delay_secs),
+        grace: Duration::from_secs(cli.grace_secs),
+        drain: Duration::from_secs(cli.drain_secs),
+    };
+    serve(dir, ddir, times, cli.admin_addr, kube)
+}
+
+/// How long the stop and a reload's listener drain take.
+struct Times {
+    delay: Duration,
+    grace: Duration,
+    drain: Duration,
 }
 
 /// The route front ends' flags, checked.
@@ -205,8 +224,7 @@ fn config_dir(cli: &Cli) -> std::io::Result<(PathBuf, String, bool)> {
 fn serve(
     dir: &std::path::Path,
     ddir: &str,
-    grace: Duration,
-    drain: Duration,
+    times: Times,
     admin: Option<std::net::SocketAddr>,
     kube: Option<(String, lwsws::k8s::frontends::RouteOptions, String)>,
 ) -> ExitCode {
@@ -289,7 +307,9 @@ fn serve(
                 return ExitCode::from(code);
             }
         };
-        server.drain_limit = drain;
+        // From here a SIGTERM waits for the stop sequence rather than killing the process.
+        let mut signals = Signals::new();
+        server.drain_limit = times.drain;
         // The command line wins over the config's `admin-addr` (read once, at startup).
         if let Some(addr) = admin.or(config.global.admin_addr) {
             match server.start_admin(addr).await {
@@ -304,11 +324,46 @@ fn serve(
             ctl.report(&verdicts, Ok(())).await;
             ctl.report_routes(&route_statuses, Ok(())).await;
         }
-        run_until_stopped(&mut server, dir, ddir, kube).await;
-        tracing::info!("stopping: no new connections; finishing in-flight requests");
-        server.shutdown(grace).await;
+        run_until_stopped(&mut server, dir, ddir, kube, &mut signals).await;
+        // Further signals move the stop on (see `Server::stop`).
+        let (nudge, mut nudges) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                signals.stop().await;
+                if nudge.send(()).is_err() {
+                    return;
+                }
+            }
+        });
+        server.stop(times.delay, times.grace, &mut nudges).await;
         ExitCode::SUCCESS
     })
+}
+
+/// The signals the server answers, installed once so that none is missed between phases.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{SignalKind, signal};
+        Signals {
+            term: signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            int: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+            hup: signal(SignalKind::hangup()).expect("SIGHUP handler"),
+        }
+    }
+
+    /// The next SIGTERM or SIGINT.
+    async fn stop(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+    }
 }
 
 /// Serves until SIGTERM or SIGINT, reloading on SIGHUP and on changes in the config dir (D15).
@@ -317,15 +372,13 @@ async fn run_until_stopped(
     dir: &std::path::Path,
     ddir: &str,
     kube: Option<(lwsws::k8s::Controller, tokio::sync::mpsc::UnboundedReceiver<()>)>,
+    signals: &mut Signals,
 ) {
     let (ctl, mut kube_changes) = match kube {
         Some((c, rx)) => (Some(c), rx),
         None => (None, tokio::sync::mpsc::unbounded_channel().1),
     };
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    let Signals { term, int, hup } = signals;
     let (_watcher, mut changes) = match lwsws::reload::watch(dir) {
         Ok((w, rx)) => (Some(w), rx),
         Err(e) => {

@@ -64,6 +64,8 @@ pub struct Metrics {
     pub duration: Family<VhostLabels, Histogram>,
     pub bytes_out: Family<VhostLabels, Counter>,
     pub connections_open: Gauge,
+    /// `lifecycle::Phase`: 0 serving, 1 draining (not ready, still serving), 2 stopping.
+    pub shutdown_phase: Gauge,
     pub tls_handshakes: Family<ResultLabels, Counter>,
     pub reloads: Family<ResultLabels, Counter>,
     pub last_reload_success: Gauge<f64, AtomicU64>,
@@ -107,6 +109,12 @@ impl Default for Metrics {
         registry.register_with_unit("http_response_body", "Response body bytes sent", Unit::Bytes, bytes_out.clone());
         let connections_open = Gauge::default();
         registry.register("connections_open", "Client connections open now", connections_open.clone());
+        let shutdown_phase = Gauge::default();
+        registry.register(
+            "shutdown_phase",
+            "0 serving; 1 draining (told to stop, not ready, still serving); 2 stopping (finishing in-flight requests)",
+            shutdown_phase.clone(),
+        );
         let tls_handshakes = Family::<ResultLabels, Counter>::default();
         registry.register("tls_handshakes", "TLS handshakes, by result", tls_handshakes.clone());
         let reloads = Family::<ResultLabels, Counter>::default();
@@ -158,6 +166,7 @@ impl Default for Metrics {
             duration,
             bytes_out,
             connections_open,
+            shutdown_phase,
             tls_handshakes,
             reloads,
             last_reload_success,

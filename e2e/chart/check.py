@@ -2,7 +2,8 @@
 rendered manifest and the CRD with kubernetes-validate, and checks what the chart promises:
 the config directory is never mounted with subPath, the pod is locked down, RBAC exists only in
 Kubernetes mode and grants only what lwsws uses, and the default config passes `lwsws --check`.
-controllers.py checks the chart as a Gateway API and Ingress controller.
+controllers.py checks the chart as a Gateway API and Ingress controller; rolling.py its stop
+(delay, grace, terminationGracePeriodSeconds), spread, autoscaler and disruption budget.
 
 Run by e2e/chart/check.sh, which installs the two packages. Prints one line per check and ends
 with "N passed, M failed"; exits 1 on any failure.
@@ -19,6 +20,7 @@ import kubernetes_validate
 import yaml
 
 import controllers
+import rolling
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CHART = os.path.join(REPO, "charts", "lwsws")
@@ -48,13 +50,14 @@ COMBINATIONS = {
         "podDisruptionBudget": {"minAvailable": 1},
         "extraVolumes": [{"name": "www", "configMap": {"name": "www"}}],
         "extraVolumeMounts": [{"name": "www", "mountPath": "/srv/www", "readOnly": True}],
-        "extraArgs": ["--grace-secs", "20"],
+        "extraArgs": ["--drain-secs", "30"],
         **controllers.EVERYTHING_ON,
     },
     "minimal": {"service": {"enabled": False}, "podDisruptionBudget": {"enabled": False},
                 "serviceAccount": {"create": False}, "metrics": {"podAnnotations": False},
                 "config": {"confD": {"localhost": None}}},
     **controllers.COMBINATIONS,
+    **rolling.COMBINATIONS,
 }
 BAD_VALUES = {
     "kind StatefulSet": {"kind": "StatefulSet"},
@@ -63,6 +66,7 @@ BAD_VALUES = {
     "a conf.d key with a slash": {"config": {"confD": {"a/b": "{}"}}},
     "logFormat xml": {"logFormat": "xml"},
     **controllers.BAD_VALUES,
+    **rolling.BAD_VALUES,
 }
 LEAST_PRIVILEGE = sorted([
     ("lwsws.io", "lwswsconfigs", ("get", "list", "watch")),
@@ -229,6 +233,7 @@ def check_combination(c, label, values):
                 not by_kind(docs, "Role") and not by_kind(docs, "RoleBinding") and not by_kind(docs, "ClusterRole")
                 and pod.get("automountServiceAccountToken") is False)
     controllers.check(c, label, values, docs, notes, ctr, pod)
+    rolling.check(c, label, values, docs, w)
 
     want_sm = bool((values or {}).get("metrics", {}).get("serviceMonitor", {}).get("enabled"))
     sms = by_kind(docs, "ServiceMonitor")

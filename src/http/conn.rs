@@ -7,6 +7,7 @@ use std::sync::Arc;
 use super::activity::Activity;
 use super::origin::file_cache::FileCache;
 use crate::acme::Challenges;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::table::{ListenerRoutes, RouteTable, VhostRt};
 use crate::wire::upgrade::UpgradeSlot;
@@ -18,6 +19,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// The http-01 answers (and tls-alpn-01 certificates) the ACME managers publish.
     pub challenges: Arc<Challenges>,
+    /// Serving, or how far along the stop is: connections end early once it has begun.
+    pub lifecycle: Lifecycle,
 }
 
 /// Everything a request on one connection needs; built once per connection.

@@ -90,7 +90,13 @@ fn finish(
         }
         head.headers = headers;
     }
-    if close {
+    // While the process drains, each HTTP/1 keep-alive client is told to take its next
+    // request elsewhere (as Envoy's drain does; nginx waits for the stop instead), so that it
+    // reconnects through the load balancer, which no longer picks us. A 101 keeps its upgrade.
+    let ending = ctx.shared.lifecycle.ending()
+        && parts.version < Version::HTTP_2
+        && head.status != StatusCode::SWITCHING_PROTOCOLS;
+    if close || ending {
         head.headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     if head.status.is_redirection() && head.status != StatusCode::NOT_MODIFIED {

@@ -29,6 +29,7 @@ use crate::http::conn::ConnCtx;
 use crate::http::io::{Prefixed, Readiness};
 use crate::http::passthrough::{self, Outcome};
 use crate::http::service::{self, Reply};
+use crate::lifecycle::Lifecycle;
 use crate::wire::body::Body;
 use crate::wire::upgrade::UpgradeSlot;
 
@@ -52,7 +53,8 @@ where
     io.unread(first);
     if h2 {
         // Boxed: hyper's HTTP/2 state is large, and an HTTP/1 task should not carry its size.
-        return Box::pin(serve_h2(io, svc, &activity, timeout, shutdown)).await;
+        let shared = conn_ctx.shared.clone();
+        return Box::pin(serve_h2(io, svc, &activity, timeout, shutdown, &shared.lifecycle)).await;
     }
     let passthrough = passthrough::applies(&conn_ctx);
     loop {
@@ -190,13 +192,16 @@ where
 }
 
 /// HTTP/2 until the peer closes, the connection idles past keep-alive (GOAWAY), a peer stops
-/// reading, or shutdown.
+/// reading, or shutdown. While the process drains, a connection is sent GOAWAY once it has
+/// answered a request (HTTP/1's `connection: close` on its response): the client opens its
+/// next connection through the load balancer. An idle one is left for the stop.
 async fn serve_h2<S>(
     io: Prefixed<S>,
     svc: Arc<Svc>,
     activity: &Activity,
     timeout: Duration,
     shutdown: &CancellationToken,
+    lifecycle: &Lifecycle,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -205,8 +210,14 @@ async fn serve_h2<S>(
     let timer = tokio::time::sleep(timeout);
     tokio::pin!(timer);
     let mut goaway: Option<Instant> = None;
+    // Requests answered when the drain began.
+    let mut drain_mark: Option<u64> = None;
     loop {
         let now = Instant::now();
+        if goaway.is_none() && drain_mark.is_some_and(|m| activity.served() > m) {
+            conn.as_mut().graceful_shutdown();
+            goaway = Some(now);
+        }
         match activity.next(timeout) {
             Next::Stalled => return,
             Next::Busy(at) => timer.as_mut().reset(Instant::from_std(at)),
@@ -239,6 +250,7 @@ async fn serve_h2<S>(
                 conn.as_mut().graceful_shutdown();
                 goaway = Some(Instant::now() + Duration::from_secs(3600));
             }
+            _ = lifecycle.told_to_stop(), if drain_mark.is_none() => drain_mark = Some(activity.served()),
         }
     }
 }

@@ -211,3 +211,19 @@ listener fails. */}}
   resources: ["secrets"]
   verbs: ["get", "list", "watch"]
 {{- end -}}
+
+{{/*
+The pod's terminationGracePeriodSeconds: lwsws's shutdown delay and grace period and a margin
+for the process to exit, unless set; a value set too short for them is refused.
+*/}}
+{{- define "lwsws.terminationGracePeriodSeconds" -}}
+{{- $needed := add .Values.shutdown.delaySeconds .Values.shutdown.graceSeconds -}}
+{{- $set := .Values.terminationGracePeriodSeconds -}}
+{{- if kindIs "invalid" $set -}}
+{{- add $needed 5 -}}
+{{- else if lt (int $set) (int $needed) -}}
+{{- fail (printf "terminationGracePeriodSeconds %v is shorter than shutdown.delaySeconds + shutdown.graceSeconds (%v): kubelet would kill lwsws mid-drain" $set $needed) -}}
+{{- else -}}
+{{- $set -}}
+{{- end -}}
+{{- end -}}

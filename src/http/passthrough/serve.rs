@@ -45,8 +45,9 @@ pub fn applies(ctx: &ConnCtx) -> bool {
 
 /// Reads the next request head and serves it if it can. Call when the client has sent bytes,
 /// on a connection `applies` accepted.
-/// `shutdown`: once cancelled (server stopping, listener drained), the response says
-/// `connection: close` and the connection ends after it, as hyper's do.
+/// `shutdown`: once cancelled (server stopping, listener drained), or once the process is
+/// draining, the response says `connection: close` and the connection ends after it, as
+/// hyper's do.
 pub async fn serve_one<S>(
     io: &mut Prefixed<S>,
     ctx: &ConnCtx,
@@ -94,7 +95,8 @@ where
     buffers::give(buf);
     let _in_flight = InFlight::begin(&ctx.activity);
     let mut plan = *plan;
-    plan.close |= shutdown.is_cancelled();
+    // Draining or stopping: this is the connection's last response (see `respond::finish`).
+    plan.close |= shutdown.is_cancelled() || ctx.shared.lifecycle.ending();
     serve_planned(io, ctx, plan, timeout).await
 }
 
