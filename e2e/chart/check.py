@@ -72,6 +72,7 @@ LEAST_PRIVILEGE = sorted([
     ("lwsws.io", "lwswsconfigs", ("get", "list", "watch")),
     ("lwsws.io", "lwswsconfigs/status", ("get", "patch", "update")),
     ("", "secrets", ("create", "delete", "get", "list", "patch", "watch")),
+    ("coordination.k8s.io", "leases", ("create", "get", "update")),
 ])
 
 
@@ -205,6 +206,11 @@ def check_combination(c, label, values):
     c.check(f"[{label}] probes /healthz and /readyz on the admin port",
             probes == ("/healthz", "/readyz") and ctr["livenessProbe"]["httpGet"]["port"] == "admin")
     env = {e["name"]: e for e in ctr.get("env", [])}
+    c.check(f"[{label}] POD_NAME from the downward API (the replica's name in Leases)",
+            env.get("POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name")
+    c.check(f"[{label}] the status Lease is the release's own in Kubernetes mode",
+            (env.get("LWSWS_STATUS_LEASE", {}).get("value") == f"{controllers.FULLNAME}-status")
+            == ("--kubernetes" in ctr["args"]), str(env.get("LWSWS_STATUS_LEASE")))
     c.check(f"[{label}] POD_NAMESPACE from the downward API",
             env.get("POD_NAMESPACE", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.namespace")
 
@@ -221,7 +227,7 @@ def check_combination(c, label, values):
                        for rule in (roles[0]["rules"] if roles else [])
                        for g in rule["apiGroups"] for r in rule["resources"])
         binding = [d for d in by_kind(docs, "RoleBinding") if d["metadata"]["name"] == controllers.FULLNAME]
-        c.check(f"[{label}] Role grants exactly lwswsconfigs r/o, their status, secrets (read; ACME writes)",
+        c.check(f"[{label}] Role grants exactly lwswsconfigs r/o, their status, secrets (read; ACME writes), leases",
                 len(roles) == 1 and roles[0]["metadata"]["namespace"] == controllers.NAMESPACE
                 and rules == LEAST_PRIVILEGE and (controller or not by_kind(docs, "ClusterRole")), str(rules))
         c.check(f"[{label}] RoleBinding binds the Role to the pod's ServiceAccount",
