@@ -65,6 +65,9 @@ pub struct Metrics {
     pub bytes_out: Family<VhostLabels, Counter>,
     pub connections_open: Gauge,
     pub tls_handshakes: Family<ResultLabels, Counter>,
+    /// PROXY protocol headers on listeners that require one: `proxied`, `local` (the header
+    /// named no client), `invalid`, `timeout`, `closed` (the peer left before the header).
+    pub proxy_headers: Family<ResultLabels, Counter>,
     pub reloads: Family<ResultLabels, Counter>,
     pub last_reload_success: Gauge<f64, AtomicU64>,
     pub upstream_errors: Family<MountResultLabels, Counter>,
@@ -109,6 +112,12 @@ impl Default for Metrics {
         registry.register("connections_open", "Client connections open now", connections_open.clone());
         let tls_handshakes = Family::<ResultLabels, Counter>::default();
         registry.register("tls_handshakes", "TLS handshakes, by result", tls_handshakes.clone());
+        let proxy_headers = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "proxy_protocol_headers",
+            "PROXY protocol headers on listeners that require one, by result",
+            proxy_headers.clone(),
+        );
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register("config_reloads", "Configuration reloads, by result", reloads.clone());
         let last_reload_success = Gauge::<f64, AtomicU64>::default();
@@ -159,6 +168,7 @@ impl Default for Metrics {
             bytes_out,
             connections_open,
             tls_handshakes,
+            proxy_headers,
             reloads,
             last_reload_success,
         };
