@@ -1,7 +1,8 @@
 //! `proxy-protocol` on a listener: every connection starts with a PROXY header (v1 text, v2
 //! binary), read before TLS and before sniffing, and the address in it is the client's in the
 //! access log, the forwarding headers (hyper and passthrough alike), CGI and raw roles. A
-//! connection without a valid header, or whose header does not come in time, is closed.
+//! connection without a valid header, or whose header does not come in time, is closed. A
+//! reload changes the rule for new connections only; a bad value leaves the running one.
 
 mod common;
 
@@ -280,6 +281,66 @@ async fn a_raw_role_gets_what_follows_the_header_not_the_header() {
     tokio::time::timeout(Duration::from_secs(10), back.read_exact(&mut got)).await.unwrap().unwrap();
     assert_eq!(got, b"SSH-2.0-probe\r\n");
     s.stop().await;
+}
+
+#[tokio::test]
+async fn a_reload_that_changes_the_key_applies_to_new_connections_on_the_same_socket() {
+    let mut s = TestServer::start("{}", &[&site("off", "")]).await;
+    files(s.path());
+    let addr = s.addr();
+    let mut kept = connect(addr).await;
+    assert_eq!(kept.get("/", "").await.status, 200);
+    let d = s.path().display().to_string();
+    std::fs::write(s.path().join("conf.d/v00"), site("v2", "").replace("{DIR}", &d)).unwrap();
+    let cfg = lwsws::lwsws::load(s.path(), "/usr/share").unwrap().config;
+    let server = s.server.as_mut().unwrap();
+    let r = server.reload(&cfg, &mut Vec::new()).await.unwrap();
+    assert_eq!(r, lwsws::app::Reloaded::Applied { added: 0, removed: 0 }, "the socket is kept");
+    assert_eq!(kept.get("/", "").await.status, 200, "an open connection keeps the config it started with");
+    let mut plain = connect(addr).await;
+    plain.send("GET / HTTP/1.1\r\nHost: site.test\r\n\r\n").await;
+    assert!(plain.closed_within(Duration::from_secs(1)).await, "a new connection needs the header");
+    let mut c = with_header(addr, &v2_v4()).await;
+    assert_eq!(c.get("/n0.html", "").await.status, 200);
+    assert!(log_line(&s, "/n0.html").await.starts_with("192.0.2.9 - - ["));
+    s.stop().await;
+}
+
+/// A bounded, seeded fuzzing run inside `cargo test` (the open-ended one is the `proxy_header`
+/// cargo fuzz target): the seeds, cut short and with bytes changed, must never make the reader
+/// take a byte past a header it accepts (`fuzzing::proxy_header` checks that).
+#[test]
+fn mutated_headers_never_read_past_the_header() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/proxy_header");
+    let mut seeds: Vec<Vec<u8>> =
+        std::fs::read_dir(&dir).unwrap().map(|e| std::fs::read(e.unwrap().path()).unwrap()).collect();
+    seeds.sort();
+    assert!(seeds.len() >= 5, "seeds missing in {}", dir.display());
+    let mut x: u64 = 0x7070_705f_6675_7a7a;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x as usize
+    };
+    for seed in &seeds {
+        lwsws::fuzzing::proxy_header(seed);
+        for _ in 0..400 {
+            let mut m = seed.clone();
+            match next() % 3 {
+                0 => m.truncate(next() % (m.len() + 1)),
+                1 => {
+                    let at = next() % m.len();
+                    m[at] = next() as u8;
+                }
+                _ => {
+                    let at = next() % (m.len() + 1);
+                    m.insert(at, [b'\r', b'\n', b' ', 0, 0xff][next() % 5]);
+                }
+            }
+            lwsws::fuzzing::proxy_header(&m);
+        }
+    }
 }
 
 /// A bad value in an edit is refused at reload: the running listener keeps its header rule.

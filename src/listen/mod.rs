@@ -3,7 +3,7 @@
 
 mod bind;
 mod conn;
-mod proxy_protocol;
+pub(crate) mod proxy_protocol;
 mod serve;
 mod sniff;
 
