@@ -69,6 +69,7 @@ run_pebble_tests() {
 run_smoke() { needs_bin && scripts/smoke-demo.sh "$bin"; }
 run_browser() { needs_bin && e2e/browser/run.sh "$bin"; }
 run_lws_client() { needs_bin && e2e/peers/lws-test-client.sh "$bin"; }
+run_haproxy_pp() { needs_bin && e2e/peers/haproxy-proxy-protocol.sh "$bin"; }
 run_promtool() { needs_bin && e2e/peers/promtool.sh "$bin"; }
 run_autobahn() { needs_bin && e2e/peers/autobahn.sh "$bin"; }
 run_chart() { needs_bin && e2e/chart/check.sh "$bin"; }
@@ -87,6 +88,7 @@ stage smoke run_smoke
 # failure, or a peer that cannot run, fails its stage.
 stage browser run_browser
 stage lws-test-client run_lws_client
+stage haproxy-proxy-protocol run_haproxy_pp
 stage promtool run_promtool
 stage autobahn run_autobahn
 stage chart run_chart
