@@ -71,6 +71,7 @@ run_smoke() { needs_bin && scripts/smoke-demo.sh "$bin"; }
 run_browser() { needs_bin && e2e/browser/run.sh "$bin"; }
 run_lws_client() { needs_bin && e2e/peers/lws-test-client.sh "$bin"; }
 run_rolling() { needs_bin && e2e/peers/rolling-restart.sh "$bin"; }
+run_haproxy_pp() { needs_bin && e2e/peers/haproxy-proxy-protocol.sh "$bin"; }
 run_promtool() { needs_bin && e2e/peers/promtool.sh "$bin"; }
 run_autobahn() { needs_bin && e2e/peers/autobahn.sh "$bin"; }
 run_chart() { needs_bin && e2e/chart/check.sh "$bin"; }
@@ -90,6 +91,7 @@ stage smoke run_smoke
 stage browser run_browser
 stage lws-test-client run_lws_client
 stage rolling-restart run_rolling
+stage haproxy-proxy-protocol run_haproxy_pp
 stage promtool run_promtool
 stage autobahn run_autobahn
 stage chart run_chart

@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use crate::lwsws;
-use crate::model::{Config, ConfigError, ListenKey, Warning};
+use crate::model::{Config, ConfigError, ListenKey, ProxyProtocol, Warning};
 use crate::table::{self, CompileMode};
 
 /// EX_USAGE: how lwsws-compatible tools say "your config is wrong".
@@ -63,7 +63,11 @@ pub fn summary(config: &Config, warnings: &[Warning]) -> String {
             }
             ListenKey::Unix { path } => format!("unix:{}", path.display()),
         };
-        let _ = writeln!(out, "  {where_} {kind} vhosts: {}", names.join(", "));
+        let pp = match members[0].proxy_protocol {
+            ProxyProtocol::Off => String::new(),
+            other => format!(" proxy-protocol {}", other.as_str()),
+        };
+        let _ = writeln!(out, "  {where_} {kind}{pp} vhosts: {}", names.join(", "));
     }
     let _ = writeln!(out, "vhosts:");
     for v in &config.vhosts {

@@ -122,3 +122,24 @@ pub fn path(data: &[u8]) {
         }
     }
 }
+
+/// The PROXY protocol header reader on a listener that takes either version. It must never
+/// read past a header it accepts: what it took is the whole header (a v1 line up to its only
+/// CR, LF included, at most 107 bytes; or a v2 header's 16 bytes and the length they give),
+/// and everything after it is left for TLS or HTTP. Reading a slice never waits, so a plain
+/// `block_on` drives it.
+pub fn proxy_header(data: &[u8]) {
+    use crate::listen::proxy_protocol::read_header;
+    let mut rest = data;
+    let got = futures::executor::block_on(read_header(&mut rest, crate::model::ProxyProtocol::Any));
+    let taken = &data[..data.len() - rest.len()];
+    if got.is_ok() {
+        if taken.starts_with(b"PROXY ") {
+            assert!(taken.len() <= 107 && taken.ends_with(b"\r\n"), "a v1 line that is not one: {taken:?}");
+            assert_eq!(taken.iter().filter(|b| **b == b'\r').count(), 1, "read past the CRLF: {taken:?}");
+        } else {
+            let len = u16::from_be_bytes([taken[14], taken[15]]) as usize;
+            assert_eq!(taken.len(), 16 + len, "a v2 header read to the wrong length");
+        }
+    }
+}

@@ -67,6 +67,9 @@ pub struct Metrics {
     /// `lifecycle::Phase`: 0 serving, 1 draining (not ready, still serving), 2 stopping.
     pub shutdown_phase: Gauge,
     pub tls_handshakes: Family<ResultLabels, Counter>,
+    /// PROXY protocol headers on listeners that require one: `proxied`, `local` (the header
+    /// named no client), `invalid`, `timeout`, `closed` (the peer left before the header).
+    pub proxy_headers: Family<ResultLabels, Counter>,
     pub reloads: Family<ResultLabels, Counter>,
     pub last_reload_success: Gauge<f64, AtomicU64>,
     pub upstream_errors: Family<MountResultLabels, Counter>,
@@ -117,6 +120,12 @@ impl Default for Metrics {
         );
         let tls_handshakes = Family::<ResultLabels, Counter>::default();
         registry.register("tls_handshakes", "TLS handshakes, by result", tls_handshakes.clone());
+        let proxy_headers = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "proxy_protocol_headers",
+            "PROXY protocol headers on listeners that require one, by result",
+            proxy_headers.clone(),
+        );
         let reloads = Family::<ResultLabels, Counter>::default();
         registry.register("config_reloads", "Configuration reloads, by result", reloads.clone());
         let last_reload_success = Gauge::<f64, AtomicU64>::default();
@@ -168,6 +177,7 @@ impl Default for Metrics {
             connections_open,
             shutdown_phase,
             tls_handshakes,
+            proxy_headers,
             reloads,
             last_reload_success,
         };

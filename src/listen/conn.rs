@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::bind::Socket;
+use super::proxy_protocol::{self, Arrival};
 use super::serve::serve;
 use super::sniff::{self, Verdict};
 use crate::acme::Challenges;
@@ -21,8 +22,8 @@ use crate::http::conn::{ConnCtx, Shared};
 use crate::http::io::{Prefixed, Readiness};
 use crate::lograte::RateLimited;
 use crate::metrics::ResultLabels;
-use crate::model::ListenKey;
 use crate::model::protocols::Onward;
+use crate::model::{ListenKey, ProxyProtocol};
 use crate::protocols::raw_proxy;
 use crate::table::{ListenerRoutes, RouteTable, VhostRt};
 
@@ -96,7 +97,7 @@ async fn accept_error(e: std::io::Error, log: &mut RateLimited) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-async fn connection<S>(stream: S, peer: Option<SocketAddr>, key: ListenKey, state: Arc<AppState>)
+async fn connection<S>(mut stream: S, peer: Option<SocketAddr>, key: ListenKey, state: Arc<AppState>)
 where
     S: AsyncRead + AsyncWrite + Readiness + Unpin + Send + 'static,
 {
@@ -107,6 +108,19 @@ where
     let _open = OpenConnection::new(&state);
     let routes = &table.listeners[listener];
     let timeout = table.global.timeout;
+    // First of all, before any sniffing or TLS: from here on the header's address is the
+    // client's, for forwarding headers, logs, CGI and the status page alike.
+    let peer = match routes.proxy_protocol {
+        ProxyProtocol::Off => peer,
+        accept => {
+            let metrics = &state.shared.metrics;
+            // Boxed: the header's reads should not add to every connection's task.
+            match Box::pin(proxy_protocol::arrive(&mut stream, peer, accept, timeout, metrics)).await {
+                Arrival::Client(client) => client,
+                Arrival::Refused => return,
+            }
+        }
+    };
     let mode = &routes.mode;
     if let Some(onward) = &mode.raw {
         return Box::pin(raw_proxy::pipe(stream, &[], onward, timeout)).await;

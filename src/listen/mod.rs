@@ -3,6 +3,7 @@
 
 mod bind;
 mod conn;
+pub(crate) mod proxy_protocol;
 mod serve;
 mod sniff;
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::lexer::{Key, Kind, Node};
 use super::mount;
 use super::value::Ctx;
-use crate::model::{ConfigError, Protocol, Vhost};
+use crate::model::{ConfigError, Protocol, ProxyProtocol, Vhost};
 
 pub fn adapt(ctx: &mut Ctx, node: &Node) -> Result<Vhost, ConfigError> {
     let Kind::Obj(members) = &node.kind else {
@@ -193,6 +193,12 @@ fn apply_key(ctx: &mut Ctx, v: &mut Vhost, k: &Key, val: &Node) -> Result<(), Co
         "allow-http-on-https" => v.allow_http_on_https = ctx.flag(k, val)?,
         // D5: the same boolean coercion as every other flag.
         "disable-no-protocol-ws-upgrades" => v.disable_no_protocol_ws_upgrades = ctx.flag(k, val)?,
+        "proxy-protocol" => {
+            let text = ctx.text(k, val)?;
+            v.proxy_protocol = ProxyProtocol::parse(&text).ok_or_else(|| {
+                ctx.err(val.pos, &k.name, format!("{text:?} is not \"v1\", \"v2\", \"any\" or \"off\""))
+            })?;
+        }
         "mounts" => {
             for m in ctx.array(k, val)? {
                 v.mounts.push(mount::adapt(ctx, m)?);

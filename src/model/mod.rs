@@ -21,4 +21,4 @@ pub use route::{
     WeightedBackend,
 };
 pub use validate::{BUILTIN_PROTOCOLS, validate};
-pub use vhost::{ListenKey, Protocol, SocketOptions, Vhost};
+pub use vhost::{ListenKey, Protocol, ProxyProtocol, SocketOptions, Vhost};

@@ -124,6 +124,21 @@ fn check_shared_listener(members: &[&Vhost], warnings: &mut Vec<Warning>) -> Res
                 format!("vhost \"{}\" takes every connection on its port and must be alone on it", raw.name),
             ));
         }
+        if v.proxy_protocol != first.proxy_protocol {
+            return Err(ConfigError::new(
+                v.loc.clone(),
+                Some("proxy-protocol"),
+                format!(
+                    "vhost \"{}\" has proxy-protocol {} but shares its port with vhost \"{}\" ({}), which has {}; \
+                     the header comes before the connection is matched to a vhost, so all vhosts on a port must agree",
+                    v.name,
+                    v.proxy_protocol.as_str(),
+                    first.name,
+                    first.loc,
+                    first.proxy_protocol.as_str()
+                ),
+            ));
+        }
         if v.socket_options() != first.socket_options() {
             warnings.push(Warning {
                 loc: v.loc.clone(),

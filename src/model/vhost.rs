@@ -28,6 +28,53 @@ pub enum ListenKey {
     Unix { path: PathBuf },
 }
 
+/// `proxy-protocol` (this project's own key): the header a load balancer in front sends before
+/// each connection's first byte to say who the client is (haproxy's PROXY protocol). A
+/// property of the socket, like nginx's `listen ... proxy_protocol` and haproxy's
+/// `accept-proxy`: every vhost on one port must say the same.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub enum ProxyProtocol {
+    /// No header is expected (the default).
+    #[default]
+    Off,
+    /// The text header only (`PROXY TCP4 ...\r\n`).
+    V1,
+    /// The binary header only.
+    V2,
+    /// Either: what a listener behind load balancers of both kinds accepts.
+    Any,
+}
+
+impl ProxyProtocol {
+    /// The value as written in the config; `None` for a word it does not know.
+    pub fn parse(text: &str) -> Option<ProxyProtocol> {
+        match text.to_ascii_lowercase().as_str() {
+            "off" => Some(ProxyProtocol::Off),
+            "v1" => Some(ProxyProtocol::V1),
+            "v2" => Some(ProxyProtocol::V2),
+            "any" => Some(ProxyProtocol::Any),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyProtocol::Off => "off",
+            ProxyProtocol::V1 => "v1",
+            ProxyProtocol::V2 => "v2",
+            ProxyProtocol::Any => "any",
+        }
+    }
+
+    pub fn accepts_v1(self) -> bool {
+        matches!(self, ProxyProtocol::V1 | ProxyProtocol::Any)
+    }
+
+    pub fn accepts_v2(self) -> bool {
+        matches!(self, ProxyProtocol::V2 | ProxyProtocol::Any)
+    }
+}
+
 /// How the first vhost on a socket wants it bound.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SocketOptions {
@@ -90,6 +137,8 @@ pub struct Vhost {
     pub redirect_http: bool,
     pub allow_http_on_https: bool,
     pub disable_no_protocol_ws_upgrades: bool,
+    /// The project's own `proxy-protocol`: a header before each connection says who the client is.
+    pub proxy_protocol: ProxyProtocol,
     pub mounts: Vec<Mount>,
     pub ws_protocols: Vec<Protocol>,
 }
@@ -145,6 +194,7 @@ impl Vhost {
             redirect_http: false,
             allow_http_on_https: false,
             disable_no_protocol_ws_upgrades: false,
+            proxy_protocol: ProxyProtocol::Off,
             mounts: Vec::new(),
             ws_protocols: Vec::new(),
         }

@@ -57,6 +57,7 @@ pub fn compile(
                 tls: v.is_tls(),
                 vhosts: vec![rt],
                 mode: listener_mode(v, warnings),
+                proxy_protocol: v.proxy_protocol,
             }),
         }
     }

@@ -12,7 +12,7 @@ use super::conditions::RouteFacts;
 use super::credentials::Credentials;
 use super::mime::MimeRules;
 use crate::model::protocols::Onward;
-use crate::model::{HostMatch, ListenKey, Mount, RejectRule};
+use crate::model::{HostMatch, ListenKey, Mount, ProxyProtocol, RejectRule};
 use crate::protocols::{IdlePolicy, Protocol};
 use crate::upstream::ProxyRt;
 
@@ -44,6 +44,9 @@ pub struct ListenerRoutes {
     pub vhosts: Vec<Arc<VhostRt>>,
     /// What else the socket carries, from its first vhost (spec 5).
     pub mode: ListenerMode,
+    /// The PROXY protocol header every connection must start with (validated to be the same
+    /// on every vhost of the socket).
+    pub proxy_protocol: ProxyProtocol,
 }
 
 /// The raw roles of a listener (spec 5), from its first vhost.
