@@ -28,6 +28,22 @@ pub trait ClaimBackend: Send + Sync + 'static {
     fn release(&self) -> StoreFuture<'_, io::Result<()>>;
 }
 
+/// A claim nobody else can see: for a replica that has no way to coordinate and must act
+/// alone.
+pub struct Unshared;
+
+impl ClaimBackend for Unshared {
+    fn acquire(&self) -> StoreFuture<'_, io::Result<bool>> {
+        Box::pin(async { Ok(true) })
+    }
+    fn refresh(&self) -> StoreFuture<'_, io::Result<bool>> {
+        Box::pin(async { Ok(true) })
+    }
+    fn release(&self) -> StoreFuture<'_, io::Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
 /// A claim held by this replica. It is refreshed in the background every third of the TTL;
 /// `lost` fires when a refresh finds it taken, or when refreshes have failed for a whole TTL
 /// (then another replica may take it, so this one must stop). Dropping it releases it.

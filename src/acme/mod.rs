@@ -17,7 +17,7 @@ mod private_files;
 mod store;
 
 pub use challenge::{ACME_TLS_ALPN, Answer, Challenges, Published, SharedAnswers, hex, unhex};
-pub use lock::{ClaimBackend, OrderLock, StoreFuture, lock_ttl, replica_id};
+pub use lock::{ClaimBackend, OrderLock, StoreFuture, Unshared, lock_ttl, replica_id};
 pub use manager::{Managers, renew_at};
 pub use store::{CertStore, FileClaim, FileStore, StoreFactory, answer_dir, file_stores};
 

@@ -136,13 +136,24 @@ impl CertStore for SecretStore {
     fn try_lock(&self) -> StoreFuture<'_, io::Result<Option<OrderLock>>> {
         Box::pin(async move {
             let claim = LeaseClaim::new(self.client.clone(), &self.namespace, &self.cert, replica_id(), lock_ttl());
-            let lock = OrderLock::try_take(Arc::new(claim), lock_ttl()).await?;
+            let lock = match OrderLock::try_take(Arc::new(claim), lock_ttl()).await {
+                Err(e) if super::lease::unusable(&e) => {
+                    tracing::warn!(error = %e,
+                        "ACME: Leases cannot be used (grant get, create and update on leases); ordering as if this were the only replica");
+                    OrderLock::try_take(Arc::new(crate::acme::Unshared), lock_ttl()).await?
+                }
+                other => other?,
+            };
             if lock.is_some() {
                 // Answers of an order that a replica which died left behind: nobody else
                 // orders this certificate now.
                 let params = kube::api::ListParams::default().labels(&format!("{CHALLENGE_LABEL}={}", self.id));
                 let old = self.api.list(&params).await.map(|l| l.items).unwrap_or_default();
-                for name in old.into_iter().filter_map(|s| s.metadata.name) {
+                // Checked here too: a Secret of anyone else's is never deleted, whatever the
+                // list returned.
+                let ours =
+                    |s: &Secret| s.metadata.labels.as_ref().and_then(|l| l.get(CHALLENGE_LABEL)) == Some(&self.id);
+                for name in old.into_iter().filter(ours).filter_map(|s| s.metadata.name) {
                     if let Err(e) = self.api.delete(&name, &DeleteParams::default()).await {
                         tracing::debug!(secret = %name, error = %e, "cannot remove an old challenge answer");
                     }

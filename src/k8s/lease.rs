@@ -115,7 +115,15 @@ fn stale(spec: &LeaseSpec) -> bool {
 }
 
 fn api_error(e: kube::Error) -> io::Error {
-    io::Error::other(format!("Lease: {e}"))
+    io::Error::other(e)
+}
+
+/// Whether `e` says Leases cannot be used here at all: no permission (403; a Role from before
+/// Leases were used) or no such resource (404). Then a lone replica goes on without one,
+/// saying so, rather than never ordering or never writing a status.
+pub fn unusable(e: &io::Error) -> bool {
+    let api = e.get_ref().and_then(|r| r.downcast_ref::<kube::Error>());
+    matches!(api, Some(kube::Error::Api(s)) if s.code == 403 || s.code == 404)
 }
 
 impl ClaimBackend for LeaseClaim {
@@ -155,6 +163,13 @@ impl Leadership {
                     Ok(b) => {
                         renewed = tokio::time::Instant::now();
                         b
+                    }
+                    Err(e) if unusable(&e) => {
+                        tracing::warn!(lease = %claim.name, error = %e,
+                            "Leases cannot be used (grant get, create and update on leases): this replica writes statuses as if it were the only one");
+                        flag.store(true, Ordering::Relaxed);
+                        let _ = changed.send(());
+                        return;
                     }
                     Err(e) => {
                         tracing::warn!(lease = %claim.name, error = %e, "cannot renew or take the status Lease");
