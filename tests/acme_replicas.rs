@@ -208,6 +208,44 @@ fn setup_pebble(http: u16, tls: u16, dns: &Dns, env: &[(&str, &str)]) -> Pebble 
     Pebble::start_with(common::free_port(), common::free_port(), http, tls, None, Some(dns.addr), env)
 }
 
+/// What the Kubernetes-mode tests share: the fake API with the server's namespace, a
+/// kubeconfig for it, the DNS responder and Pebble.
+struct KubeRun {
+    fake: FakeKube,
+    home: tempfile::TempDir,
+    kubeconfig: std::path::PathBuf,
+    dns: Dns,
+    pebble: Pebble,
+    http: u16,
+    tls: u16,
+}
+
+impl KubeRun {
+    async fn start() -> KubeRun {
+        common::init();
+        let fake = FakeKube::start().await;
+        fake.put(json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": NS } }));
+        let home = tempfile::tempdir().unwrap();
+        let kubeconfig = home.path().join("kubeconfig");
+        fake.kubeconfig(&kubeconfig);
+        let dns = Dns::start(&REPLICAS);
+        let (http, tls) = (common::free_port(), common::free_port());
+        let pebble = setup_pebble(http, tls, &dns, &[]);
+        KubeRun { fake, home, kubeconfig, dns, pebble, http, tls }
+    }
+
+    fn setup<'a>(&'a self, challenge: &'a str) -> Setup<'a> {
+        Setup {
+            pebble: &self.pebble,
+            http: self.http,
+            tls: self.tls,
+            shared: self.home.path(),
+            kube: Some(&self.kubeconfig),
+            challenge,
+        }
+    }
+}
+
 /// Three replicas sharing one state directory (containers with one volume): one order, one
 /// certificate, served by all three; nothing of the coordination is left behind.
 #[tokio::test]
@@ -245,20 +283,12 @@ async fn three_replicas_sharing_a_directory_order_one_certificate() {
 #[tokio::test]
 #[ignore = "needs Pebble; run by scripts/test-all.sh"]
 async fn three_replicas_in_kubernetes_mode_order_one_certificate() {
-    common::init();
-    let fake = FakeKube::start().await;
-    fake.put(json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": NS } }));
-    let home = tempfile::tempdir().unwrap();
-    let kubeconfig = home.path().join("kubeconfig");
-    fake.kubeconfig(&kubeconfig);
-    let dns = Dns::start(&REPLICAS);
-    let (http, tls) = (common::free_port(), common::free_port());
-    let pebble = setup_pebble(http, tls, &dns, &[]);
-    let setup =
-        Setup { pebble: &pebble, http, tls, shared: home.path(), kube: Some(&kubeconfig), challenge: "tls-alpn-01" };
+    let run = KubeRun::start().await;
+    let (fake, pebble, tls) = (&run.fake, &run.pebble, run.tls);
+    let setup = run.setup("tls-alpn-01");
     let replicas: Vec<Replica> = REPLICAS.iter().map(|ip| start_replica(*ip, &setup)).collect();
     let roots = pebble.issuing_root().await;
-    let certs = all_serve(&replicas, tls, &roots, &pebble).await;
+    let certs = all_serve(&replicas, tls, &roots, pebble).await;
     assert!(certs.windows(2).all(|w| w[0] == w[1]), "all three serve the one certificate");
     assert_eq!(pebble.orders_and_issued(), (1, 1), "one order, one certificate; pebble log:\n{}", pebble.log());
     let secrets = fake.list("v1", "Secret");
@@ -285,17 +315,9 @@ async fn three_replicas_in_kubernetes_mode_order_one_certificate() {
 #[tokio::test]
 #[ignore = "needs Pebble; run by scripts/test-all.sh"]
 async fn a_lease_holder_killed_mid_order_is_taken_over() {
-    common::init();
-    let fake = FakeKube::start().await;
-    fake.put(json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": NS } }));
-    let home = tempfile::tempdir().unwrap();
-    let kubeconfig = home.path().join("kubeconfig");
-    fake.kubeconfig(&kubeconfig);
-    let dns = Dns::start(&REPLICAS);
-    let (http, tls) = (common::free_port(), common::free_port());
-    let pebble = setup_pebble(http, tls, &dns, &[]);
-    let setup =
-        Setup { pebble: &pebble, http, tls, shared: home.path(), kube: Some(&kubeconfig), challenge: "http-01" };
+    let run = KubeRun::start().await;
+    let (fake, dns, pebble, tls) = (&run.fake, &run.dns, &run.pebble, run.tls);
+    let setup = run.setup("http-01");
     let mut replicas: Vec<Replica> = REPLICAS.iter().map(|ip| start_replica(*ip, &setup)).collect();
     // Mid-order: an answer Secret is out, so the holder has an order open at the CA.
     let until = Instant::now() + Duration::from_secs(60);
@@ -320,7 +342,7 @@ async fn a_lease_holder_killed_mid_order_is_taken_over() {
     dns.withdraw(replicas[victim].ip);
     let stored_before = fake.list("v1", "Secret").iter().any(|s| s["type"] == "kubernetes.io/tls");
     let roots = pebble.issuing_root().await;
-    let certs = all_serve(&replicas, tls, &roots, &pebble).await;
+    let certs = all_serve(&replicas, tls, &roots, pebble).await;
     assert_eq!(certs.len(), 2);
     assert!(certs.windows(2).all(|w| w[0] == w[1]), "both survivors serve the one certificate");
     if !stored_before {

@@ -179,10 +179,7 @@ impl Manager {
                 }
                 // Another replica (or an operator) may have stored a newer certificate.
                 let served_until = current.as_ref().map(|c| c.not_after).unwrap_or(i64::MIN);
-                if let Ok(Some(fresh)) = self.load_stored(&slot, Some(served_until)).await
-                    && fresh.not_after > served_until
-                    && fresh.renew_at > now()
-                {
+                if let Ok(Some(fresh)) = self.newer_stored(&slot, served_until).await {
                     current = Some(fresh);
                 }
                 continue;
@@ -190,8 +187,8 @@ impl Manager {
             // Someone may have renewed meanwhile (another replica sharing the store, a restart,
             // an operator): what is stored now and not yet due is taken instead of ordering.
             let served_until = current.as_ref().map(|c| c.not_after).unwrap_or(i64::MIN);
-            match self.load_stored(&slot, Some(served_until)).await {
-                Ok(Some(fresh)) if fresh.not_after > served_until && fresh.renew_at > now() => {
+            match self.newer_stored(&slot, served_until).await {
+                Ok(Some(fresh)) => {
                     current = Some(fresh);
                     claim = None;
                     waiting_logged = false;
@@ -235,10 +232,7 @@ impl Manager {
                 }
                 // The replica that held the claim may have stored a certificate just before
                 // letting go: never order what another replica already holds.
-                if let Ok(Some(fresh)) = self.load_stored(&slot, Some(served_until)).await
-                    && fresh.not_after > served_until
-                    && fresh.renew_at > now()
-                {
+                if let Ok(Some(fresh)) = self.newer_stored(&slot, served_until).await {
                     current = Some(fresh);
                     if let Some(c) = claim.take() {
                         c.release().await;
@@ -329,6 +323,17 @@ impl Manager {
                 None
             }
         })
+    }
+
+    /// The stored certificate when it outlives what is served (`served_until`) and is not due
+    /// itself; it is then served already.
+    async fn newer_stored(
+        &self,
+        slot: &arc_swap::ArcSwapOption<CertifiedKey>,
+        served_until: i64,
+    ) -> std::io::Result<Option<Current>> {
+        let stored = self.load_stored(slot, Some(served_until)).await?;
+        Ok(stored.filter(|c| c.not_after > served_until && c.renew_at > now()))
     }
 
     async fn install(
