@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # What CI can run of the container and cluster e2e on a machine with Docker but no image
 # registry (kind needs to pull its node image): `bash -n` and shellcheck on every shell script
-# under docker/, e2e/ and scripts/, then docker/test.sh on the image built from a host binary. Installs the
-# Debian package shellcheck if missing; fails, never skips. Ends with "N passed, M failed".
+# under docker/, e2e/ and scripts/, then docker/test.sh on the image built from a host binary and
+# docker/replicas.sh (three containers sharing ACME with Pebble). Installs the Debian package
+# of shellcheck if missing; fails, never skips. Ends with "N passed, M failed".
 #
 #   e2e/kind/check.sh [LWSWS_BIN]      # default target/release/lwsws
 set -euo pipefail
@@ -31,4 +32,6 @@ fi
 
 echo "[kind-check] docker/test.sh $bin"
 if docker/test.sh "$bin"; then ok "docker/test.sh"; else bad "docker/test.sh"; fi
+echo "[kind-check] docker/replicas.sh $bin"
+if docker/replicas.sh "$bin"; then ok "docker/replicas.sh"; else bad "docker/replicas.sh"; fi
 tally
