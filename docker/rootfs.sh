@@ -16,8 +16,13 @@ certs=/etc/ssl/certs/ca-certificates.crt
 [ -f "$certs" ] || { echo "rootfs: $certs is missing (apt-get install ca-certificates)" >&2; exit 1; }
 
 umask 022
-mkdir -p "$root"/{usr/local/bin,etc/ssl/certs,etc/lwsws/conf.d,usr/share,tmp}
+mkdir -p "$root"/{usr/local/bin,etc/ssl/certs,etc/lwsws/conf.d,usr/share,tmp,var/lib/lwsws}
 chmod 1777 "$root/tmp"
+# The state directory (ACME files, the replicas' locks and answers): writable by the non-root
+# user whoever builds the image (a COPY from the build context makes everything root's), and a
+# fresh named volume mounted there takes this mode, so replicas can share one without a chown.
+# What lwsws writes inside is 0600 in 0700 directories.
+chmod 1777 "$root/var/lib/lwsws"
 install -m 0755 "$bin" "$root/usr/local/bin/lwsws"
 # The image carries the binary without its symbol table (about 5 MB): a panic's backtrace in
 # the container shows addresses, which `addr2line -e target/release/lwsws` turns into names
