@@ -72,7 +72,7 @@ fn main() -> ExitCode {
     vhost.interface = Some(listen.ip().to_string());
     vhost.mounts.push(mount);
     let mut config = Config::default();
-    config.global.count_threads = threads;
+    config.global.count_threads = Some(threads);
     // `SERVICE_PROXY_PASSTHROUGH=0`: every request through hyper (`"proxy-passthrough": "0"`).
     config.global.proxy_passthrough = std::env::var("SERVICE_PROXY_PASSTHROUGH").map_or(true, |v| v != "0");
     config.vhosts.push(vhost);

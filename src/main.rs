@@ -245,7 +245,10 @@ fn serve(
         }
     };
     let mut warnings = loaded.warnings;
-    let threads = loaded.config.global.count_threads as usize;
+    let threads = lwsws::process::worker_threads(&loaded.config.global);
+    let chosen_by =
+        if loaded.config.global.count_threads.is_some() { "count-threads" } else { "the CPUs this process may use" };
+    tracing::info!(threads, chosen_by, "worker threads");
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -17,6 +17,18 @@ pub enum ProcessError {
     Lookup(String),
 }
 
+/// How many threads serve: `count-threads` when the config sets it (the user's choice, kept as
+/// given), else as many as the CPUs this process may use. lwsws defaults to one; an ingress in a
+/// pod is expected to use what the pod is given, as nginx's `worker_processes auto` and haproxy's
+/// `nbthread` do. The standard library's count honours the CPU affinity mask (`taskset`,
+/// cpusets) and the cgroup's CPU quota (`cpu.max`, a pod's CPU limit, rounded up).
+pub fn worker_threads(g: &Global) -> usize {
+    match g.count_threads {
+        Some(n) => n as usize,
+        None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+    }
+}
+
 /// `rlimit-nofile`: raise (or lower) the soft limit, and the hard one too when allowed.
 pub fn set_nofile(g: &Global) -> Result<(), ProcessError> {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
@@ -89,4 +101,18 @@ fn lookup_group(name: &str) -> Result<Gid, ProcessError> {
         .map_err(|e| missing(format!("group \"{name}\": {e}")))?
         .map(|g| g.gid)
         .ok_or_else(|| missing(format!("no such group \"{name}\"")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_threads_is_kept_and_its_absence_means_the_cpus_available() {
+        let mut g = Global::default();
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        assert_eq!(worker_threads(&g), cpus);
+        g.count_threads = Some(3);
+        assert_eq!(worker_threads(&g), 3, "the user's choice, whatever the machine has");
+    }
 }

@@ -599,3 +599,30 @@ fn a_file_mount_whose_directory_is_missing_is_a_warning_with_its_location() {
         "{out}"
     );
 }
+
+/// With no `count-threads`, the server runs as many threads as the CPUs it may use: one under
+/// `taskset -c 0` (an affinity mask, as a cpuset or a pod's CPU limit of 1 gives), whatever the
+/// machine has; a `count-threads` in the config is the user's choice and kept.
+#[test]
+fn worker_threads_follow_the_cpus_the_process_may_use_unless_set() {
+    for (global, want) in [("{}", "threads=1 "), (r#"{ "global": { "count-threads": "3" } }"#, "threads=3 ")] {
+        let port = common::free_port();
+        let dir = write_config(global, &[("site", &site_vhost(port, ""))]);
+        let mut child = common::Running(
+            Command::new("taskset")
+                .args(["-c", "0", BIN, "-c", dir.path().to_str().unwrap()])
+                .env("RUST_LOG", "lwsws=info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("taskset (util-linux)"),
+        );
+        let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        use std::io::BufRead;
+        let line = stderr.lines().map_while(Result::ok).find(|l| l.contains("worker threads"));
+        let line = line.expect("the server logs its worker threads");
+        assert!(line.contains(want), "{global}: {line}");
+        let by = if global == "{}" { "the CPUs this process may use" } else { "count-threads" };
+        assert!(line.contains(by), "{line}");
+    }
+}

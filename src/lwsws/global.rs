@@ -21,7 +21,7 @@ fn apply_key(ctx: &mut Ctx, g: &mut Global, k: &Key, v: &Node) -> Result<(), Con
         "groupname" => g.groupname = Some(ctx.text(k, v)?),
         "count-threads" => {
             let n: u32 = ctx.uint(k, v)?;
-            g.count_threads = n.clamp(1, 256);
+            g.count_threads = Some(n.clamp(1, 256));
         }
         "count-async-threads" => g.count_async_threads = ctx.uint(k, v)?,
         // set-only in lwsws: a later "0" does not clear it.

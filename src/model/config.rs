@@ -25,7 +25,9 @@ pub struct Global {
     pub gid: Option<u32>,
     pub username: Option<String>,
     pub groupname: Option<String>,
-    pub count_threads: u32,
+    /// `count-threads`; `None`: not set, so as many as the CPUs the process may use
+    /// (`process::worker_threads`).
+    pub count_threads: Option<u32>,
     pub count_async_threads: u32,
     pub init_ssl: bool,
     pub server_string: Option<String>,
@@ -59,7 +61,7 @@ impl Default for Global {
             gid: None,
             username: None,
             groupname: None,
-            count_threads: 1,
+            count_threads: None,
             count_async_threads: 1,
             init_ssl: false,
             server_string: None,

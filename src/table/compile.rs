@@ -66,7 +66,7 @@ pub fn compile(
             server,
             reject: g.reject_service_keywords.clone(),
             timeout: Duration::from_secs(g.timeout_secs.into()),
-            threads: g.count_threads as usize,
+            threads: crate::process::worker_threads(g),
             passthrough: g.proxy_passthrough,
             body_buffer: g.proxy_body_buffer as usize,
             max_head: g.max_request_head as usize,
