@@ -422,7 +422,7 @@ async fn challenge_answers_published_through_secrets_reach_every_replica() {
 }
 
 /// Two controllers (replicas) over the same LwswsConfig: only the holder of the status Lease
-/// writes its status; when it goes, the other takes the Lease over and writes.
+/// writes its status; when it stops, it lets the Lease go and the other takes it over.
 #[tokio::test]
 async fn statuses_are_written_by_the_status_lease_holder_only() {
     common::init();
@@ -430,7 +430,8 @@ async fn statuses_are_written_by_the_status_lease_holder_only() {
     let dir = tempfile::tempdir().unwrap();
     let start = |name: &str| {
         let (mut ctl, rx) = lwsws::k8s::Controller::start(fake.client(), NS, dir.path().join(name), Default::default());
-        ctl.elect_with("lwsws-status", &format!("replica-{name}"), Duration::from_secs(2));
+        // 45 s: longer than any wait below, so only a release can hand the Lease over.
+        ctl.elect_with("lwsws-status", &format!("replica-{name}"), Duration::from_secs(45));
         (ctl, rx)
     };
     let (a, _rx_a) = start("a");
@@ -452,12 +453,22 @@ async fn statuses_are_written_by_the_status_lease_holder_only() {
     a.report(&a.build(dir.path(), "/usr/share").verdicts, Ok(())).await;
     assert_eq!(fake.status_writes("LwswsConfig"), 1, "the leader writes");
     drop(a);
+    // The leader that goes lets the Lease go at once: the other takes it at its next try (every
+    // 15 s), long before it could have gone stale.
+    assert!(
+        common::try_eventually(|| {
+            let lease = fake.get("coordination.k8s.io/v1", "Lease", NS, "lwsws-status").unwrap();
+            lease["spec"]["holderIdentity"].as_str() != Some("replica-a")
+        })
+        .await,
+        "released"
+    );
     assert!(
         common::try_eventually_async(|| async {
             tokio::time::sleep(Duration::from_millis(100)).await;
             b.writes_status()
         })
         .await,
-        "the other replica takes over once the leader's Lease is stale"
+        "the other replica takes the released Lease over"
     );
 }

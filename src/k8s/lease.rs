@@ -144,19 +144,30 @@ impl ClaimBackend for LeaseClaim {
 /// server rebuilds and writes what it computes.
 pub struct Leadership {
     leader: Arc<AtomicBool>,
+    /// Cancelled when this is dropped: the loop lets the Lease go at once, so another replica
+    /// takes over at its next try instead of waiting for the Lease to go stale.
+    _stop: Option<tokio_util::sync::DropGuard>,
 }
 
 impl Leadership {
     /// Seeks and keeps the Lease `name` in `namespace` for as long as the process runs.
     pub fn start(claim: LeaseClaim, changed: mpsc::UnboundedSender<()>) -> Leadership {
         let leader = Arc::new(AtomicBool::new(false));
-        // The loop ends with the `Leadership` (a controller that goes away stops renewing).
-        let weak = Arc::downgrade(&leader);
+        let flag = leader.clone();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let stopped = stop.clone();
         let every = claim.ttl / 3;
         tokio::spawn(async move {
             let mut renewed = tokio::time::Instant::now();
             loop {
-                let Some(flag) = weak.upgrade() else { return };
+                if stopped.is_cancelled() {
+                    if flag.load(Ordering::Relaxed)
+                        && let Err(e) = claim.release().await
+                    {
+                        tracing::debug!(lease = %claim.name, error = %e, "cannot release the status Lease");
+                    }
+                    return;
+                }
                 let was = flag.load(Ordering::Relaxed);
                 let now = if was { claim.refresh().await } else { claim.acquire().await };
                 let now = match now {
@@ -187,15 +198,18 @@ impl Leadership {
                         tracing::info!(lease = %claim.name, "another replica writes the statuses now");
                     }
                 }
-                tokio::time::sleep(every).await;
+                tokio::select! {
+                    _ = stopped.cancelled() => {}
+                    _ = tokio::time::sleep(every) => {}
+                }
             }
         });
-        Leadership { leader }
+        Leadership { leader, _stop: Some(stop.drop_guard()) }
     }
 
     /// A replica that writes every status itself (no Lease: one replica, or tests).
     pub fn always() -> Leadership {
-        Leadership { leader: Arc::new(AtomicBool::new(true)) }
+        Leadership { leader: Arc::new(AtomicBool::new(true)), _stop: None }
     }
 
     pub fn is_leader(&self) -> bool {
