@@ -40,19 +40,8 @@ async fn upstream() -> Upstream {
 /// and answers by the path's last segment.
 async fn script(mut s: TcpStream, heads: Arc<Mutex<Vec<String>>>) {
     let mut buf = Vec::new();
-    let mut tmp = [0u8; 8192];
     loop {
-        let end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            match s.read(&mut tmp).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        buf.drain(..end);
+        let Some(head) = common::read_head(&mut s, &mut buf).await else { return };
         heads.lock().unwrap().push(head.clone());
         let path = head.split(' ').nth(1).unwrap_or("").to_string();
         let reply: Vec<u8> = match path.rsplit('/').next().unwrap_or("") {

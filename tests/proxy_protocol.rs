@@ -151,17 +151,9 @@ async fn upstream() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
             let h = h.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut tmp = [0u8; 4096];
                 loop {
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        match s.read(&mut tmp).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                        }
-                        continue;
-                    };
-                    h.lock().unwrap().push(String::from_utf8_lossy(&buf[..end + 4]).into_owned());
-                    buf.drain(..end + 4);
+                    let Some(head) = common::read_head(&mut s, &mut buf).await else { return };
+                    h.lock().unwrap().push(head);
                     if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await.is_err() {
                         return;
                     }

@@ -58,17 +58,7 @@ async fn upstream_conn(mut s: TcpStream, arrived: mpsc::UnboundedSender<String>,
     let mut buf = Vec::new();
     let mut tmp = [0u8; 4096];
     loop {
-        let end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            match s.read(&mut tmp).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        buf.drain(..end);
+        let Some(head) = common::read_head(&mut s, &mut buf).await else { return };
         let path = head.split(' ').nth(1).unwrap_or("").to_string();
         let _ = arrived.send(path.clone());
         match path.as_str() {

@@ -148,6 +148,25 @@ impl Resp {
     }
 }
 
+/// For hand-made upstreams: reads from `s` into `buf` until a request head is whole, and returns
+/// it (blank line included), leaving what follows in `buf`. `None` when the peer closes first.
+/// No time limit: an upstream waits on a keep-alive connection as long as the proxy keeps it.
+pub async fn read_head<S: AsyncRead + Unpin>(s: &mut S, buf: &mut Vec<u8>) -> Option<String> {
+    let mut tmp = [0u8; 4096];
+    let end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match s.read(&mut tmp).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    buf.drain(..end);
+    Some(head)
+}
+
 /// A raw connection: write bytes, read whole responses (content-length framed).
 pub struct Conn<S> {
     pub s: S,
