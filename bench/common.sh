@@ -76,9 +76,40 @@ make_docroot() {
     chmod 644 "$dir/1k.html" "$dir/1m.bin"
 }
 
-# port_answers PORT [ADDR]: true if something answers HTTP on ADDR:PORT (ADDR: 127.0.0.1).
+# port_answers PORT [ADDR]: true if something answers HTTP or HTTPS (any certificate) on
+# ADDR:PORT (ADDR: 127.0.0.1).
 port_answers() {
-    curl -s -o /dev/null --max-time 1 "http://${2:-127.0.0.1}:$1/" 2>/dev/null
+    curl -s -o /dev/null --max-time 1 "http://${2:-127.0.0.1}:$1/" 2>/dev/null ||
+        curl -sk -o /dev/null --max-time 1 "https://${2:-127.0.0.1}:$1/" 2>/dev/null
+}
+
+# make_cert DIR: a self-signed ECDSA P-256 certificate for CN/SAN localhost + IP 127.0.0.1,
+# valid 30 days: DIR/cert.pem, DIR/key.pem and DIR/combined.pem (cert + key, for haproxy).
+# Every server of a script uses this one pair, so the handshakes cost the same.
+make_cert() {
+    local dir="$1"
+    mkdir -p "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+        -keyout "$dir/key.pem" -out "$dir/cert.pem" -days 30 -subj "/CN=localhost" \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" >"$dir/openssl.log" 2>&1 ||
+        { cat "$dir/openssl.log" >&2; die "openssl could not make a self-signed certificate"; }
+    cat "$dir/cert.pem" "$dir/key.pem" >"$dir/combined.pem"
+    chmod 755 "$dir"
+    chmod 644 "$dir/cert.pem" "$dir/key.pem" "$dir/combined.pem"
+}
+
+# nginx_tls_lines CERT KEY: server-block lines for TLS like lwsws's (rustls) defaults:
+# TLS 1.2 and 1.3, an in-memory session cache (rustls keeps 256 sessions) and no
+# stateless session tickets (rustls issues none by default). The caller adds "ssl"
+# (and "http2") to the listen line.
+nginx_tls_lines() {
+    cat <<EOF
+        ssl_certificate $1;
+        ssl_certificate_key $2;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache shared:SSL:1m;
+        ssl_session_tickets off;
+EOF
 }
 
 # wait_port NAME PORT PID LOGFILE [ADDR]: bounded wait (~15 s) for the port to
@@ -101,11 +132,12 @@ wait_port() {
     die "$name did not answer on $addr:$port within 15 s"
 }
 
-# write_nginx_conf FILE DIR DOCROOT PORT WORKERS KEEPALIVE_TIMEOUT WORKER_CONNS [ADDR [EXTRA]]
-# ADDR: the listen address (127.0.0.1); EXTRA: more lines for the server block.
+# write_nginx_conf FILE DIR DOCROOT PORT WORKERS KEEPALIVE_TIMEOUT WORKER_CONNS [ADDR [EXTRA [LISTEN_FLAGS]]]
+# ADDR: the listen address (127.0.0.1); EXTRA: more lines for the server block;
+# LISTEN_FLAGS: more listen parameters ("ssl", "ssl http2").
 write_nginx_conf() {
     local conf="$1" dir="$2" docroot="$3" port="$4" workers="$5" ka="$6" wconns="$7"
-    local addr="${8:-127.0.0.1}" extra="${9:-}"
+    local addr="${8:-127.0.0.1}" extra="${9:-}" flags="${10:-}"
     local user_line="# not root: workers run as the invoking user"
     [[ "$(id -u)" == 0 ]] && user_line="user root;"
     mkdir -p "$dir/tmp"
@@ -143,7 +175,7 @@ http {
     scgi_temp_path $dir/tmp/scgi;
 
     server {
-        listen $addr:$port backlog=4096;
+        listen $addr:$port $flags backlog=4096;
         server_name localhost;
         root $docroot;
         index 1k.html;
@@ -153,14 +185,16 @@ $extra
 EOF
 }
 
-# start_nginx DIR DOCROOT PORT WORKERS KEEPALIVE_TIMEOUT WORKER_CONNS
-# Sets NGINX_PID (the master; workers are its children).
+# start_nginx DIR DOCROOT PORT WORKERS KEEPALIVE_TIMEOUT WORKER_CONNS [EXTRA [LISTEN_FLAGS]]
+# Sets NGINX_PID (the master; workers are its children). EXTRA, LISTEN_FLAGS: as for
+# write_nginx_conf (e.g. "$(nginx_tls_lines CERT KEY)" and "ssl").
 start_nginx() {
     local dir="$1" docroot="$2" port="$3" workers="$4" ka="$5" wconns="$6"
+    local extra="${7:-}" flags="${8:-}"
     mkdir -p "$dir"
     local conf="$dir/nginx.conf" errlog="$dir/error.log"
     port_answers "$port" && die "127.0.0.1:$port is already in use (set NGINX_PORT)"
-    write_nginx_conf "$conf" "$dir" "$docroot" "$port" "$workers" "$ka" "$wconns"
+    write_nginx_conf "$conf" "$dir" "$docroot" "$port" "$workers" "$ka" "$wconns" 127.0.0.1 "$extra" "$flags"
     if ! nginx -t -q -c "$conf" -e "$errlog" 2>"$dir/nginx-t.log"; then
         cat "$dir/nginx-t.log" >&2
         die "nginx rejected the generated config $conf"
@@ -171,17 +205,23 @@ start_nginx() {
     wait_port nginx "$port" "$NGINX_PID" "$errlog"
 }
 
-# write_lwsws_conf CONFDIR DOCROOT PORT THREADS [KEEPALIVE_TIMEOUT]
+# write_lwsws_conf CONFDIR DOCROOT PORT THREADS [KEEPALIVE_TIMEOUT [CERT KEY [ADMIN_ADDR]]]
 # CONFDIR/conf + CONFDIR/conf.d/bench, in the libwebsockets lwsws format.
-# No access-log key => access logging off.
+# No access-log key => access logging off. CERT and KEY make the vhost a TLS one
+# ("host-ssl-cert", "host-ssl-key"; ALPN h2 and http/1.1, lwsws's default);
+# ADMIN_ADDR (host:port) turns on the admin listener (/metrics).
 write_lwsws_conf() {
     local confdir="$1" docroot="$2" port="$3" threads="$4" ka="${5:-}"
-    local ka_line=""
+    local cert="${6:-}" key="${7:-}" admin="${8:-}"
+    local ka_line="" tls_lines="" admin_line=""
     [[ -n "$ka" ]] && ka_line="\"keepalive_timeout\": \"$ka\","
+    [[ -n "$cert" ]] && tls_lines="\"host-ssl-cert\": \"$cert\", \"host-ssl-key\": \"$key\","
+    [[ -n "$admin" ]] && admin_line="\"admin-addr\": \"$admin\","
     mkdir -p "$confdir/conf.d"
     cat >"$confdir/conf" <<EOF
 {
   "global": {
+    $admin_line
     "count-threads": "$threads"
   }
 }
@@ -194,6 +234,7 @@ EOF
       "port": "$port",
       "interface": "127.0.0.1",
       $ka_line
+      $tls_lines
       "mounts": [
         {
           "mountpoint": "/",
@@ -227,13 +268,14 @@ ensure_lwsws_bin() {
     LWSWS="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
 }
 
-# start_lwsws DIR DOCROOT PORT THREADS [KEEPALIVE_TIMEOUT]
+# start_lwsws DIR DOCROOT PORT THREADS [KEEPALIVE_TIMEOUT [CERT KEY [ADMIN_ADDR]]]
 # Sets LWSWS_PID. Needs LWSWS (see ensure_lwsws_bin).
 start_lwsws() {
     local dir="$1" docroot="$2" port="$3" threads="$4" ka="${5:-}"
+    local cert="${6:-}" key="${7:-}" admin="${8:-}"
     local confdir="$dir/etc"
     port_answers "$port" && die "127.0.0.1:$port is already in use (set LWSWS_PORT)"
-    write_lwsws_conf "$confdir" "$docroot" "$port" "$threads" "$ka"
+    write_lwsws_conf "$confdir" "$docroot" "$port" "$threads" "$ka" "$cert" "$key" "$admin"
     # RUST_LOG is left to the caller; default to warnings only so logging
     # does not skew the numbers.
     RUST_LOG="${RUST_LOG:-warn}" "$LWSWS" -c "$confdir" </dev/null >"$dir/lwsws.log" 2>&1 &
@@ -296,4 +338,32 @@ cpu_ticks() {
 # cpu_us_per_request TICKS REQUESTS -> microseconds of CPU per request
 cpu_us_per_request() {
     awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v n="$2" 'BEGIN { printf "%.2f", (n > 0) ? t / hz * 1e6 / n : 0 }'
+}
+
+# parse_h2load FILE -> "RPS MEAN_MS MAX_MS FAILED ERRORED SUCCEEDED" from h2load's
+# "finished in ..., N req/s", "requests: ... N succeeded, N failed, N errored" and
+# "time for request: min max mean sd" lines (h2load reports no percentiles).
+parse_h2load() {
+    awk '
+        function to_ms(v,   n, u) {
+            n = v; sub(/[a-z]+$/, "", n); u = v; sub(/^[0-9.]+/, "", u)
+            if (u == "us") return n / 1000
+            if (u == "ms") return n
+            if (u == "s")  return n * 1000
+            return -1
+        }
+        /^finished in / { rps = $4 }
+        /^requests: / {
+            for (i = 2; i <= NF; i++) {
+                v = $i; gsub(/,/, "", $(i + 1))
+                if ($(i + 1) == "succeeded") ok = v
+                if ($(i + 1) == "failed") failed = v
+                if ($(i + 1) == "errored") errored = v
+            }
+        }
+        /^time for request:/ { mx = to_ms($5); mean = to_ms($6) }
+        END {
+            if (rps == "" || ok == "" || mean == "" || mean < 0 || mx < 0) exit 1
+            printf "%s %.3f %.3f %d %d %d\n", rps, mean, mx, failed, errored, ok
+        }' "$1"
 }
