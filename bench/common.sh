@@ -340,9 +340,10 @@ cpu_us_per_request() {
     awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v n="$2" 'BEGIN { printf "%.2f", (n > 0) ? t / hz * 1e6 / n : 0 }'
 }
 
-# parse_h2load FILE -> "RPS MEAN_MS MAX_MS FAILED ERRORED SUCCEEDED" from h2load's
-# "finished in ..., N req/s", "requests: ... N succeeded, N failed, N errored" and
-# "time for request: min max mean sd" lines (h2load reports no percentiles).
+# parse_h2load FILE -> "RPS MEAN_MS MAX_MS FAILED ERRORED SUCCEEDED NON2XX" from h2load's
+# "finished in ..., N req/s", "requests: ... N succeeded, N failed, N errored",
+# "status codes: N 2xx, N 3xx, N 4xx, N 5xx" and "time for request: min max mean sd"
+# lines (h2load reports no percentiles).
 parse_h2load() {
     awk '
         function to_ms(v,   n, u) {
@@ -361,9 +362,10 @@ parse_h2load() {
                 if ($(i + 1) == "errored") errored = v
             }
         }
+        /^status codes: / { gsub(/,/, ""); non2xx = $5 + $7 + $9 }
         /^time for request:/ { mx = to_ms($5); mean = to_ms($6) }
         END {
             if (rps == "" || ok == "" || mean == "" || mean < 0 || mx < 0) exit 1
-            printf "%s %.3f %.3f %d %d %d\n", rps, mean, mx, failed, errored, ok
+            printf "%s %.3f %.3f %d %d %d %d\n", rps, mean, mx, failed, errored, ok, non2xx
         }' "$1"
 }
