@@ -5,6 +5,9 @@
 #                         SERVER=nginx bench/idle-conns.sh # nginx, for comparison
 # Environment:
 #   SERVER      lwsws (default) or nginx
+#   PROTO       plain (default): HTTP/1.1; tls: HTTP/1.1 over TLS (nginx "listen ... ssl");
+#               h2: HTTP/2 over TLS, ALPN h2 (nginx "listen ... ssl http2"). Both servers get
+#               the same self-signed ECDSA P-256 certificate; lwsws a TLS vhost.
 #   CONNS       idle keep-alive connections to open (default 10000)
 #   THREADS     nginx worker_processes / lwsws count-threads (default 2)
 #   LWSWS_BIN   lwsws binary, relative to the repo root (default target/release/lwsws;
@@ -15,7 +18,7 @@
 #   KEEP_TMP=1  keep the temp dir (configs, logs)
 #
 # Both servers get a 300 s keep-alive timeout so nothing is reaped mid-run.
-# Prints: RESULT server=... conns=N rss_before_kib=... rss_after_kib=... per_conn_bytes=... alive=... failed=...
+# Prints: RESULT server=... proto=... conns=N rss_before_kib=... rss_after_kib=... per_conn_bytes=... alive=... failed=...
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -29,7 +32,12 @@ NGINX_PORT="${NGINX_PORT:-18080}"
 LWSWS_PORT="${LWSWS_PORT:-18081}"
 SETTLE="${SETTLE:-2}"
 TIMEOUT="${TIMEOUT:-120}"
+PROTO="${PROTO:-plain}"
 KEEPALIVE=300
+case "$PROTO" in
+    plain | tls | h2) ;;
+    *) die "PROTO must be plain, tls or h2 (got '$PROTO')" ;;
+esac
 
 for v in CONNS THREADS NGINX_PORT LWSWS_PORT; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got '${!v}')"
@@ -53,19 +61,28 @@ raise_nofile "$want" $((CONNS + 200))
 bench_init
 DOCROOT="$BENCH_TMP/docroot"
 make_docroot "$DOCROOT"
+CERT="" KEY="" NGINX_EXTRA="" NGINX_FLAGS=""
+if [[ "$PROTO" != plain ]]; then
+    ensure_tools openssl
+    make_cert "$BENCH_TMP/cert"
+    CERT="$BENCH_TMP/cert/cert.pem" KEY="$BENCH_TMP/cert/key.pem"
+    NGINX_EXTRA="$(nginx_tls_lines "$CERT" "$KEY")" NGINX_FLAGS=ssl
+    [[ "$PROTO" == h2 ]] && NGINX_FLAGS="ssl http2"
+fi
 
 if [[ "$SERVER" == nginx ]]; then
     PORT="$NGINX_PORT"
     # each worker must be able to hold every connection (accept is not balanced)
-    start_nginx "$BENCH_TMP/nginx" "$DOCROOT" "$PORT" "$THREADS" "$KEEPALIVE" $((CONNS + 1024))
+    start_nginx "$BENCH_TMP/nginx" "$DOCROOT" "$PORT" "$THREADS" "$KEEPALIVE" $((CONNS + 1024)) \
+        "$NGINX_EXTRA" "$NGINX_FLAGS"
     PID="$NGINX_PID"
 else
     PORT="$LWSWS_PORT"
     mkdir -p "$BENCH_TMP/lwsws"
-    start_lwsws "$BENCH_TMP/lwsws" "$DOCROOT" "$PORT" "$THREADS" "$KEEPALIVE"
+    start_lwsws "$BENCH_TMP/lwsws" "$DOCROOT" "$PORT" "$THREADS" "$KEEPALIVE" "$CERT" "$KEY"
     PID="$LWSWS_PID"
 fi
 
-log "opening $CONNS idle keep-alive connections to $SERVER on 127.0.0.1:$PORT (PID $PID)"
-python3 bench/idle_conns.py --server "$SERVER" --pid "$PID" --port "$PORT" \
+log "opening $CONNS idle $PROTO keep-alive connections to $SERVER on 127.0.0.1:$PORT (PID $PID)"
+python3 bench/idle_conns.py --server "$SERVER" --pid "$PID" --port "$PORT" --proto "$PROTO" \
     --conns "$CONNS" --settle "$SETTLE" --timeout "$TIMEOUT"

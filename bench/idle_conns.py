@@ -7,7 +7,13 @@ connection open and idle.  Reads the server's VmRSS (summed over PID and all
 of its descendants, e.g. nginx master + workers) after one warm-up request and
 again once all connections are idle, and prints
 
-  RESULT server=NAME conns=N rss_before_kib=A rss_after_kib=B per_conn_bytes=C alive=M failed=F
+  RESULT server=NAME proto=P conns=N rss_before_kib=A rss_after_kib=B per_conn_bytes=C alive=M failed=F
+
+--proto: plain (default, HTTP/1.1), tls (HTTP/1.1 over TLS, ALPN http/1.1) or h2
+(TLS with ALPN h2: the client preface, an empty SETTINGS, a SETTINGS ack for the
+server's, and one HEADERS frame for GET /1k.html hand-encoded with HPACK; the
+response is read up to the frame with END_STREAM on stream 1). The certificate is
+not verified (the servers use a self-signed one).
 
 per_conn_bytes = (B - A) * 1024 / M, where M is the number of connections the
 server still held open at the end.  Exit status is 1 if any connection failed
@@ -22,11 +28,47 @@ import os
 import resource
 import selectors
 import socket
+import ssl
+import struct
 import sys
 import time
 
 HOST = "127.0.0.1"
 REQUEST = b"GET /1k.html HTTP/1.1\r\nHost: localhost\r\n\r\n"
+
+# HTTP/2 (RFC 9113) frame types and flags used here
+H2_DATA, H2_HEADERS, H2_RST_STREAM, H2_SETTINGS, H2_PING, H2_GOAWAY = 0x0, 0x1, 0x3, 0x4, 0x6, 0x7
+H2_END_STREAM, H2_ACK, H2_END_HEADERS = 0x1, 0x1, 0x4
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def h2_frame(ftype, flags, stream, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", stream) + payload
+
+
+def hpack_literal(index, value):
+    """Literal header field without indexing, name from the static table (RFC 7541 6.2.2)."""
+    v = value.encode()
+    assert index < 15 and len(v) < 127
+    return bytes([index, len(v)]) + v
+
+
+# :method GET (static index 2) and :scheme https (7) indexed; :path (4) and :authority (1)
+# literal without indexing
+H2_GET = bytes([0x82, 0x87]) + hpack_literal(4, "/1k.html") + hpack_literal(1, "localhost")
+H2_REQUEST = (
+    H2_PREFACE
+    + h2_frame(H2_SETTINGS, 0, 0)
+    + h2_frame(H2_HEADERS, H2_END_STREAM | H2_END_HEADERS, 1, H2_GET)
+)
+
+
+def tls_context(proto):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the bench certificate is self-signed
+    ctx.set_alpn_protocols(["h2"] if proto == "h2" else ["http/1.1"])
+    return ctx
 
 
 def log(msg):
@@ -71,7 +113,7 @@ def rss_kib(root):
 
 
 class Conn:
-    __slots__ = ("sock", "state", "buf", "need", "chunked")
+    __slots__ = ("sock", "state", "buf", "need", "chunked", "out", "h2_body")
 
     def __init__(self, sock):
         self.sock = sock
@@ -79,10 +121,52 @@ class Conn:
         self.buf = b""
         self.need = None  # total bytes (header + body) once known
         self.chunked = False
+        self.out = b""  # h2: frames to send (the SETTINGS ack)
+        self.h2_body = 0
 
 
-def response_complete(c):
-    """True once c.buf holds one full HTTP/1.1 response; raises on a bad one."""
+def h2_response_complete(c):
+    """h2: consume whole frames from c.buf; True once stream 1 ended. Raises on a bad one."""
+    while len(c.buf) >= 9:
+        length = int.from_bytes(c.buf[:3], "big")
+        if len(c.buf) < 9 + length:
+            return False
+        ftype, flags = c.buf[3], c.buf[4]
+        stream = int.from_bytes(c.buf[5:9], "big") & 0x7FFFFFFF
+        payload = c.buf[9 : 9 + length]
+        c.buf = c.buf[9 + length :]
+        if ftype == H2_SETTINGS and not flags & H2_ACK:
+            c.out += h2_frame(H2_SETTINGS, H2_ACK, 0)
+        elif ftype == H2_PING and not flags & H2_ACK:
+            c.out += h2_frame(H2_PING, H2_ACK, 0, payload)
+        elif ftype in (H2_GOAWAY, H2_RST_STREAM):
+            raise ValueError(f"server sent {'GOAWAY' if ftype == H2_GOAWAY else 'RST_STREAM'}")
+        elif stream == 1 and ftype == H2_HEADERS:
+            # the first response HEADERS: :status 200 is static index 8, sent as 0x88
+            if c.need is None:
+                block = payload
+                if flags & 0x8:  # PADDED
+                    block = block[1 : len(block) - block[0]]
+                if flags & 0x20:  # PRIORITY
+                    block = block[5:]
+                if not block or block[0] != 0x88:
+                    raise ValueError(f"response HEADERS does not start with :status 200 (0x88): {block[:8].hex()}")
+                c.need = 0
+            if flags & H2_END_STREAM:
+                return True
+        elif stream == 1 and ftype == H2_DATA:
+            c.h2_body += length
+            if flags & H2_END_STREAM:
+                if c.h2_body != 1024:
+                    raise ValueError(f"h2 response body is {c.h2_body} bytes, expected 1024")
+                return True
+    return False
+
+
+def response_complete(c, proto="plain"):
+    """True once c.buf holds one full response; raises on a bad one."""
+    if proto == "h2":
+        return h2_response_complete(c)
     if c.need is None:
         end = c.buf.find(b"\r\n\r\n")
         if end < 0:
@@ -112,12 +196,18 @@ def response_complete(c):
     return len(c.buf) >= c.need
 
 
-def warm_up(port, timeout):
+def warm_up(port, timeout, proto, ctx):
     s = socket.create_connection((HOST, port), timeout=timeout)
     try:
-        s.sendall(REQUEST)
+        if ctx is not None:
+            s = ctx.wrap_socket(s, server_hostname="localhost")
+            check_alpn(s, proto)
+        s.sendall(H2_REQUEST if proto == "h2" else REQUEST)
         c = Conn(s)
-        while not response_complete(c):
+        while not response_complete(c, proto):
+            if c.out:
+                s.sendall(c.out)
+                c.out = b""
             data = s.recv(65536)
             if not data:
                 raise ValueError("connection closed during warm-up")
@@ -126,7 +216,15 @@ def warm_up(port, timeout):
         s.close()
 
 
-def open_idle(port, n, inflight, deadline):
+def check_alpn(s, proto):
+    got = s.selected_alpn_protocol()
+    if proto == "h2" and got != "h2":
+        raise ValueError(f"server did not select ALPN h2 (got {got!r})")
+    if proto == "tls" and got not in (None, "http/1.1"):
+        raise ValueError(f"server selected ALPN {got!r}, expected http/1.1")
+
+
+def open_idle(port, n, inflight, deadline, proto="plain", ctx=None):
     """Returns (list of idle sockets, number of failures)."""
     sel = selectors.DefaultSelector()
     done, failed, started, active = [], 0, 0, 0
@@ -169,20 +267,53 @@ def open_idle(port, n, inflight, deadline):
                     if err:
                         fail(c, f"connect: {os.strerror(err)}")
                         continue
-                    c.sock.send(REQUEST)  # 43 bytes: fits any fresh send buffer
+                    if ctx is None:
+                        c.sock.send(REQUEST)  # 43 bytes: fits any fresh send buffer
+                        c.state = "read"
+                        sel.modify(c.sock, selectors.EVENT_READ, c)
+                        continue
+                    sel.unregister(c.sock)
+                    c.sock = ctx.wrap_socket(c.sock, server_hostname="localhost", do_handshake_on_connect=False)
+                    c.state = "handshake"
+                    sel.register(c.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, c)
+                if c.state == "handshake":
+                    try:
+                        c.sock.do_handshake()
+                    except ssl.SSLWantReadError:
+                        sel.modify(c.sock, selectors.EVENT_READ, c)
+                        continue
+                    except ssl.SSLWantWriteError:
+                        sel.modify(c.sock, selectors.EVENT_WRITE, c)
+                        continue
+                    check_alpn(c.sock, proto)
+                    # small enough for a fresh send buffer: one write
+                    c.sock.send(H2_REQUEST if proto == "h2" else REQUEST)
                     c.state = "read"
                     sel.modify(c.sock, selectors.EVENT_READ, c)
-                else:
-                    data = c.sock.recv(65536)
+                    continue
+                while True:  # TLS: drain what the TLS layer has decrypted already
+                    try:
+                        data = c.sock.recv(65536)
+                    except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                        data = None
+                    if data is None:
+                        break
                     if not data:
-                        fail(c, "server closed before full response")
-                        continue
+                        raise ValueError("server closed before full response")
                     c.buf += data
-                    if response_complete(c):
-                        sel.unregister(c.sock)
-                        c.buf = b""
-                        done.append(c.sock)
-                        active -= 1
+                    if ctx is None or not c.sock.pending():
+                        break
+                if c.out:
+                    c.sock.sendall(c.out)  # the SETTINGS (or PING) ack: a few bytes
+                    c.out = b""
+                if response_complete(c, proto):
+                    if c.out:
+                        c.sock.sendall(c.out)
+                        c.out = b""
+                    sel.unregister(c.sock)
+                    c.buf = b""
+                    done.append(c.sock)
+                    active -= 1
             except (OSError, ValueError) as e:
                 fail(c, str(e))
     sel.close()
@@ -198,12 +329,19 @@ def still_open(socks):
         sel.register(s, selectors.EVENT_READ)
     closed = 0
     for key, _ in sel.select(timeout=0):
+        # peek on a plain duplicate of the fd: an SSLSocket refuses MSG_PEEK; pending TLS
+        # records (a session ticket, an h2 frame) are data, not a close
+        raw = socket.socket(fileno=os.dup(key.fileobj.fileno()))
         try:
-            data = key.fileobj.recv(1, socket.MSG_PEEK)
+            data = raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
             if not data:
                 closed += 1
+        except BlockingIOError:
+            pass
         except OSError:
             closed += 1
+        finally:
+            raw.close()
     sel.close()
     return len(socks) - closed
 
@@ -213,6 +351,7 @@ def main():
     ap.add_argument("--server", required=True, help="label for the RESULT line")
     ap.add_argument("--pid", type=int, required=True, help="server PID (descendants included)")
     ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--proto", choices=("plain", "tls", "h2"), default="plain")
     ap.add_argument("--conns", type=int, default=10000)
     ap.add_argument("--settle", type=float, default=2.0, help="idle wait before 2nd RSS read")
     ap.add_argument("--inflight", type=int, default=256, help="max concurrent handshakes")
@@ -230,14 +369,15 @@ def main():
     if not os.path.exists(f"/proc/{a.pid}/status"):
         sys.exit(f"server PID {a.pid} not found")
 
-    warm_up(a.port, 10)
+    ctx = None if a.proto == "plain" else tls_context(a.proto)
+    warm_up(a.port, 10, a.proto, ctx)
     time.sleep(0.5)
     before, pids = rss_kib(a.pid)
     log(f"{a.server}: PIDs {pids}, VmRSS before {before} KiB")
 
     t0 = time.monotonic()
     try:
-        socks, failed = open_idle(a.port, a.conns, a.inflight, deadline)
+        socks, failed = open_idle(a.port, a.conns, a.inflight, deadline, a.proto, ctx)
     except TimeoutError as e:
         sys.exit(f"[idle_conns] ERROR: {e} (--timeout {a.timeout:g} s)")
     log(f"{len(socks)} connections idle after {time.monotonic() - t0:.2f} s ({failed} failed)")
@@ -251,7 +391,7 @@ def main():
 
     per_conn = (after - before) * 1024 / alive if alive else 0.0
     print(
-        f"RESULT server={a.server} conns={a.conns} rss_before_kib={before} "
+        f"RESULT server={a.server} proto={a.proto} conns={a.conns} rss_before_kib={before} "
         f"rss_after_kib={after} per_conn_bytes={per_conn:.0f} alive={alive} failed={failed}",
         flush=True,
     )
