@@ -25,7 +25,7 @@
 #
 # Prints a per-round table (proxy, round, req/s, p99 ms, errors, CPU per request), the
 # means, the ratios lwsws/nginx and lwsws/haproxy, and one machine-readable line:
-#   RESULT proxy nginx_rps=... haproxy_rps=... lwsws_rps=... ratio_nginx=... ratio_haproxy=... nginx_p99_ms=... haproxy_p99_ms=... lwsws_p99_ms=... nginx_cpu_us=... haproxy_cpu_us=... lwsws_cpu_us=... cpu_ratio_nginx=... cpu_ratio_haproxy=...
+#   RESULT proxy rewrite_links=1 lwsws_framing=chunked|length nginx_rps=... haproxy_rps=... lwsws_rps=... ratio_nginx=... ratio_haproxy=... nginx_p99_ms=... haproxy_p99_ms=... lwsws_p99_ms=... nginx_cpu_us=... haproxy_cpu_us=... lwsws_cpu_us=... cpu_ratio_nginx=... cpu_ratio_haproxy=...
 # CPU per request is the proxy's user+system time (all its processes, from /proc) over the
 # requests wrk completed: it does not depend on how the shared cores were split with wrk and the
 # backend, so it is the steadier comparison. cpu_ratio_X = X's CPU per request / lwsws's
@@ -273,6 +273,19 @@ for s in "${SERVERS[@]}"; do
     for p in /1k.html /api/1k.html; do check_path "$s" "${PORT[$s]}" "$p"; done
     log "$s proxies /1k.html and /api/1k.html correctly (200, exact 1024 bytes)"
 done
+# The backend's 1k.html is text/html, so with "rewrite-links" on lwsws passes it through its
+# link rewriter (no links in it: the bytes stay the same, the response comes chunked); with
+# "0" it is passed through with the backend's Content-Length. Say which one ran.
+LWSWS_FRAMING=NA
+if has_server lwsws; then
+    hdrs="$(curl -s -D - -o /dev/null --max-time 10 "http://127.0.0.1:$LWSWS_PORT/1k.html" | tr -d '\r' | tr '[:upper:]' '[:lower:]')"
+    if grep -q '^transfer-encoding: chunked' <<<"$hdrs"; then
+        LWSWS_FRAMING=chunked
+    elif grep -q '^content-length:' <<<"$hdrs"; then
+        LWSWS_FRAMING=length
+    fi
+    log "lwsws rewrite-links=${REWRITE_LINKS:-1}: /1k.html (text/html) comes back framed by $LWSWS_FRAMING ($([[ "$LWSWS_FRAMING" == chunked ]] && echo "through the link rewriter" || echo "passed through as is"))"
+fi
 
 # --- wrk runs ------------------------------------------------------------
 run_wrk() { # server seconds outfile
@@ -339,7 +352,7 @@ printf '%-8s %5s %12s %10s %7s %10s\n' proxy round 'req/s' 'p99 ms' errors 'CPU 
 printf '%-8s %5s %12s %10s %7s %10s\n' -------- ----- ------------ ---------- ------- ----------
 awk -F'\t' '{ printf "%-8s %5s %12.2f %10.3f %7d %10.2f\n", $1, $2, $3, $4, $5, $6 }' "$RESULTS"
 echo
-awk -F'\t' '
+awk -F'\t' -v rw="${REWRITE_LINKS:-1}" -v framing="$LWSWS_FRAMING" '
     { rps[$1] += $3; p99[$1] += $4; err[$1] += $5; cpu[$1] += $6; n[$1]++ }
     function mean(a, k)  { return (k in n) ? sprintf("%.2f", a[k] / n[k]) : "NA" }
     function meanp(a, k) { return (k in n) ? sprintf("%.3f", a[k] / n[k]) : "NA" }
@@ -360,6 +373,6 @@ awk -F'\t' '
         printf "ratio lwsws/nginx = %s   ratio lwsws/haproxy = %s\n", rn, rh
         printf "CPU per request, X/lwsws: nginx = %s   haproxy = %s   (above 1: lwsws uses less)\n", cn, ch
         print ""
-        printf "RESULT proxy nginx_rps=%s haproxy_rps=%s lwsws_rps=%s ratio_nginx=%s ratio_haproxy=%s nginx_p99_ms=%s haproxy_p99_ms=%s lwsws_p99_ms=%s nginx_cpu_us=%s haproxy_cpu_us=%s lwsws_cpu_us=%s cpu_ratio_nginx=%s cpu_ratio_haproxy=%s\n", \
-            nr, hr, lr, rn, rh, meanp(p99, "nginx"), meanp(p99, "haproxy"), meanp(p99, "lwsws"), nc, hc, lc, cn, ch
+        printf "RESULT proxy rewrite_links=%s lwsws_framing=%s nginx_rps=%s haproxy_rps=%s lwsws_rps=%s ratio_nginx=%s ratio_haproxy=%s nginx_p99_ms=%s haproxy_p99_ms=%s lwsws_p99_ms=%s nginx_cpu_us=%s haproxy_cpu_us=%s lwsws_cpu_us=%s cpu_ratio_nginx=%s cpu_ratio_haproxy=%s\n", \
+            rw, framing, nr, hr, lr, rn, rh, meanp(p99, "nginx"), meanp(p99, "haproxy"), meanp(p99, "lwsws"), nc, hc, lc, cn, ch
     }' "$RESULTS"
