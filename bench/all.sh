@@ -22,8 +22,8 @@
 # (h2.sh MODE=proxy), proxy (proxy.sh with REWRITE_LINKS=0, then 1), handshakes
 # (handshakes.sh), idle (idle-conns.sh, lwsws and nginx, PROTO plain/tls/h2), ws
 # (ws-fanout.sh: fan-out rate and idle websocket memory, lwsws only), scaling (scaling.sh).
-# With the defaults the whole run takes about 16 minutes (sum of the timed runs, warm-ups
-# and start-ups; DURATION=5 ROUNDS=2 takes about 8).
+# With the defaults the whole run takes about 15 minutes (estimated: the sum of the timed
+# runs, warm-ups and start-ups; DURATION=5 ROUNDS=2 about 7).
 #
 # A step that fails does not stop the others; all.sh prints what it has and then exits 1,
 # naming the steps that failed. The RESULT file is not committed (bench/results/ is ignored).
