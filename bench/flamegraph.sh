@@ -32,8 +32,9 @@
 #
 # TLS vhosts use a self-signed ECDSA P-256 certificate made with openssl in the temp dir.
 #
-# Knobs: PATHS, DURATION (10), WARMUP (2), FREQ (999), CALLGRAPH (fp; dwarf,16384 was tried: 60x
-#   the data and stacks cut short by the 16 KiB copy, so fp), THREADS (2), CONNECTIONS (64),
+# Knobs: PATHS, DURATION (10), WARMUP (2), FREQ (499), CALLGRAPH (dwarf,65528: std has no frame
+#   pointers, so with fp the passthrough's send(2) stacks lost their callers; see bench/README.md),
+#   THREADS (2), CONNECTIONS (64),
 #   STREAMS (h2load -m, 10), PROXY_STREAMS (h2load -m for h2-proxy, 4), MINWIDTH (0.01:
 #   inferno --minwidth, in percent of the samples; raise it if an SVG is too big),
 #   OUT (docs/flamegraphs), COMMIT (git describe of HEAD: the commit BIN was built from),
@@ -55,8 +56,8 @@ ALL_PATHS=(static tls-static h2-static proxy-passthrough proxy-hyper proxy-rewri
 PATHS="${PATHS:-${ALL_PATHS[*]}}"
 DURATION="${DURATION:-10}"
 WARMUP="${WARMUP:-2}"
-FREQ="${FREQ:-999}"
-CALLGRAPH="${CALLGRAPH:-fp}"
+FREQ="${FREQ:-499}"
+CALLGRAPH="${CALLGRAPH:-dwarf,65528}"
 THREADS="${THREADS:-2}"
 CONNECTIONS="${CONNECTIONS:-64}"
 STREAMS="${STREAMS:-10}"
