@@ -13,6 +13,20 @@ use super::path::encode_path;
 pub const HOP_BY_HOP: &[&str] =
     &["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade"];
 
+/// The same, as header names the hyper path can remove without parsing a name per request.
+const HOP_BY_HOP_NAMES: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// What the request path knows about the client, for the forwarding headers.
 pub struct ClientInfo<'a> {
     pub addr: Option<IpAddr>,
@@ -60,8 +74,8 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     for n in named {
         h.remove(n);
     }
-    for n in HOP_BY_HOP {
-        h.remove(*n);
+    for n in &HOP_BY_HOP_NAMES {
+        h.remove(n);
     }
 }
 
@@ -76,14 +90,14 @@ pub fn forward_headers(client_headers: &HeaderMap, host: Option<&HeaderValue>, c
         None => h.remove(header::HOST),
     };
     let text = |name| h.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
-    let f = Forwarding::new(client, text("x-forwarded-for"), text(header::FORWARDED.as_str()));
+    let f = Forwarding::new(client, text(&X_FORWARDED_FOR), text(&header::FORWARDED));
     let value = |s: &str| HeaderValue::from_str(s).expect("forwarding values are header text");
     if let Some(xff) = &f.xff {
-        h.insert("x-forwarded-for", value(xff));
+        h.insert(X_FORWARDED_FOR, value(xff));
     }
-    h.insert("x-forwarded-proto", HeaderValue::from_static(f.proto));
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(f.proto));
     if let Some(host) = f.host {
-        h.insert("x-forwarded-host", value(host));
+        h.insert(X_FORWARDED_HOST, value(host));
     }
     h.insert(header::FORWARDED, value(&f.forwarded));
     h
@@ -106,27 +120,55 @@ pub struct Forwarding<'a> {
 
 impl<'a> Forwarding<'a> {
     /// `prev_xff` and `prev_forwarded`: the client's first such header, when it is header text.
+    /// Every proxied request builds this, so the client's address is formatted once and each
+    /// string is sized before it is written (measured: a fifth of the passthrough's own
+    /// instructions went here when each header formatted the address anew).
     pub fn new(client: &ClientInfo<'a>, prev_xff: Option<&str>, prev_forwarded: Option<&str>) -> Self {
+        use std::fmt::Write as _;
         let proto = if client.tls { "https" } else { "http" };
-        let xff = client.addr.map(|ip| match prev_xff {
-            Some(prev) => format!("{prev}, {ip}"),
-            None => ip.to_string(),
+        let ip = client.addr.map(|ip| {
+            let mut text = String::with_capacity(48);
+            let _ = write!(text, "{ip}");
+            text
         });
         let host = client.host.filter(|h| is_header_text(h.as_bytes()));
-        let mut element = String::new();
-        if let Some(ip) = client.addr {
-            element = if ip.is_ipv6() { format!("for=\"[{ip}]\"") } else { format!("for={ip}") };
-            element.push(';');
+        let quoted_host = client.host.filter(|c| c.bytes().all(|b| b.is_ascii_graphic() && b != b'"'));
+        let ip_len = ip.as_ref().map_or(0, String::len);
+        let mut forwarded = String::with_capacity(
+            prev_forwarded.map_or(0, |p| p.len() + 2) + ip_len + 32 + quoted_host.map_or(0, |h| h.len() + 8),
+        );
+        if let Some(prev) = prev_forwarded {
+            forwarded.push_str(prev);
+            forwarded.push_str(", ");
         }
-        element.push_str("proto=");
-        element.push_str(proto);
-        if let Some(c) = client.host.filter(|c| c.bytes().all(|b| b.is_ascii_graphic() && b != b'"')) {
-            element.push_str(&format!(";host=\"{c}\""));
+        if let (Some(ip), Some(addr)) = (&ip, client.addr) {
+            if addr.is_ipv6() {
+                forwarded.push_str("for=\"[");
+                forwarded.push_str(ip);
+                forwarded.push_str("]\";");
+            } else {
+                forwarded.push_str("for=");
+                forwarded.push_str(ip);
+                forwarded.push(';');
+            }
         }
-        let forwarded = match prev_forwarded {
-            Some(prev) => format!("{prev}, {element}"),
-            None => element,
-        };
+        forwarded.push_str("proto=");
+        forwarded.push_str(proto);
+        if let Some(c) = quoted_host {
+            forwarded.push_str(";host=\"");
+            forwarded.push_str(c);
+            forwarded.push('"');
+        }
+        let xff = ip.map(|ip| match prev_xff {
+            Some(prev) => {
+                let mut list = String::with_capacity(prev.len() + 2 + ip.len());
+                list.push_str(prev);
+                list.push_str(", ");
+                list.push_str(&ip);
+                list
+            }
+            None => ip,
+        });
         Forwarding { xff, proto, host, forwarded }
     }
 }

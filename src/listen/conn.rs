@@ -224,38 +224,48 @@ async fn tls_connection<S>(
 {
     let routes = &table.listeners[listener];
     let timeout = table.global.timeout;
-    // Boxed so the handshake's state is freed once done, not carried by the connection's task.
     let handshakes = &state.shared.metrics.tls_handshakes;
-    let (tls, vhost) =
-        match Box::pin(tokio::time::timeout(timeout, tls_handshake(stream, routes, &state.shared.challenges))).await {
-            Ok(Ok(Some(done))) => {
-                handshakes.get_or_create(&ResultLabels { result: "success" }).inc();
-                done
-            }
-            Ok(Ok(None)) => {
-                handshakes.get_or_create(&ResultLabels { result: "acme_challenge" }).inc();
-                return;
-            }
-            Ok(Err(e)) => {
-                handshakes.get_or_create(&ResultLabels { result: "failure" }).inc();
-                tracing::debug!(?peer, error = %e, "TLS handshake failed");
-                return;
-            }
-            Err(_) => {
-                handshakes.get_or_create(&ResultLabels { result: "timeout" }).inc();
-                tracing::debug!(?peer, "TLS handshake timed out");
-                return;
-            }
+    let drain;
+    // The TLS stream lives in a scope of its own and moves into the boxed serve future: a local
+    // moved out of before an await keeps its room in the enclosing future, and that room cost
+    // every idle TLS connection 4.4 KiB (massif) on top of the stream inside `serve`.
+    let serving =
+        {
+            // Boxed so the handshake's state is freed once done, not carried by the connection's task.
+            let (tls, vhost) =
+                match Box::pin(tokio::time::timeout(timeout, tls_handshake(stream, routes, &state.shared.challenges)))
+                    .await
+                {
+                    Ok(Ok(Some(done))) => {
+                        handshakes.get_or_create(&ResultLabels { result: "success" }).inc();
+                        done
+                    }
+                    Ok(Ok(None)) => {
+                        handshakes.get_or_create(&ResultLabels { result: "acme_challenge" }).inc();
+                        return;
+                    }
+                    Ok(Err(e)) => {
+                        handshakes.get_or_create(&ResultLabels { result: "failure" }).inc();
+                        tracing::debug!(?peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        handshakes.get_or_create(&ResultLabels { result: "timeout" }).inc();
+                        tracing::debug!(?peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            let keepalive = vhost.keepalive;
+            let ctx = ConnCtx {
+                tls: true,
+                handshake_vhost: Some(vhost),
+                ..ConnCtx::new(table.clone(), listener, peer, state.shared.clone(), keepalive)
+            };
+            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+            drain = state.drain_for(&ctx.routes_key());
+            Box::pin(serve(tls, Bytes::new(), ctx, h2, timeout, &drain))
         };
-    let keepalive = vhost.keepalive;
-    let ctx = ConnCtx {
-        tls: true,
-        handshake_vhost: Some(vhost),
-        ..ConnCtx::new(table.clone(), listener, peer, state.shared.clone(), keepalive)
-    };
-    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let drain = state.drain_for(&ctx.routes_key());
-    Box::pin(serve(tls, Bytes::new(), ctx, h2, timeout, &drain)).await
+    serving.await
 }
 
 /// Counts a connection as open for as long as it lives.

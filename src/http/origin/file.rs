@@ -50,15 +50,11 @@ pub fn serve(
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let content_type = mount.mime.lookup(name).ok_or(HttpError::UnsupportedMediaType)?;
     let len = meta.len();
-    let etag = format!("{:08X}{:08X}", len as u32, meta.mtime() as u32);
-    let etag_value = HeaderValue::from_str(&etag).expect("hex is a valid header");
+    let etag_bytes = etag(len, meta.mtime());
+    let etag = std::str::from_utf8(&etag_bytes).expect("hex digits");
+    let etag_value = HeaderValue::from_bytes(&etag_bytes).expect("hex is a valid header");
 
-    let mut builder = Response::builder()
-        .header(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"))
-        .header(header::ETAG, etag_value.clone())
-        .header(header::CACHE_CONTROL, mount.cache_control.clone());
-
-    if etag_matches(req.headers.get(header::IF_NONE_MATCH), &etag) {
+    if etag_matches(req.headers.get(header::IF_NONE_MATCH), etag) {
         let mut r = Response::builder()
             .status(StatusCode::NOT_MODIFIED)
             .header(header::ETAG, etag_value)
@@ -68,8 +64,14 @@ pub fn serve(
         r.headers_mut().remove(header::CONTENT_LENGTH);
         return Ok(r);
     }
+    // The headers go straight into one map sized for them: every static request builds it, and
+    // `Response::builder` cost more than the file lookup (callgrind, docs/flamegraphs).
+    let mut headers = HeaderMap::with_capacity(8);
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    headers.insert(header::ETAG, etag_value);
+    headers.insert(header::CACHE_CONTROL, mount.cache_control.clone());
 
-    let ranges = match requested_ranges(&req.headers, &etag) {
+    let ranges = match requested_ranges(&req.headers, etag) {
         None => None,
         Some(spec) => match parse_ranges(spec, len).ok_or(HttpError::RangeNotSatisfiable(len))? {
             Ranges::Whole => None,
@@ -78,31 +80,41 @@ pub fn serve(
     };
     let multi = ranges.as_ref().is_some_and(|r| r.len() > 1);
     if let Some(ct) = content_type.filter(|_| !multi) {
-        builder = builder.header(
-            header::CONTENT_TYPE,
-            HeaderValue::from_str(ct).map_err(|_| HttpError::Internal("bad mimetype".into()))?,
-        );
+        let ct = HeaderValue::from_str(ct).map_err(|_| HttpError::Internal("bad mimetype".into()))?;
+        headers.insert(header::CONTENT_TYPE, ct);
     }
     let head = req.method == Method::HEAD;
     let content = Content::open(admitted, &path, &meta, cache)?;
+    let text = |s: String| HeaderValue::try_from(s).map_err(|e| HttpError::Internal(e.to_string()));
     let (status, body) = match ranges.as_deref() {
         None => (StatusCode::OK, content.slice(0, len)),
         Some([(a, b)]) => {
-            builder = builder.header(header::CONTENT_RANGE, format!("bytes {a}-{b}/{len}"));
+            headers.insert(header::CONTENT_RANGE, text(format!("bytes {a}-{b}/{len}"))?);
             (StatusCode::PARTIAL_CONTENT, content.slice(*a, b - a + 1))
         }
         Some(many) => {
-            builder = builder.header(header::CONTENT_TYPE, format!("multipart/byteranges; boundary={BOUNDARY}"));
+            headers.insert(header::CONTENT_TYPE, text(format!("multipart/byteranges; boundary={BOUNDARY}"))?);
             (StatusCode::PARTIAL_CONTENT, multipart(&content, many, content_type, len))
         }
     };
     let body = Body::from_segments(body);
-    let body_len = body.len();
-    builder
-        .status(status)
-        .header(header::CONTENT_LENGTH, body_len)
-        .body(if head { Body::empty() } else { body })
-        .map_err(|e| HttpError::Internal(e.to_string()))
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let mut response = Response::new(if head { Body::empty() } else { body });
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    Ok(response)
+}
+
+/// The ETag lws sends: the file's size and mtime, the low 32 bits of each as 8 hex digits.
+fn etag(len: u64, mtime: i64) -> [u8; 16] {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = [0u8; 16];
+    for (half, v) in [len as u32, mtime as u32].into_iter().enumerate() {
+        for digit in 0..8 {
+            out[half * 8 + digit] = HEX[((v >> (28 - 4 * digit)) & 0xF) as usize];
+        }
+    }
+    out
 }
 
 /// origin dir + remainder; an empty remainder, a trailing `/` or a directory gets `default`.
@@ -350,6 +362,12 @@ mod tests {
         assert!(hidden("/.well-known/security.txt", false), "only first in the request path");
         assert!(!hidden("/a.b/c.txt", true));
         assert!(!hidden("/", true));
+    }
+
+    #[test]
+    fn etag_is_size_then_mtime_in_hex() {
+        assert_eq!(&etag(0xA, 0x12345678), b"0000000A12345678");
+        assert_eq!(&etag(0x1_0000_00FF, -1), b"000000FFFFFFFFFF");
     }
 
     #[test]

@@ -39,8 +39,13 @@ impl Stamp {
 /// Where a file was checked to resolve: inside this canonical directory, or (`None`) anywhere.
 pub type Scope<'a> = Option<&'a Path>;
 
+/// Hashing a whole path with SipHash was most of a hit's cost (callgrind); foldhash is seeded
+/// per process, and only files that exist are ever inserted, so a client can choose what is
+/// looked up but not what the maps hold.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Cached files by scope (the empty path for "anywhere") and path, and the total bytes held.
-type Entries = (HashMap<PathBuf, HashMap<PathBuf, (Stamp, Bytes)>>, usize);
+type Entries = (Map<PathBuf, Map<PathBuf, (Stamp, Bytes)>>, usize);
 
 #[derive(Debug)]
 pub struct FileCache {
@@ -57,7 +62,7 @@ impl Default for FileCache {
 
 impl FileCache {
     pub fn new(max_file: u64, max_total: usize) -> Self {
-        FileCache { entries: RwLock::new((HashMap::new(), 0)), max_file, max_total }
+        FileCache { entries: RwLock::new((Map::default(), 0)), max_file, max_total }
     }
 
     /// Whether a file of this size is kept in memory (else it is streamed from disk).
