@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 
-use super::path::encode_path;
+use super::path::encode_path_owned;
 
 /// Headers that belong to one connection and never cross the proxy.
 pub const HOP_BY_HOP: &[&str] =
@@ -42,10 +42,13 @@ pub fn upstream_target(rt: &crate::upstream::ProxyRt, remainder: &str, query: Op
 }
 
 /// origin path + remainder, `//` collapsed, a trailing `/` only where the request had one.
+/// Built in one string sized up front, and percent-encoded only when something needs it: every
+/// proxied request asks for one.
 pub fn upstream_path(base: &str, remainder: &str, query: Option<&str>) -> String {
-    let joined = format!("{}/{}", base.trim_end_matches('/'), remainder.trim_start_matches('/'));
-    let mut out = String::with_capacity(joined.len() + 16);
-    for c in joined.chars() {
+    let trimmed_base = base.trim_end_matches('/');
+    let rest = remainder.trim_start_matches('/');
+    let mut out = String::with_capacity(trimmed_base.len() + rest.len() + 2 + query.map_or(0, |q| q.len() + 1));
+    for c in trimmed_base.chars().chain(std::iter::once('/')).chain(rest.chars()) {
         if c == '/' && out.ends_with('/') {
             continue;
         }
@@ -54,7 +57,7 @@ pub fn upstream_path(base: &str, remainder: &str, query: Option<&str>) -> String
     if remainder.is_empty() && !base.ends_with('/') && out.len() > 1 {
         out.pop();
     }
-    let mut out = encode_path(&out);
+    let mut out = encode_path_owned(out);
     if let Some(q) = query {
         out.push('?');
         out.push_str(q);
