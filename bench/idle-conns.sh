@@ -75,14 +75,14 @@ if [[ "$SERVER" == nginx ]]; then
     # each worker must be able to hold every connection (accept is not balanced)
     start_nginx "$BENCH_TMP/nginx" "$DOCROOT" "$PORT" "$THREADS" "$KEEPALIVE" $((CONNS + 1024)) \
         "$NGINX_EXTRA" "$NGINX_FLAGS"
-    PID="$NGINX_PID"
+    SERVER_PID="$NGINX_PID"
 else
     PORT="$LWSWS_PORT"
     mkdir -p "$BENCH_TMP/lwsws"
     start_lwsws "$BENCH_TMP/lwsws" "$DOCROOT" "$PORT" "$THREADS" "$KEEPALIVE" "$CERT" "$KEY"
-    PID="$LWSWS_PID"
+    SERVER_PID="$LWSWS_PID"
 fi
 
-log "opening $CONNS idle $PROTO keep-alive connections to $SERVER on 127.0.0.1:$PORT (PID $PID)"
-python3 bench/idle_conns.py --server "$SERVER" --pid "$PID" --port "$PORT" --proto "$PROTO" \
+log "opening $CONNS idle $PROTO keep-alive connections to $SERVER on 127.0.0.1:$PORT (PID $SERVER_PID)"
+python3 bench/idle_conns.py --server "$SERVER" --pid "$SERVER_PID" --port "$PORT" --proto "$PROTO" \
     --conns "$CONNS" --settle "$SETTLE" --timeout "$TIMEOUT"

@@ -206,4 +206,17 @@ mod tests {
         assert_eq!(h[header::FORWARDED], "for=127.0.0.1;proto=https;host=\"site.test\"");
         assert_eq!(h[header::COOKIE], "a=b");
     }
+
+    #[test]
+    fn forwarding_for_ipv6_after_earlier_hops_and_without_an_address() {
+        let info = ClientInfo { addr: Some("::1".parse().unwrap()), tls: false, host: Some("a\"b") };
+        let f = Forwarding::new(&info, Some("10.0.0.1"), Some("for=10.0.0.1"));
+        assert_eq!(f.xff.as_deref(), Some("10.0.0.1, ::1"));
+        assert_eq!(f.forwarded, "for=10.0.0.1, for=\"[::1]\";proto=http", "a host with a quote is left out");
+        assert_eq!(f.host, Some("a\"b"));
+        let unix = ClientInfo { addr: None, tls: true, host: Some("site.test") };
+        let f = Forwarding::new(&unix, None, None);
+        assert_eq!(f.xff, None);
+        assert_eq!(f.forwarded, "proto=https;host=\"site.test\"");
+    }
 }
