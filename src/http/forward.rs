@@ -208,6 +208,13 @@ mod tests {
     }
 
     #[test]
+    fn both_request_paths_drop_the_same_hop_by_hop_headers() {
+        let all = HOP_BY_HOP_NAMES;
+        let names: Vec<&str> = all.iter().map(HeaderName::as_str).collect();
+        assert_eq!(names, HOP_BY_HOP, "the passthrough's list and the hyper path's list agree");
+    }
+
+    #[test]
     fn forwarding_for_ipv6_after_earlier_hops_and_without_an_address() {
         let info = ClientInfo { addr: Some("::1".parse().unwrap()), tls: false, host: Some("a\"b") };
         let f = Forwarding::new(&info, Some("10.0.0.1"), Some("for=10.0.0.1"));
